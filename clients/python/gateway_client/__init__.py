@@ -1,0 +1,1 @@
+"""Asyncio client for WedSync Gateway, on pycrdt."""

@@ -1,0 +1,1 @@
+"""Implementations of the ports: embedded defaults (memory bus, SQLite store) and services."""

@@ -1,0 +1,76 @@
+"""In-process Bus: the embedded default, and the bus between several Nodes in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from gateway.ports import BusMessage
+from gateway.types import NodeId, RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class BusStatistics:
+    published: int
+    delivered: int
+    dropped: int
+
+
+class MemoryBroker:
+    """The shared medium of every MemoryBus in one process."""
+
+    def __init__(self, *, queue_limit: int = 4096) -> None:
+        self.queue_limit = queue_limit
+        self.subscribers: dict[RoomId, set[tuple[NodeId, asyncio.Queue[BusMessage]]]] = defaultdict(
+            set
+        )
+
+
+class MemoryBus:
+    """A Bus whose peers live in the same process. Overflowing subscribers lose messages."""
+
+    def __init__(self, node_id: NodeId, broker: MemoryBroker | None = None) -> None:
+        self.node_id = node_id
+        self.broker = broker or MemoryBroker()
+        self._seq: dict[RoomId, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
+        self._published = self._delivered = self._dropped = 0
+
+    def publish_nowait(self, room: RoomId, payload: bytes) -> None:
+        self._published += 1
+        subscribers = self.broker.subscribers.get(room)
+        if not subscribers:
+            return
+        message = BusMessage(room, self.node_id, next(self._seq[room]), payload)
+        for node_id, queue in subscribers:
+            if node_id == self.node_id:
+                continue
+            try:
+                queue.put_nowait(message)
+                self._delivered += 1
+            except asyncio.QueueFull:
+                self._dropped += 1
+
+    @asynccontextmanager
+    async def subscribe(self, room: RoomId) -> AsyncIterator[AsyncIterator[BusMessage]]:
+        queue: asyncio.Queue[BusMessage] = asyncio.Queue(self.broker.queue_limit)
+        key = (self.node_id, queue)
+        self.broker.subscribers[room].add(key)
+        try:
+            yield _drain(queue)
+        finally:
+            subscribers = self.broker.subscribers[room]
+            subscribers.discard(key)
+            if not subscribers:
+                del self.broker.subscribers[room]
+
+    def statistics(self) -> BusStatistics:
+        return BusStatistics(self._published, self._delivered, self._dropped)
+
+
+async def _drain(queue: asyncio.Queue[BusMessage]) -> AsyncIterator[BusMessage]:
+    while True:
+        yield await queue.get()

@@ -1,0 +1,161 @@
+"""SQLite Store: the embedded default. One file in the data directory, WAL, synchronous=FULL.
+
+All SQLite work runs on one dedicated thread, so the connection is never shared between threads
+and writes are serialised in submission order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from gateway.errors import BackendUnavailable
+from gateway.ports import Append, History
+from gateway.types import RoomId
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS updates (
+    room TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (room, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    room TEXT PRIMARY KEY,
+    offset INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
+
+class SqliteStore:
+    """A Store in one SQLite file. An append returns after the WAL is synced to disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+        self._last_offset: dict[str, int] = {}
+
+    @classmethod
+    def open(cls, data_dir: Path) -> Self:
+        """A store in ``data_dir/gateway.sqlite3`` (created on enter)."""
+        return cls(data_dir / "gateway.sqlite3")
+
+    async def __aenter__(self) -> Self:
+        await self._run(self._connect)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def load(self, room: RoomId) -> History:
+        return await self._run(self._load, room)
+
+    async def append(self, batch: Sequence[Append]) -> list[int]:
+        return await self._run(self._append, batch)
+
+    async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
+        await self._run(self._compact, room, snapshot, through)
+
+    # -- on the store thread ------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def _connect(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # DESIGN.md §6: an ack means synced to disk
+        db.executescript(SCHEMA)
+        self._db = db
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise BackendUnavailable(f"SQLite store {self.path} is closed")
+        return self._db
+
+    def _load(self, room: str) -> History:
+        row = self.db.execute(
+            "SELECT offset, data FROM snapshots WHERE room = ?", (room,)
+        ).fetchone()
+        snapshot, snapshot_offset = (row[1], row[0]) if row else (None, 0)
+        updates = self.db.execute(
+            "SELECT offset, data FROM updates WHERE room = ? AND offset > ? ORDER BY offset",
+            (room, snapshot_offset),
+        ).fetchall()
+        return History(RoomId(room), snapshot, snapshot_offset, [(o, d) for o, d in updates])
+
+    def _next_offset(self, room: str) -> int:
+        last = self._last_offset.get(room)
+        if last is None:
+            row = self.db.execute(
+                "SELECT max(offset) FROM (SELECT max(offset) AS offset FROM updates WHERE room = ?"
+                " UNION ALL SELECT offset FROM snapshots WHERE room = ?)",
+                (room, room),
+            ).fetchone()
+            last = row[0] or 0
+        self._last_offset[room] = last + 1
+        return last + 1
+
+    def _append(self, batch: Sequence[Append]) -> list[int]:
+        db = self.db
+        saved = dict(self._last_offset)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            offsets = [self._next_offset(item.room) for item in batch]
+            db.executemany(
+                "INSERT INTO updates (room, offset, data) VALUES (?, ?, ?)",
+                [(item.room, o, item.update) for item, o in zip(batch, offsets, strict=True)],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            self._last_offset = saved
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return offsets
+
+    def _compact(self, room: str, snapshot: bytes, through: int) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT offset FROM snapshots WHERE room = ?", (room,)).fetchone()
+            if row is not None and row[0] >= through:
+                db.execute("ROLLBACK")  # a newer snapshot already covers this one
+                return
+            db.execute(
+                "INSERT INTO snapshots (room, offset, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (room) DO UPDATE SET offset = excluded.offset, data = excluded.data",
+                (room, through, snapshot),
+            )
+            db.execute("DELETE FROM updates WHERE room = ? AND offset <= ?", (room, through))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise

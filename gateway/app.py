@@ -1,0 +1,88 @@
+"""The Starlette application. The only place that picks implementations of the ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from gateway import metrics
+from gateway.adapters.memory_bus import MemoryBus
+from gateway.adapters.sqlite_store import SqliteStore
+from gateway.connection import WebSocketEndpoint
+from gateway.core.limits import Limits
+from gateway.node import Node
+from gateway.ports import Bus
+from gateway.settings import Settings
+from gateway.types import NodeId
+
+
+def open_bus(settings: Settings) -> Bus:
+    """The in-memory bus: one node, no Redis (the embedded default)."""
+    return MemoryBus(NodeId(settings.node_id))
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_message_bytes=settings.max_message_bytes,
+        max_awareness_entries=settings.max_awareness_entries,
+        max_awareness_state_bytes=settings.max_awareness_state_bytes,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    """Build the gateway's ASGI app; its lifespan opens the bus, the store and the node."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(SqliteStore.open(settings.data_dir))
+            node = Node(
+                node_id=NodeId(settings.node_id),
+                bus=open_bus(settings),
+                store=store,
+                limits=limits_from(settings),
+                room_idle_seconds=settings.room_idle_seconds,
+                snapshot_every=settings.snapshot_every,
+                commit_batch_max=settings.commit_batch_max,
+                max_pending_appends=settings.max_pending_appends,
+                drain_seconds=settings.drain_seconds,
+            )
+            await stack.enter_async_context(node)
+            yield {"node": node}
+
+    routes = [
+        WebSocketRoute(
+            "/ws/{wedding_id}",
+            WebSocketEndpoint(
+                max_message_bytes=settings.max_message_bytes,
+                client_queue_limit=settings.client_queue_limit,
+            ),
+        ),
+        Route("/livez", livez),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def livez(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    node: Node = request.state.node
+    stats = node.statistics()
+    ready = stats.committer.failures == 0 or stats.committer.pending < node.committer.max_pending
+    body = {"status": "ready" if ready else "degraded", "node": node.node_id, "rooms": stats.rooms}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics.render(request.state.node), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,113 @@
+"""Group commit: appends queued while a commit is in flight go to the store together.
+
+The fan-out never waits for this; only acks do (DESIGN.md §5). Futures resolve in submission
+order, so acks are cumulative and in order (proto/spec.md §4.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass
+
+import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from gateway.errors import BackendUnavailable
+from gateway.ports import Append, Store
+from gateway.types import RoomId
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitterStatistics:
+    pending: int
+    committed: int
+    batches: int
+    failures: int
+
+
+class Committer:
+    """Batches appends for one Store. Run ``run()`` in a task owned by the node."""
+
+    def __init__(self, store: Store, *, max_batch: int, max_pending: int) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self._queue: deque[tuple[Append | None, asyncio.Future[int | None]]] = deque()
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._committed = self._batches = self._failures = 0
+
+    @property
+    def full(self) -> bool:
+        """True when no more appends are accepted: the store is too far behind."""
+        return len(self._queue) + self._in_flight >= self.max_pending
+
+    def submit_nowait(self, room: RoomId, update: bytes | None) -> asyncio.Future[int | None]:
+        """Queue one append (or, with ``update=None``, a barrier).
+
+        The future resolves with the update's offset (None for a barrier) once it and everything
+        submitted before it is durable. Raises BackendUnavailable when ``max_pending`` appends
+        are already waiting.
+        """
+        if update is not None and self.full:
+            raise BackendUnavailable(
+                f"{self.max_pending} appends are waiting for the store; refusing more"
+            )
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((Append(room, update) if update is not None else None, future))
+        self._wakeup.set()
+        return future
+
+    async def wait_flushed(self, room: RoomId) -> None:
+        """Return once everything submitted before this call is durable."""
+        await self.submit_nowait(room, None)
+
+    async def run(self) -> None:
+        """Commit batches until cancelled; retry a failing store with backoff (acks pause)."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._commit_one_batch()
+
+    async def _commit_one_batch(self) -> None:
+        batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        appends = [item for item, _ in batch if item is not None]
+        self._in_flight = len(appends)
+        try:
+            offsets = iter(await self._append_with_retry(appends) if appends else [])
+        finally:
+            self._in_flight = 0
+        for item, future in batch:
+            offset = next(offsets) if item is not None else None
+            if not future.done():
+                future.set_result(offset)
+        self._committed += len(appends)
+        self._batches += 1
+
+    async def _append_with_retry(self, appends: list[Append]) -> list[int]:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(BackendUnavailable),
+            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            before_sleep=self._log_failure,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self.store.append(appends)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _log_failure(self, state: object) -> None:
+        self._failures += 1
+        log.warning("store_append_failed", pending=len(self._queue), attempt=self._failures)
+
+    def statistics(self) -> CommitterStatistics:
+        return CommitterStatistics(
+            pending=len(self._queue) + self._in_flight,
+            committed=self._committed,
+            batches=self._batches,
+            failures=self._failures,
+        )

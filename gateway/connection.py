@@ -1,0 +1,159 @@
+"""ConnectionDriver: one client's WebSocket. Reads in the ASGI task; writes from a bounded outbox.
+
+This is the one place where errors become close frames (proto/spec.md §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import structlog
+from starlette.types import Receive, Scope, Send
+
+from gateway.core.session import Session
+from gateway.errors import GatewayError, InvalidState, ProtocolError, ShuttingDown, SlowClient
+from gateway.node import Node, RoomSlot
+from gateway.types import RoomId, parse_room_id
+
+log = structlog.get_logger(__name__)
+
+NORMAL_CLOSURE = 1000
+POLICY_VIOLATION = 1008  # sent before the upgrade: the server answers HTTP 403
+
+
+class ConnectionDriver:
+    """Drives one accepted WebSocket. Implements the node's Outlet."""
+
+    __slots__ = ("_error", "_finished", "_out", "_send", "_wake", "queue_limit", "sent")
+
+    def __init__(self, send: Send, *, queue_limit: int) -> None:
+        self._send = send
+        self.queue_limit = queue_limit
+        self._out: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._error: GatewayError | None = None
+        self._finished = False  # the peer is gone: write nothing more
+        self.sent = 0
+
+    def send_nowait(self, data: bytes) -> None:
+        if self._error is not None or self._finished:
+            return
+        if len(self._out) >= self.queue_limit:
+            self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
+            return
+        self._out.append(data)
+        self._wake.set()
+
+    def close_nowait(self, error: GatewayError) -> None:
+        if self._error is not None:
+            return
+        self._error = error
+        if not isinstance(error, ShuttingDown):
+            self._out.clear()  # a draining node still delivers queued acks first
+        self._wake.set()
+
+    def finish_nowait(self) -> None:
+        """The peer disconnected: stop writing."""
+        self._finished = True
+        self._wake.set()
+
+    async def write_loop(self) -> None:
+        """Write queued messages in order; send the close frame once an error is set."""
+        send, out = self._send, self._out
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while out and not self._finished:
+                    await send({"type": "websocket.send", "bytes": out.popleft()})
+                    self.sent += 1
+                if self._finished:
+                    return
+                if self._error is not None:
+                    reason = str(self._error)[:120]  # a close reason is at most 123 bytes
+                    code = self._error.close_code
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+        except OSError:
+            return  # the peer went away while we wrote
+
+    @property
+    def error(self) -> GatewayError | None:
+        return self._error
+
+
+class WebSocketEndpoint:
+    """ASGI endpoint for ``/ws/{wedding_id}`` (proto/spec.md §1)."""
+
+    def __init__(self, *, max_message_bytes: int, client_queue_limit: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.client_queue_limit = client_queue_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        node: Node = scope["state"]["node"]
+        room_id = parse_room_id(scope["path_params"]["wedding_id"])
+        await receive()  # websocket.connect
+        if room_id is None:
+            await send({"type": "websocket.close", "code": POLICY_VIOLATION})
+            return
+        await send({"type": "websocket.accept"})
+        driver = ConnectionDriver(send, queue_limit=self.client_queue_limit)
+        session = Session(max_message_bytes=self.max_message_bytes)
+        started = time.monotonic()
+        structlog.contextvars.bind_contextvars(room=room_id, client=session.id)
+        log.info("client_opened", node=node.node_id)
+        counts: dict[str, Any] = {"received": 0}
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(driver.write_loop())
+            code = await self._read_loop(node, room_id, session, driver, receive, counts)
+        error = driver.error
+        log.info(
+            "client_closed",
+            code=error.close_code if error else code,
+            reason=str(error) if error else "",
+            seconds=round(time.monotonic() - started, 3),
+            received=counts["received"],
+            sent=driver.sent,
+        )
+
+    async def _read_loop(
+        self,
+        node: Node,
+        room_id: RoomId,
+        session: Session,
+        driver: ConnectionDriver,
+        receive: Receive,
+        counts: dict[str, Any],
+    ) -> int:
+        """Feed the client's messages to the node until it disconnects; return its close code."""
+        try:
+            slot: RoomSlot = await node.join(room_id, session, driver)
+        except GatewayError as exc:
+            driver.close_nowait(exc)
+            return exc.close_code
+        try:
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.disconnect":
+                    driver.finish_nowait()
+                    return int(event.get("code", NORMAL_CLOSURE))
+                data = event.get("bytes")
+                if data is None:
+                    raise ProtocolError("text frames are not part of the protocol")
+                counts["received"] += 1
+                node.receive(slot, session, data)
+                if driver.error is not None:
+                    return driver.error.close_code
+        except GatewayError as exc:
+            driver.close_nowait(exc)
+            return exc.close_code
+        except Exception as exc:
+            log.exception("client_failed")
+            error = InvalidState(f"internal error: {type(exc).__name__}")
+            driver.close_nowait(error)
+            return error.close_code
+        finally:
+            node.leave(slot, session)

@@ -1,0 +1,1 @@
+"""Sans-I/O core: protocol codec, sessions, rooms. No asyncio, no sockets, no settings."""

@@ -1,0 +1,140 @@
+"""Messages of the y-websocket protocol and of the WedSync extensions (proto/spec.md §2-§4).
+
+Enum values are the wire values.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class MessageType(enum.IntEnum):
+    """First varUint of every message (proto/spec.md §2)."""
+
+    SYNC = 0
+    AWARENESS = 1
+    AUTH = 2
+    QUERY_AWARENESS = 3
+    # 100-127: WedSync extensions, sent only to clients that said HELLO (proto/spec.md §4).
+    HELLO = 100
+    ACK = 101
+    REJECT = 102
+    DRAIN = 103
+
+
+class SyncType(enum.IntEnum):
+    """Second varUint of a SYNC message (y-protocols sync)."""
+
+    STEP1 = 0
+    STEP2 = 1
+    UPDATE = 2
+
+
+class Feature(enum.IntFlag):
+    """Extension features a client asks for in HELLO (proto/spec.md §4.1)."""
+
+    ACKS = 1
+
+
+EXTENSION_VERSION = 1
+EMPTY_UPDATE = b"\x00\x00"
+"""An update with no structs and an empty delete set: what a synced peer sends in step 2."""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep1:
+    """'Here is my state vector; send me what I am missing.'"""
+
+    state_vector: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStep2:
+    """The answer to SyncStep1: an update with what the asker was missing."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    """An incremental document update."""
+
+    update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessUpdate:
+    """Awareness entries, still encoded (decode with ``codec.decode_awareness``)."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """A y-protocols auth message: ``auth_type`` then a string (a token, or a denial reason)."""
+
+    auth_type: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryAwareness:
+    """'Send me every awareness entry you know.'"""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Opt-in to WedSync extensions (client → server) or their confirmation (server → client)."""
+
+    version: int
+    features: Feature
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The first ``seq`` document-bearing messages of this connection are durable."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Message ``seq`` of this connection was refused; ``reason`` says why."""
+
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """This node is shutting down; reconnect (to another node) after ``retry_ms``."""
+
+    retry_ms: int
+
+
+Message = (
+    SyncStep1
+    | SyncStep2
+    | SyncUpdate
+    | AwarenessUpdate
+    | Auth
+    | QueryAwareness
+    | Hello
+    | Ack
+    | Reject
+    | Drain
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessEntry:
+    """One client's presence: ``state`` is JSON text, ``"null"`` when the client left."""
+
+    client_id: int
+    clock: int
+    state: str
+
+    @property
+    def removed(self) -> bool:
+        return self.state == "null"

@@ -1,0 +1,200 @@
+"""CRDT state of one room (wedding) on this node. No I/O: every call returns effects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+from pycrdt import Doc
+
+from gateway.core import codec, guard
+from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
+from gateway.core.limits import Limits
+from gateway.core.messages import (
+    EMPTY_UPDATE,
+    EXTENSION_VERSION,
+    Ack,
+    Auth,
+    AwarenessEntry,
+    AwarenessUpdate,
+    Drain,
+    Feature,
+    Hello,
+    Message,
+    QueryAwareness,
+    Reject,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from gateway.core.session import Session, SessionState
+from gateway.errors import InvalidState, ProtocolError
+from gateway.types import RoomId
+
+
+@dataclass(frozen=True, slots=True)
+class RoomStatistics:
+    members: int
+    live_members: int
+    updates_applied: int
+    awareness_entries: int
+
+
+class Room:
+    """A room's Doc, awareness table and members. Call it from one task only."""
+
+    def __init__(self, room_id: RoomId, history: Iterable[bytes], *, limits: Limits) -> None:
+        """Build the room's Doc from its stored ``history`` (snapshot, then log updates)."""
+        self.id = room_id
+        self.limits = limits
+        self.doc: Doc[Any] = Doc()
+        for update in history:
+            self.doc.apply_update(update)
+        self.members: dict[int, Session] = {}
+        self.updates_applied = 0
+        self._awareness: dict[int, AwarenessEntry] = {}
+
+    # -- membership ---------------------------------------------------------------------------
+
+    def join(self, session: Session) -> list[Effect]:
+        """Add ``session``; returns the server's sync step 1 and the awareness states for it."""
+        if session.state is not SessionState.CONNECTING:
+            raise InvalidState(f"{session} joined room {self.id} twice")
+        session.state = SessionState.SYNCING
+        self.members[session.id] = session
+        effects: list[Effect] = [Send(session, codec.encode(SyncStep1(self.doc.get_state())))]
+        if self._awareness:
+            effects.append(Send(session, self._awareness_message(self._awareness.values())))
+        return effects
+
+    def leave(self, session: Session) -> list[Effect]:
+        """Remove ``session``; its awareness entries are removed for everyone else."""
+        if self.members.pop(session.id, None) is None:
+            return []
+        session.state = SessionState.CLOSED
+        gone = [
+            AwarenessEntry(cid, self._awareness[cid].clock + 1, "null")
+            for cid in session.awareness_clients
+            if cid in self._awareness
+        ]
+        for entry in gone:
+            del self._awareness[entry.client_id]
+        if not gone:
+            return []
+        data = self._awareness_message(gone)
+        return [Broadcast(data, exclude=None, live_only=False), Publish(data)]
+
+    @property
+    def empty(self) -> bool:
+        return not self.members
+
+    # -- messages from clients ----------------------------------------------------------------
+
+    def receive(self, session: Session, message: Message) -> list[Effect]:
+        """Handle one decoded message from a member; returns what the driver must do."""
+        match message:
+            case SyncStep1(state_vector):
+                session.state = SessionState.LIVE  # later updates reach it by broadcast
+                update = self.doc.get_update(state_vector)
+                return [Send(session, codec.encode(SyncStep2(update)))]
+            case SyncStep2(update) | SyncUpdate(update):
+                return self._apply_client_update(session, session.next_seq(), update)
+            case AwarenessUpdate(payload):
+                return self._apply_client_awareness(session, payload)
+            case QueryAwareness():
+                return [Send(session, self._awareness_message(self._awareness.values()))]
+            case Hello(_, features):
+                session.features = features & Feature.ACKS
+                return [Send(session, codec.encode(Hello(EXTENSION_VERSION, session.features)))]
+            case Auth():
+                return []  # tokens arrive with the auth issue; stock clients never send this
+            case Ack() | Reject() | Drain():
+                return [Close(session, ProtocolError(f"{type(message).__name__} is server-only"))]
+            case _:
+                assert_never(message)
+
+    def _apply_client_update(self, session: Session, seq: int, update: bytes) -> list[Effect]:
+        ack_to = session if session.wants_acks else None
+        if update == EMPTY_UPDATE:
+            return [Persist(None, ack_to, seq)] if ack_to else []
+        guard.check_update(update)
+        try:
+            self.doc.apply_update(update)
+        except Exception as exc:  # containment of pycrdt failures is the guard issue's
+            raise ProtocolError(f"update could not be applied: {exc}") from exc
+        self.updates_applied += 1
+        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
+        return [Broadcast(data, exclude=session), Publish(data), Persist(update, ack_to, seq)]
+
+    def _apply_client_awareness(self, session: Session, payload: bytes) -> list[Effect]:
+        entries = codec.decode_awareness(payload, max_entries=self.limits.max_awareness_entries)
+        for entry in entries:
+            if len(entry.state) > self.limits.max_awareness_state_bytes:
+                raise ProtocolError(
+                    f"awareness state of {len(entry.state)} characters exceeds the limit of "
+                    f"{self.limits.max_awareness_state_bytes}"
+                )
+        if not self._merge_awareness(entries, owner=session):
+            return []
+        data = codec.encode(AwarenessUpdate(payload))
+        return [Broadcast(data, exclude=session, live_only=False), Publish(data)]
+
+    # -- messages from peers (the bus) --------------------------------------------------------
+
+    def receive_from_peer(self, data: bytes) -> list[Effect]:
+        """Apply one message published by another node: broadcast locally, never republish."""
+        message = codec.decode(data)
+        match message:
+            case SyncUpdate(update):
+                self.doc.apply_update(update)
+                self.updates_applied += 1
+                return [Broadcast(data, exclude=None)]
+            case AwarenessUpdate(payload):
+                entries = codec.decode_awareness(payload, max_entries=1 << 16)
+                if self._merge_awareness(entries, owner=None):
+                    return [Broadcast(data, exclude=None, live_only=False)]
+                return []
+            case _:
+                raise InvalidState(f"peer published a {type(message).__name__}")
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _merge_awareness(self, entries: list[AwarenessEntry], *, owner: Session | None) -> bool:
+        """Apply entries with the Yjs clock rule; return True if anything changed."""
+        changed = False
+        for entry in entries:
+            known = self._awareness.get(entry.client_id)
+            clock = known.clock if known else 0
+            if entry.clock > clock or (entry.clock == clock and entry.removed and known):
+                changed = True
+                if entry.removed:
+                    self._awareness.pop(entry.client_id, None)
+                else:
+                    self._awareness[entry.client_id] = entry
+                if owner is not None:
+                    owner.awareness_clients.add(entry.client_id)
+        return changed
+
+    def _awareness_message(self, entries: Iterable[AwarenessEntry]) -> bytes:
+        return codec.encode(AwarenessUpdate(codec.encode_awareness(list(entries))))
+
+    def encode_state(self) -> bytes:
+        """The whole document as one update (for snapshots and late joiners)."""
+        return self.doc.get_update()
+
+    def statistics(self) -> RoomStatistics:
+        return RoomStatistics(
+            members=len(self.members),
+            live_members=sum(1 for s in self.members.values() if s.live),
+            updates_applied=self.updates_applied,
+            awareness_entries=len(self._awareness),
+        )
+
+
+def compact_updates(blobs: Iterable[bytes]) -> bytes:
+    """Merge stored updates (already accepted once) into one snapshot update."""
+    doc: Doc[Any] = Doc()
+    for blob in blobs:
+        doc.apply_update(blob)
+    return doc.get_update()

@@ -1,0 +1,80 @@
+"""Errors of the gateway. Each one knows the WebSocket close code it maps to.
+
+    GatewayError
+    ├── ProtocolError        peer broke proto/spec.md    4500 terminal
+    │   └── MessageTooBig                                1009 terminal
+    ├── Unauthorized         missing or expired token    4401 reconnect after refreshing the token
+    ├── Forbidden            no access to the room       4503 terminal
+    ├── SlowClient           outbound queue full         4001 reconnect
+    ├── BackendUnavailable   store or bus down           4002 reconnect
+    ├── ShuttingDown         node is draining            1012 reconnect (to another node)
+    ├── ConfigError          bad GATEWAY_* setting       (start-up only)
+    └── InvalidState(GatewayError, AssertionError)       our bug → 1011
+
+Close codes 4000-4499 mean "reconnect with backoff", 4500-4999 mean "do not reconnect"
+(proto/spec.md §6). Errors are raised where they are detected and mapped to close frames in one
+place, ``gateway/connection.py``.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+    close_code: int = 1011
+    retryable: bool = True
+
+
+class ProtocolError(GatewayError):
+    """The peer sent bytes that break proto/spec.md."""
+
+    close_code = 4500
+    retryable = False
+
+
+class MessageTooBig(ProtocolError):
+    """A frame was larger than the configured limit."""
+
+    close_code = 1009
+
+
+class Unauthorized(GatewayError):
+    """The token is missing, malformed or expired."""
+
+    close_code = 4401
+
+
+class Forbidden(GatewayError):
+    """The principal has no access to this room."""
+
+    close_code = 4503
+    retryable = False
+
+
+class SlowClient(GatewayError):
+    """The client's outbound queue overflowed: it does not read fast enough."""
+
+    close_code = 4001
+
+
+class BackendUnavailable(GatewayError):
+    """The store or the bus cannot be reached."""
+
+    close_code = 4002
+
+
+class ShuttingDown(GatewayError):
+    """This node is draining; the client should reconnect, reaching another node."""
+
+    close_code = 1012
+
+
+class ConfigError(GatewayError, ValueError):
+    """One or more GATEWAY_* settings are invalid; the message lists every bad key."""
+
+
+class InvalidState(GatewayError, AssertionError):
+    """The gateway broke one of its own invariants (a bug)."""
+
+    close_code = 1011

@@ -1,0 +1,60 @@
+"""Prometheus metrics, read from the node's statistics() at scrape time (no hot-path cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.node import Node
+
+
+class NodeCollector(Collector):
+    """Exports one node's counters and gauges."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        stats = self.node.statistics()
+        yield GaugeMetricFamily("gateway_rooms", "Rooms loaded on this node.", value=stats.rooms)
+        yield GaugeMetricFamily(
+            "gateway_connections", "Client connections on this node.", value=stats.connections
+        )
+        yield CounterMetricFamily(
+            "gateway_messages_received",
+            "Messages received from clients.",
+            value=stats.messages_received,
+        )
+        yield CounterMetricFamily(
+            "gateway_updates_persisted",
+            "Updates submitted to the durable log.",
+            value=stats.updates_persisted,
+        )
+        yield CounterMetricFamily(
+            "gateway_compactions", "Room logs compacted into snapshots.", value=stats.compactions
+        )
+        yield GaugeMetricFamily(
+            "gateway_appends_pending",
+            "Appends waiting for the store.",
+            value=stats.committer.pending,
+        )
+        yield CounterMetricFamily(
+            "gateway_commit_batches",
+            "Store transactions (group commits).",
+            value=stats.committer.batches,
+        )
+        yield CounterMetricFamily(
+            "gateway_store_failures",
+            "Failed store appends (retried).",
+            value=stats.committer.failures,
+        )
+
+
+def render(node: Node) -> bytes:
+    """The Prometheus text exposition of ``node``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return generate_latest(registry)

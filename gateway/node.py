@@ -1,0 +1,349 @@
+"""Node: the rooms and connections on this gateway process; executes what the core decides."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import Protocol, Self, assert_never
+
+import structlog
+
+from gateway.committer import Committer, CommitterStatistics
+from gateway.core import codec
+from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
+from gateway.core.limits import Limits
+from gateway.core.messages import Ack, Drain, SyncStep2, SyncUpdate
+from gateway.core.room import Room, compact_updates
+from gateway.core.session import Session
+from gateway.errors import BackendUnavailable, GatewayError, ShuttingDown
+from gateway.ports import Bus, BusMessage, Store
+from gateway.types import NodeId, RoomId
+
+log = structlog.get_logger(__name__)
+
+
+class Outlet(Protocol):
+    """How the node reaches one client connection (implemented by gateway.connection)."""
+
+    def send_nowait(self, data: bytes) -> None:
+        """Queue one message; on overflow the outlet closes itself with SlowClient."""
+        ...
+
+    def close_nowait(self, error: GatewayError) -> None:
+        """Close the connection with the error's close code once queued data is handled."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    rooms: int
+    connections: int
+    messages_received: int
+    updates_persisted: int
+    compactions: int
+    committer: CommitterStatistics
+
+
+class RoomSlot:
+    """A room on this node, from its first joiner until it is unloaded."""
+
+    __slots__ = (
+        "appends_since_snapshot",
+        "changed",
+        "closed",
+        "compacting",
+        "id",
+        "loaded",
+        "room",
+        "unloading",
+    )
+
+    def __init__(self, room_id: RoomId) -> None:
+        self.id = room_id
+        self.loaded: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
+        self.room: Room | None = None
+        self.changed = asyncio.Event()  # set on every join and leave
+        self.closed = asyncio.Event()  # set once unloaded and flushed
+        self.unloading = False
+        self.compacting = False
+        self.appends_since_snapshot = 0
+
+
+class Node:
+    """Owns the rooms of this process, the committer and every background task."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        bus: Bus,
+        store: Store,
+        limits: Limits,
+        room_idle_seconds: float = 30.0,
+        snapshot_every: int = 500,
+        commit_batch_max: int = 512,
+        max_pending_appends: int = 10_000,
+        drain_seconds: float = 10.0,
+    ) -> None:
+        self.node_id = node_id
+        self.bus = bus
+        self.store = store
+        self.limits = limits
+        self.room_idle_seconds = room_idle_seconds
+        self.snapshot_every = snapshot_every
+        self.drain_seconds = drain_seconds
+        self.committer = Committer(
+            store, max_batch=commit_batch_max, max_pending=max_pending_appends
+        )
+        self._rooms: dict[RoomId, RoomSlot] = {}
+        self._unloading: dict[RoomId, RoomSlot] = {}
+        self._outlets: dict[Session, Outlet] = {}
+        self._room_tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._messages_received = self._updates_persisted = self._compactions = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._committer_task = self._tasks.create_task(self.committer.run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            await self.drain()
+        finally:
+            self._committer_task.cancel()
+            for task in self._room_tasks:
+                task.cancel()
+            await self._stack.aclose()
+
+    async def drain(self) -> None:
+        """Close every client (1012), then unload every room: flush its appends, compact it."""
+        self._stopping.set()
+        for slot in self._rooms.values():
+            slot.changed.set()
+        for session, outlet in list(self._outlets.items()):
+            if session.wants_acks:
+                outlet.send_nowait(codec.encode(Drain(retry_ms=0)))
+            outlet.close_nowait(ShuttingDown(f"node {self.node_id} is shutting down"))
+        if self._room_tasks:
+            _, pending = await asyncio.wait(self._room_tasks, timeout=self.drain_seconds)
+            if pending:
+                log.warning("drain_incomplete", rooms=len(pending))
+
+    @property
+    def tasks(self) -> asyncio.TaskGroup:
+        if self._tasks is None:
+            raise RuntimeError("Node is used outside its async context")
+        return self._tasks
+
+    # -- joining and leaving --------------------------------------------------------------------
+
+    async def join(self, room_id: RoomId, session: Session, outlet: Outlet) -> RoomSlot:
+        """Add a client to a room, loading the room once however many clients join at once."""
+        while True:
+            if self._stopping.is_set():
+                raise ShuttingDown(f"node {self.node_id} is shutting down")
+            slot = self._rooms.get(room_id)
+            if slot is None:
+                slot = self._rooms[room_id] = RoomSlot(room_id)
+                task = self.tasks.create_task(self._run_room(slot), context=contextvars.Context())
+                self._room_tasks.add(task)
+                task.add_done_callback(self._room_tasks.discard)
+            room = await asyncio.shield(slot.loaded)
+            if not slot.unloading:
+                break
+            await slot.closed.wait()
+        self._outlets[session] = outlet
+        slot.changed.set()
+        self.execute(slot, room.join(session))
+        return slot
+
+    def leave(self, slot: RoomSlot, session: Session) -> None:
+        """Remove a client; the room unloads after ``room_idle_seconds`` without members."""
+        if slot.room is not None:
+            self.execute(slot, slot.room.leave(session))
+        self._outlets.pop(session, None)
+        slot.changed.set()
+
+    def receive(self, slot: RoomSlot, session: Session, data: bytes) -> None:
+        """Handle one binary message from a member. Raises GatewayError to close the client."""
+        self._messages_received += 1
+        message = session.receive_data(data)
+        if isinstance(message, SyncUpdate | SyncStep2) and self.committer.full:
+            raise BackendUnavailable("the store is too far behind; try again later")
+        assert slot.room is not None
+        self.execute(slot, slot.room.receive(session, message))
+
+    # -- effects --------------------------------------------------------------------------------
+
+    def execute(self, slot: RoomSlot, effects: list[Effect]) -> None:
+        """Carry out the core's effects for one room, in order."""
+        for effect in effects:
+            match effect:
+                case Send(session, data):
+                    self._outlets[session].send_nowait(data)
+                case Broadcast(data, exclude, live_only):
+                    assert slot.room is not None
+                    outlets = self._outlets
+                    for member in slot.room.members.values():
+                        if member is not exclude and (member.live or not live_only):
+                            outlets[member].send_nowait(data)
+                case Publish(data):
+                    self.bus.publish_nowait(slot.id, data)
+                case Persist(update, session, seq):
+                    self._persist(slot, update, session, seq)
+                case Close(session, error):
+                    self._outlets[session].close_nowait(error)
+                case _:
+                    assert_never(effect)
+
+    def _persist(
+        self, slot: RoomSlot, update: bytes | None, session: Session | None, seq: int
+    ) -> None:
+        future = self.committer.submit_nowait(slot.id, update)
+        if session is not None:
+            future.add_done_callback(partial(_send_ack, self._outlets[session], seq))
+        if update is None:
+            return
+        self._updates_persisted += 1
+        slot.appends_since_snapshot += 1
+        if slot.appends_since_snapshot >= self.snapshot_every and not slot.compacting:
+            slot.compacting = True
+            future.add_done_callback(partial(self._start_compaction, slot))
+
+    # -- room tasks -----------------------------------------------------------------------------
+
+    async def _run_room(self, slot: RoomSlot) -> None:
+        previous = self._unloading.get(slot.id)
+        if previous is not None:
+            await previous.closed.wait()  # its last appends are durable before we load
+        try:
+            async with self.bus.subscribe(slot.id) as peer_messages:
+                room = await self._load(slot)
+                async with asyncio.TaskGroup() as tg:
+                    consumer = tg.create_task(self._consume_peers(slot, room, peer_messages))
+                    await self._wait_idle(slot, room)
+                    consumer.cancel()
+        finally:
+            await self._unload(slot)
+
+    async def _load(self, slot: RoomSlot) -> Room:
+        started = time.perf_counter()
+        try:
+            history = await self.store.load(slot.id)
+            room = Room(slot.id, history.blobs(), limits=self.limits)
+        except Exception as exc:
+            error = BackendUnavailable(f"room {slot.id} could not be loaded: {exc}")
+            slot.loaded.set_exception(error)
+            slot.loaded.exception()  # retrieved: joiners receive it through the shield
+            slot.unloading = True
+            raise error from exc
+        slot.room = room
+        slot.appends_since_snapshot = len(history.updates)
+        slot.loaded.set_result(room)
+        log.info(
+            "room_loaded",
+            room=slot.id,
+            updates=len(history.updates),
+            snapshot=history.snapshot is not None,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return room
+
+    async def _wait_idle(self, slot: RoomSlot, room: Room) -> None:
+        """Return (marking the slot unloading) once the room stayed empty for the idle delay."""
+        while not self._stopping.is_set():
+            slot.changed.clear()
+            if not room.empty:
+                await slot.changed.wait()
+                continue
+            try:
+                async with asyncio.timeout(self.room_idle_seconds):
+                    await slot.changed.wait()
+            except TimeoutError:
+                if room.empty:
+                    break
+        slot.unloading = True
+
+    async def _unload(self, slot: RoomSlot) -> None:
+        slot.unloading = True
+        if self._rooms.get(slot.id) is slot:
+            del self._rooms[slot.id]
+        self._unloading[slot.id] = slot
+        try:
+            if slot.room is not None:
+                await self.committer.wait_flushed(slot.id)
+                if slot.appends_since_snapshot and not slot.compacting:
+                    await self._compact(slot.id)
+                log.info("room_unloaded", room=slot.id, updates=slot.room.updates_applied)
+        finally:
+            slot.closed.set()
+            if self._unloading.get(slot.id) is slot:
+                del self._unloading[slot.id]
+
+    async def _consume_peers(
+        self, slot: RoomSlot, room: Room, messages: AsyncIterator[BusMessage]
+    ) -> None:
+        async for message in messages:
+            self.execute(slot, room.receive_from_peer(message.payload))
+
+    # -- compaction -----------------------------------------------------------------------------
+
+    def _start_compaction(self, slot: RoomSlot, future: asyncio.Future[int | None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            slot.compacting = False
+            return
+        self.tasks.create_task(self._compact_in_background(slot), context=contextvars.Context())
+
+    async def _compact_in_background(self, slot: RoomSlot) -> None:
+        try:
+            await self._compact(slot.id)
+            slot.appends_since_snapshot = 0
+        except GatewayError as exc:
+            log.warning("compaction_failed", room=slot.id, error=str(exc))
+        finally:
+            slot.compacting = False
+
+    async def _compact(self, room_id: RoomId) -> None:
+        """Replace the room's durable log by one snapshot, built from the store's own content."""
+        history = await self.store.load(room_id)
+        if not history.updates:
+            return
+        snapshot = compact_updates(history.blobs())
+        await self.store.compact(room_id, snapshot, history.last_offset)
+        self._compactions += 1
+
+    def statistics(self) -> NodeStatistics:
+        return NodeStatistics(
+            rooms=len(self._rooms),
+            connections=len(self._outlets),
+            messages_received=self._messages_received,
+            updates_persisted=self._updates_persisted,
+            compactions=self._compactions,
+            committer=self.committer.statistics(),
+        )
+
+    def room(self, room_id: RoomId) -> Room | None:
+        """The loaded room, if this node has it."""
+        slot = self._rooms.get(room_id)
+        return slot.room if slot is not None and not slot.unloading else None
+
+
+def _send_ack(outlet: Outlet, seq: int, future: asyncio.Future[int | None]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        outlet.send_nowait(codec.encode(Ack(seq)))

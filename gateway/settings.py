@@ -1,0 +1,114 @@
+"""Every knob of the gateway, read once from GATEWAY_* environment variables.
+
+Each field is listed in README.md 'Configuration'; tests keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from gateway.errors import ConfigError
+
+PREFIX = "GATEWAY_"
+
+
+def _random_node_id() -> str:
+    return f"node-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every knob of the gateway. Built once in the CLI; listed in README 'Configuration'."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    node_id: str = field(default_factory=_random_node_id)
+    data_dir: Path = Path("data")
+    log_level: str = "info"
+    log_format: str = "json"  # json | console
+    max_message_bytes: int = 1 << 20  # larger frames close with 1009
+    client_queue_limit: int = 256  # outbound messages per client; overflow → close 4001
+    ws_per_message_deflate: bool = False  # measured choice: DESIGN.md §10
+    ws_ping_interval: float = 20.0  # seconds between keepalive pings; 0 disables
+    room_idle_seconds: float = 30.0  # an empty room stays loaded this long
+    snapshot_every: int = 500  # compact a room's log after this many appended updates
+    commit_batch_max: int = 512  # appends per store transaction
+    max_pending_appends: int = 10_000  # beyond this, writers are closed with 4002
+    max_awareness_entries: int = 64  # entries in one awareness message
+    max_awareness_state_bytes: int = 16 << 10  # characters of one awareness state
+    drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
+        """Read GATEWAY_* variables; report every bad key in one ConfigError."""
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in environ:
+            unknown = key.startswith(PREFIX) and key[len(PREFIX) :].lower() not in known
+            if unknown and not key.startswith(("GATEWAY_TEST_", "GATEWAY_LOADTEST_")):
+                errors.append(f"{key} is not a known setting.")
+        for f in dataclasses.fields(cls):
+            name = PREFIX + f.name.upper()
+            if name not in environ:
+                continue
+            try:
+                values[f.name] = _parse(str(f.type), environ[name])
+            except ValueError as exc:
+                errors.append(f"{name} has value {environ[name]!r}. {exc}")
+        if errors:
+            raise ConfigError(" ".join(errors))
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Raise ConfigError when values are individually valid but unusable."""
+        problems = [
+            f"GATEWAY_{name.upper()} must be positive."
+            for name in (
+                "max_message_bytes",
+                "client_queue_limit",
+                "snapshot_every",
+                "commit_batch_max",
+                "max_pending_appends",
+                "max_awareness_entries",
+                "max_awareness_state_bytes",
+            )
+            if getattr(self, name) <= 0
+        ]
+        if not 0 < self.port < 65536:
+            problems.append("GATEWAY_PORT must be between 1 and 65535.")
+        if self.log_format not in ("json", "console"):
+            problems.append("GATEWAY_LOG_FORMAT must be 'json' or 'console'.")
+        if problems:
+            raise ConfigError(" ".join(problems))
+
+
+def _parse(annotation: str, raw: str) -> Any:
+    if annotation == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("Not a valid int.") from None
+    if annotation == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("Not a valid float.") from None
+    if annotation == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("Not a valid bool (use true or false).")
+    if annotation == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,1 @@
+"""Load-test kit: sync latency, loss and convergence of any y-websocket server."""

@@ -1,0 +1,149 @@
+"""Fixtures: the gateway in-process or as a child process, and the machine's services."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningGateway:
+    """A gateway serving on 127.0.0.1:port."""
+
+    port: int
+    data_dir: Path
+    app: Any = None
+    server: Any = None
+    process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ws_url(self) -> str:
+        """Base URL for y-websocket providers: append '/<wedding id>'."""
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def node(self) -> Any:
+        """The Node of an in-process gateway."""
+        return self.app.state.node if self.app is not None else None
+
+
+async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
+    port = free_port()
+    settings = Settings(port=port, data_dir=data_dir, **overrides)
+    app = create_app(settings)
+    captured: dict[str, Any] = {}
+
+    async def keep_state(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            captured["state"] = scope.setdefault("state", {})
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(
+        keep_state,
+        host="127.0.0.1",
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_message_bytes,
+        ws_per_message_deflate=False,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(server.serve())
+    running = RunningGateway(port=port, data_dir=data_dir, server=(server, task))
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("gateway exited during start-up")
+        await asyncio.sleep(0.005)  # polls a condition: server.started
+    app.state.node = captured["state"]["node"]
+    running.app = app
+    return running
+
+
+async def stop_in_process(running: RunningGateway) -> None:
+    server, task = running.server
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """A gateway on embedded defaults, in this test's event loop."""
+    running = await start_in_process(tmp_path / "data", room_idle_seconds=0.2)
+    try:
+        yield running
+    finally:
+        await stop_in_process(running)
+
+
+def spawn_gateway(data_dir: Path, port: int | None = None, **env: str) -> RunningGateway:
+    """Start ``gateway serve`` as a child process (for kill -9 tests)."""
+    port = port or free_port()
+    child_env = {
+        **os.environ,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_DATA_DIR": str(data_dir),
+        "GATEWAY_LOG_LEVEL": "warning",
+        **env,
+    }
+    process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=child_env, cwd=ROOT)
+    return RunningGateway(port=port, data_dir=data_dir, process=process, env=env)
+
+
+async def wait_listening(running: RunningGateway, timeout: float = 20.0) -> None:
+    """Wait until the child gateway accepts TCP connections."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        assert running.process is not None
+        if running.process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {running.process.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", running.port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.02)  # polls a condition: the port accepts connections
+
+
+@pytest.fixture
+def gateway_processes(tmp_path: Path) -> Iterator[list[RunningGateway]]:
+    """Collects child gateways started by a test and kills any left running."""
+    started: list[RunningGateway] = []
+    yield started
+    for running in started:
+        if running.process is not None and running.process.poll() is None:
+            running.process.kill()
+            running.process.wait()
