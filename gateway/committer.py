@@ -91,7 +91,7 @@ class Committer:
     async def _append_with_retry(self, appends: list[Append]) -> list[int]:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(BackendUnavailable),
-            wait=wait_exponential_jitter(initial=0.05, max=5.0),
+            wait=wait_exponential_jitter(multiplier=0.05, max=5.0),
             before_sleep=self._log_failure,
             reraise=True,
         )

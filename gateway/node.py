@@ -47,6 +47,7 @@ class NodeStatistics:
     messages_received: int
     updates_persisted: int
     compactions: int
+    loads: int
     committer: CommitterStatistics
 
 
@@ -109,6 +110,7 @@ class Node:
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._messages_received = self._updates_persisted = self._compactions = 0
+        self._loads = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -244,6 +246,7 @@ class Node:
 
     async def _load(self, slot: RoomSlot) -> Room:
         started = time.perf_counter()
+        self._loads += 1
         try:
             history = await self.store.load(slot.id)
             room = Room(slot.id, history.blobs(), limits=self.limits)
@@ -335,6 +338,7 @@ class Node:
             messages_received=self._messages_received,
             updates_persisted=self._updates_persisted,
             compactions=self._compactions,
+            loads=self._loads,
             committer=self.committer.statistics(),
         )
 

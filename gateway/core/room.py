@@ -51,6 +51,10 @@ class Room:
         self.doc: Doc[Any] = Doc()
         for update in history:
             self.doc.apply_update(update)
+        self._changed = False
+        # pycrdt fires this only when a transaction changed the document (new structs,
+        # deletions, or parts kept pending); a duplicate update fires nothing.
+        self._subscription = self.doc.observe(self._on_change)
         self.members: dict[int, Session] = {}
         self.updates_applied = 0
         self._awareness: dict[int, AwarenessEntry] = {}
@@ -120,10 +124,11 @@ class Room:
             return [Persist(None, ack_to, seq)] if ack_to else []
         guard.check_update(update)
         try:
-            self.doc.apply_update(update)
+            changed = self._apply(update)
         except Exception as exc:  # containment of pycrdt failures is the guard issue's
             raise ProtocolError(f"update could not be applied: {exc}") from exc
-        self.updates_applied += 1
+        if not changed:  # an echo or a resend: nothing to share, but acked in order
+            return [Persist(None, ack_to, seq)] if ack_to else []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
         return [Broadcast(data, exclude=session), Publish(data), Persist(update, ack_to, seq)]
 
@@ -147,9 +152,7 @@ class Room:
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
-                self.doc.apply_update(update)
-                self.updates_applied += 1
-                return [Broadcast(data, exclude=None)]
+                return [Broadcast(data, exclude=None)] if self._apply(update) else []
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
@@ -160,13 +163,26 @@ class Room:
 
     # -- state ----------------------------------------------------------------------------------
 
+    def _on_change(self, event: object) -> None:
+        self._changed = True
+
+    def _apply(self, update: bytes) -> bool:
+        """Apply ``update``; return whether the document changed."""
+        self._changed = False
+        self.doc.apply_update(update)
+        if self._changed:
+            self.updates_applied += 1
+        return self._changed
+
     def _merge_awareness(self, entries: list[AwarenessEntry], *, owner: Session | None) -> bool:
         """Apply entries with the Yjs clock rule; return True if anything changed."""
         changed = False
         for entry in entries:
             known = self._awareness.get(entry.client_id)
             clock = known.clock if known else 0
-            if entry.clock > clock or (entry.clock == clock and entry.removed and known):
+            if entry.removed and known is None:
+                continue  # removing what we do not have changes nothing (y-protocols)
+            if entry.clock > clock or (entry.clock == clock and entry.removed):
                 changed = True
                 if entry.removed:
                     self._awareness.pop(entry.client_id, None)

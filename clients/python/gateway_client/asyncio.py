@@ -1,0 +1,256 @@
+"""Asyncio client for WedSync Gateway: connect, sync, typed edits, durable acks, reconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+
+from pycrdt import Array, Doc, Map
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway_client.backoff import backoff
+from gateway_client.sansio import ClientProtocol
+
+TERMINAL_CLOSE_CODES = range(4500, 5000)
+"""proto/spec.md §6: do not reconnect after these (nor after 1009)."""
+
+
+class GatewayClosed(Exception):
+    """The server closed the connection with a code that means 'do not reconnect'."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"server closed the connection with {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class GatewayClient:
+    """One wedding document kept in sync with the gateway over a WebSocket.
+
+    Use as an async context manager. Edits are local first; ``wait_durable()`` returns once the
+    server has made them durable. The client reconnects with backoff and resends edits the
+    server has not acknowledged.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        wedding_id: str,
+        *,
+        doc: Doc[Any] | None = None,
+        acks: bool = True,
+        reconnect: bool = True,
+        delays: Iterator[float] | None = None,
+    ) -> None:
+        self.url = f"{base_url.rstrip('/')}/{wedding_id}"
+        self.doc: Doc[Any] = doc if doc is not None else Doc()
+        self.protocol = ClientProtocol(self.doc, acks=acks)
+        self.reconnect = reconnect
+        self._delays = delays
+        self._changed = asyncio.Event()
+        self._online = asyncio.Event()
+        self._online.set()
+        self._ws: ClientConnection | None = None
+        self._closed: GatewayClosed | None = None
+        self._stack = AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+        self._pending_sends: list[bytes] = []
+        self._wake_writer = asyncio.Event()
+        self.connections = 0
+        self.last_close: tuple[int, str] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._task = tasks.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._stack.aclose()
+
+    async def go_offline(self) -> None:
+        """Drop the connection and stay offline (edits keep working locally)."""
+        self._online.clear()
+        if self._ws is not None:
+            await self._ws.close()
+        await self._wait(lambda: self._ws is None)
+
+    def go_online(self) -> None:
+        """Reconnect after ``go_offline``."""
+        self._online.set()
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    async def wait_synced(self) -> None:
+        """Wait until the initial sync with the server (this connection) has completed."""
+        await self._wait(lambda: self.protocol.synced)
+
+    async def wait_durable(self, version: int | None = None) -> None:
+        """Wait until local edits up to ``version`` (default: all so far) are durable."""
+        target = self.protocol.local_version if version is None else version
+        await self._wait(lambda: self.protocol.durable_version >= target)
+
+    async def _wait(self, condition: Any) -> None:
+        while not condition():
+            if self._closed is not None:
+                raise self._closed
+            self._changed.clear()
+            await self._changed.wait()
+
+    # -- typed edits (proto/schema.md) -------------------------------------------------------------
+
+    @property
+    def core_map(self) -> Map[Any]:
+        return cast(Map[Any], self.doc.get("core", type=Map))
+
+    @property
+    def timeline_array(self) -> Array[Any]:
+        return cast(Array[Any], self.doc.get("timeline", type=Array))
+
+    def set_core(self, **fields: Any) -> int:
+        """Set core fields in one transaction; returns the local version to wait for."""
+        with self.doc.transaction():
+            core = self.core_map
+            for key, value in fields.items():
+                core[key] = value
+        self._flush()
+        return self.protocol.local_version
+
+    def add_timeline_entry(self, **fields: Any) -> str:
+        """Append a timeline entry; returns its id."""
+        entry_id = str(fields.pop("id", None) or uuid.uuid4().hex[:12])
+        with self.doc.transaction():
+            self.timeline_array.append(Map({"id": entry_id, **fields}))
+        self._flush()
+        return entry_id
+
+    def update_timeline_entry(self, entry_id: str, **fields: Any) -> None:
+        with self.doc.transaction():
+            entry = self._entry(entry_id)
+            for key, value in fields.items():
+                entry[key] = value
+        self._flush()
+
+    def remove_timeline_entry(self, entry_id: str) -> None:
+        with self.doc.transaction():
+            timeline = self.timeline_array
+            for index, entry in enumerate(timeline):
+                if entry.get("id") == entry_id:
+                    del timeline[index]
+                    break
+            else:
+                raise KeyError(entry_id)
+        self._flush()
+
+    def _entry(self, entry_id: str) -> Map[Any]:
+        for entry in self.timeline_array:
+            if entry.get("id") == entry_id:
+                return entry  # type: ignore[no-any-return]
+        raise KeyError(entry_id)
+
+    def core(self) -> dict[str, Any]:
+        return self.core_map.to_py() or {}
+
+    def timeline(self) -> list[dict[str, Any]]:
+        return self.timeline_array.to_py() or []
+
+    # -- I/O ---------------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Queue the messages of local edits for the writer (dropped while offline: the
+        protocol resends unacknowledged edits on reconnect)."""
+        messages = self.protocol.data_to_send()
+        if messages and self._ws is not None:
+            self._pending_sends.extend(messages)
+            self._wake_writer.set()
+
+    async def _run(self) -> None:
+        delays = self._delays or backoff()
+        while True:
+            await self._online.wait()
+            try:
+                async with connect(self.url, max_size=None, compression=None) as ws:
+                    delays = self._delays or backoff()
+                    await self._serve(ws)
+                self._connection_lost(ws.close_code or 1006, ws.close_reason or "")
+            except* ConnectionClosed as group:
+                rcvd = _first(group, ConnectionClosed).rcvd
+                self._connection_lost(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
+            except* OSError as group:
+                self._connection_lost(1006, str(_first(group, OSError)))
+            if self._closed is None and not self.reconnect:
+                code, reason = self.last_close or (1006, "")
+                self._closed = GatewayClosed(code, reason or "connection lost; reconnect is off")
+            if self._closed is not None:
+                self._notify()
+                return
+            if self._online.is_set():
+                await asyncio.sleep(next(delays))  # reconnect backoff, by design a delay
+
+    def _connection_lost(self, code: int, reason: str) -> None:
+        self._ws = None
+        self.last_close = (code, reason)
+        self.protocol.connection_lost()
+        if code in TERMINAL_CLOSE_CODES or code == 1009:
+            self._closed = GatewayClosed(code, reason)
+        self._notify()
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        self.connections += 1
+        self._pending_sends = list(self.protocol.connection_made())
+        self._wake_writer.set()
+        self._ws = ws
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self._write(ws))
+            try:
+                async for data in ws:
+                    if isinstance(data, str):
+                        continue
+                    replies = self.protocol.receive_data(data)
+                    self._pending_sends.extend(replies)
+                    if replies:
+                        self._wake_writer.set()
+                    self._notify()
+            finally:
+                writer.cancel()
+
+    async def _write(self, ws: ClientConnection) -> None:
+        try:
+            while True:
+                await self._wake_writer.wait()
+                self._wake_writer.clear()
+                while self._pending_sends:
+                    batch, self._pending_sends = self._pending_sends, []
+                    for message in batch:
+                        await ws.send(message)
+        except ConnectionClosed:
+            return  # the reader sees the same close and reports it
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup[E], kind: type[E]) -> E:
+    """The first exception of ``kind`` in a (possibly nested) exception group."""
+    for exc in group.exceptions:
+        if isinstance(exc, kind):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(cast(BaseExceptionGroup[E], exc), kind)
+    raise LookupError(kind)

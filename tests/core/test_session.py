@@ -1,0 +1,83 @@
+"""gateway.core.session: one client's protocol state. Pure and synchronous."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.core.messages import Feature, Hello, SyncUpdate
+from gateway.core.session import Session, SessionState
+from gateway.errors import MessageTooBig, ProtocolError
+
+EMPTY_SYNC_UPDATE = bytes.fromhex("0002020000")
+
+
+def test_new_session_is_connecting_without_features_or_messages() -> None:
+    session = Session(max_message_bytes=64)
+    assert session.state is SessionState.CONNECTING
+    assert session.features == Feature(0)
+    assert not session.wants_acks
+    assert not session.live
+    assert session.seq == 0
+    assert session.awareness_clients == set()
+
+
+def test_sessions_get_distinct_ids() -> None:
+    assert len({Session(max_message_bytes=64).id for _ in range(5)}) == 5
+
+
+def test_receive_data_returns_the_decoded_message() -> None:
+    session = Session(max_message_bytes=64)
+    assert session.receive_data(EMPTY_SYNC_UPDATE) == SyncUpdate(b"\x00\x00")
+    assert session.receive_data(bytes.fromhex("640101")) == Hello(1, Feature.ACKS)
+
+
+def test_message_of_exactly_the_limit_is_accepted() -> None:
+    session = Session(max_message_bytes=len(EMPTY_SYNC_UPDATE))
+    assert session.receive_data(EMPTY_SYNC_UPDATE) == SyncUpdate(b"\x00\x00")
+
+
+def test_message_one_byte_over_the_limit_raises_message_too_big_with_1009() -> None:
+    session = Session(max_message_bytes=len(EMPTY_SYNC_UPDATE) - 1)
+    with pytest.raises(MessageTooBig, match="5 bytes exceeds the limit of 4") as caught:
+        session.receive_data(EMPTY_SYNC_UPDATE)
+    assert caught.value.close_code == 1009
+    assert isinstance(caught.value, ProtocolError)
+
+
+def test_size_is_checked_before_decoding() -> None:
+    session = Session(max_message_bytes=2)
+    with pytest.raises(MessageTooBig):
+        session.receive_data(b"\x04\x04\x04")  # unknown type, but too big first
+
+
+def test_malformed_message_raises_protocol_error() -> None:
+    session = Session(max_message_bytes=64)
+    with pytest.raises(ProtocolError, match="trailing"):
+        session.receive_data(EMPTY_SYNC_UPDATE + b"\x00")
+
+
+def test_receive_data_does_not_count_messages() -> None:
+    session = Session(max_message_bytes=64)
+    session.receive_data(EMPTY_SYNC_UPDATE)
+    assert session.seq == 0  # the room counts document-bearing messages (proto/spec.md §4.2)
+
+
+def test_next_seq_counts_from_one() -> None:
+    session = Session(max_message_bytes=64)
+    assert [session.next_seq() for _ in range(3)] == [1, 2, 3]
+    assert session.seq == 3
+
+
+def test_wants_acks_follows_the_acks_feature() -> None:
+    session = Session(max_message_bytes=64)
+    session.features = Feature.ACKS
+    assert session.wants_acks
+    session.features = Feature(0)
+    assert not session.wants_acks
+
+
+def test_only_a_live_session_is_live() -> None:
+    session = Session(max_message_bytes=64)
+    for state in SessionState:
+        session.state = state
+        assert session.live is (state is SessionState.LIVE)

@@ -1,0 +1,103 @@
+"""Bad input at the connection layer: each offender is closed with its code; others live on."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gateway_client import GatewayClient
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from gateway.core import codec
+from gateway.core.messages import SyncStep1
+from tests.conftest import RunningGateway, start_in_process, stop_in_process
+from tests.helpers import eventually
+
+
+async def close_code_after(gateway: RunningGateway, payload: bytes | str) -> tuple[int, str]:
+    """Send one message on a fresh connection; return the close code and reason received."""
+    async with connect(f"{gateway.ws_url}/bad", max_size=None) as ws:
+        await ws.recv()  # the server's sync step 1: the room is joined
+        await ws.send(payload)
+        with pytest.raises(ConnectionClosed):
+            await drain(ws)
+        assert ws.close_code is not None
+        return ws.close_code, ws.close_reason or ""
+
+
+async def drain(ws: ClientConnection) -> None:
+    """Read until the server closes the connection."""
+    while True:
+        await ws.recv()
+
+
+BAD_MESSAGES = {
+    "text frame": ("hello", 4500, "text frames"),
+    "unknown message type": (b"\x07", 4500, "unknown message type 7"),
+    "truncated sync message": (b"\x00\x02\x05\x00", 4500, "exceeds"),
+    "trailing bytes": (b"\x00\x02\x02\x00\x00\xff", 4500, "trailing"),
+    "varint longer than 10 bytes": (b"\x00\x02" + b"\xff" * 11, 4500, "varUint"),
+    "unknown sync type": (b"\x00\x09\x00", 4500, "unknown sync message type"),
+    "server-only message": (b"\x65\x01", 4500, "server only"),
+    "malformed state vector": (b"\x00\x00\x03\x05\x01\x01", 4500, "state vector"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MESSAGES, ids=list(BAD_MESSAGES))
+async def test_bad_message_closes_only_its_sender(gateway: RunningGateway, case: str) -> None:
+    payload, expected_code, reason_part = BAD_MESSAGES[case]
+    async with GatewayClient(gateway.ws_url, "bad") as bystander:
+        await bystander.wait_synced()
+        code, reason = await close_code_after(gateway, payload)
+        assert code == expected_code
+        assert reason_part in reason
+        version = bystander.set_core(venue="still fine")
+        await bystander.wait_durable(version)
+        assert bystander.connections == 1
+
+
+async def test_frame_over_the_size_limit_closes_with_1009(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    running = await start_in_process(tmp_path / "data", max_message_bytes=4096)
+    try:
+        code, _ = await close_code_after(running, b"\x00\x02" + b"\x00" * 5000)
+        assert code == 1009
+        async with GatewayClient(running.ws_url, "bad") as client:
+            await client.wait_synced()
+    finally:
+        await stop_in_process(running)
+
+
+@pytest.mark.parametrize("wedding_id", ["a%20b", "x" * 65, "caf%C3%A9", "..%2Fetc"])
+async def test_invalid_wedding_id_is_refused_before_the_upgrade(
+    gateway: RunningGateway, wedding_id: str
+) -> None:
+    with pytest.raises(InvalidStatus) as caught:
+        async with connect(f"{gateway.ws_url}/{wedding_id}"):
+            pass
+    assert caught.value.response.status_code == 403
+
+
+async def test_stock_client_never_receives_extension_messages(gateway: RunningGateway) -> None:
+    async with connect(f"{gateway.ws_url}/plain") as ws:
+        first = codec.decode(await ws.recv())  # type: ignore[arg-type]
+        assert isinstance(first, SyncStep1)
+        await ws.send(codec.encode(SyncStep1(b"\x00")))
+        update = b"\x01\x01\x05\x00\x28\x01\x04core\x05venue\x01\x77\x01x\x00"
+        await ws.send(b"\x00\x02" + codec.write_var_bytes(update))
+        await eventually(lambda: gateway.node.statistics().committer.committed >= 1)
+        await ws.send(codec.encode(SyncStep1(b"\x00")))
+        kinds = []
+        while len(kinds) < 2:
+            kinds.append((await ws.recv())[0])  # type: ignore[index]
+        assert kinds == [0, 0]  # two sync step 2 replies, no ACK (101)
+
+
+async def test_health_and_metrics_endpoints(gateway: RunningGateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        assert (await http.get("/livez")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["status"] == "ready"
+        metrics = (await http.get("/metrics")).text
+        assert "gateway_connections" in metrics
+        assert "gateway_rooms" in metrics

@@ -1,0 +1,97 @@
+"""The gateway with the Python client: sync, durable acks, room lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway_client import GatewayClient
+
+from tests.conftest import RunningGateway
+from tests.helpers import eventually
+
+
+async def test_two_clients_converge_and_acks_arrive(gateway: RunningGateway) -> None:
+    async with (
+        GatewayClient(gateway.ws_url, "w1") as a,
+        GatewayClient(gateway.ws_url, "w1") as b,
+    ):
+        await a.wait_synced()
+        await b.wait_synced()
+        version = a.set_core(venue="Villa Rosa", guest_count=120)
+        entry = b.add_timeline_entry(start="15:00", end="15:30", title="Ceremony")
+        await a.wait_durable(version)
+        await b.wait_durable()
+        await eventually(lambda: b.core() == {"venue": "Villa Rosa", "guest_count": 120})
+        await eventually(lambda: [e["id"] for e in a.timeline()] == [entry])
+        assert a.protocol.acks_enabled
+        assert a.protocol.unacked == 0
+
+
+async def test_acknowledged_edits_survive_a_restart_and_compaction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import start_in_process, stop_in_process
+
+    data = tmp_path / "data"
+    first = await start_in_process(data, snapshot_every=5, room_idle_seconds=0.05)
+    try:
+        async with GatewayClient(first.ws_url, "durable") as client:
+            await client.wait_synced()
+            for i in range(23):
+                client.set_core(**{f"field_{i}": i})
+            await client.wait_durable()
+        await eventually(lambda: first.node.statistics().compactions >= 1)
+        await eventually(lambda: first.node.statistics().rooms == 0)
+    finally:
+        await stop_in_process(first)
+    second = await start_in_process(data)
+    try:
+        async with GatewayClient(second.ws_url, "durable") as reader:
+            await reader.wait_synced()
+            assert reader.core() == {f"field_{i}": i for i in range(23)}
+    finally:
+        await stop_in_process(second)
+
+
+async def test_room_unloads_when_idle_and_reloads_with_everything(gateway: RunningGateway) -> None:
+    async with GatewayClient(gateway.ws_url, "idle") as client:
+        await client.wait_synced()
+        client.add_timeline_entry(id="e1", start="10:00", end="11:00", title="Hair")
+        await client.wait_durable()
+    await eventually(lambda: gateway.node.statistics().rooms == 0)
+    async with GatewayClient(gateway.ws_url, "idle") as client:
+        await client.wait_synced()
+        assert [e["title"] for e in client.timeline()] == ["Hair"]
+    assert gateway.node.statistics().loads == 2
+
+
+async def test_many_clients_opening_one_wedding_share_one_load(gateway: RunningGateway) -> None:
+    clients = [GatewayClient(gateway.ws_url, "storm") for _ in range(40)]
+    async with asyncio.TaskGroup() as tg:
+        for client in clients:
+            tg.create_task(client.__aenter__())
+    try:
+        await asyncio.gather(*(c.wait_synced() for c in clients))
+        assert gateway.node.statistics().loads == 1
+        clients[0].set_core(venue="Barn")
+        await eventually(lambda: all(c.core().get("venue") == "Barn" for c in clients))
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
+
+
+async def test_offline_edits_are_resent_and_acknowledged(gateway: RunningGateway) -> None:
+    async with (
+        GatewayClient(gateway.ws_url, "offline") as phone,
+        GatewayClient(gateway.ws_url, "offline") as planner,
+    ):
+        await phone.wait_synced()
+        await planner.wait_synced()
+        await phone.go_offline()
+        phone.set_core(notes="first dance: song B")
+        planner.set_core(venue="Lake House")
+        await planner.wait_durable()
+        assert phone.protocol.unacked == 1
+        phone.go_online()
+        await phone.wait_durable()
+        await eventually(lambda: phone.core() == planner.core())
+        assert planner.core() == {"notes": "first dance: song B", "venue": "Lake House"}
+        assert phone.connections == 2
