@@ -1,0 +1,254 @@
+"""One simulated client: a pycrdt Doc, its WebSocket, and what it measures.
+
+Every edit carries ``LT|<sender>|<seq>|<intended ns>|<sent ns>|`` (CLOCK_MONOTONIC) in the value
+it writes, so a receiver reads the sender, the sequence number and the send times straight out of
+the update bytes (one regex; the update is also applied to the receiver's Doc, for the
+convergence check).
+All generator processes run on one machine, and CLOCK_MONOTONIC is system-wide on Linux, so the
+receiver's clock and the embedded stamp compare directly. The stamp is the *intended* send time
+of an open-model schedule: a late sender adds its lateness to the latency (coordinated-omission
+correction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from pycrdt import Array, Doc, Map, TransactionEvent
+
+from gateway.core import codec
+from gateway.core.messages import (
+    EXTENSION_VERSION,
+    Ack,
+    AwarenessUpdate,
+    Feature,
+    Hello,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from gateway.errors import ProtocolError
+from loadtest.config import AckMode, RunConfig, Target
+from loadtest.stats import record_us
+from loadtest.tally import Tally
+from loadtest.wsclient import WsConnection, open_connection
+
+MARKER = re.compile(rb"LT\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|")
+CONNECT_TIMEOUT = 30.0
+
+
+class LoadClient:
+    """A y-websocket client that edits on command and records every delivery it sees."""
+
+    def __init__(self, gid: int, config: RunConfig, tally: Tally) -> None:
+        self.gid = gid
+        self.config = config
+        self.tally = tally
+        self.url = config.url_of(gid)
+        self.doc: Doc[Any] = Doc()
+        self.core = self.doc.get("core", type=Map)
+        self.timeline = self.doc.get("timeline", type=Array)
+        self.doc.observe(self._on_transaction)
+        self._capturing = False
+        self._captured = b""
+        self.conn: WsConnection | None = None
+        self.closed = asyncio.Event()  # set while no connection is open
+        self.closed.set()
+        self.live = False
+        self.acks = False
+        self.edit_seq = 0  # edits made, over every connection
+        self.message_seq = 0  # document-bearing messages sent on this connection (acks count)
+        self.pending_acks: deque[tuple[int, int]] = deque()  # (message seq, intended ns)
+        self._synced: asyncio.Future[None] | None = None
+        self._hello_answered = False
+        # What this client has seen from each other member: the highest seq (core fields are
+        # last-writer-wins, so seeing seq k means every value up to k is reflected) or, for
+        # timeline entries, one flag per seq.
+        self.seen_max: dict[int, int] = {}
+        self.seen_entries: dict[int, bytearray] = {}
+        self.covered = 0
+        self.expected = 0  # set once the run's final sent counts are known
+
+    @property
+    def is_resumer(self) -> bool:
+        return self.config.is_resumer(self.gid)
+
+    # -- connecting --------------------------------------------------------------------------------
+
+    async def connect(self) -> tuple[int, int]:
+        """Open the socket and finish the initial sync; returns (connect µs, sync µs)."""
+        started = time.monotonic_ns()
+        self.conn = await open_connection(self.url, self, timeout=CONNECT_TIMEOUT)
+        self.closed.clear()
+        opened = time.monotonic_ns()
+        self.message_seq = 0
+        self._hello_answered = False
+        self._synced = asyncio.get_running_loop().create_future()
+        if self.config.acks is not AckMode.OFF:
+            self.conn.send(codec.encode(Hello(EXTENSION_VERSION, Feature.ACKS)))
+        self.conn.send(codec.encode(SyncStep1(self.doc.get_state())))
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await self._synced
+        self.acks = self._hello_answered
+        self.live = True
+        synced = time.monotonic_ns()
+        return (opened - started) // 1000, (synced - started) // 1000
+
+    def drop(self, *, abort: bool) -> None:
+        """Leave: abort = a network failure (no close frame), else a clean close."""
+        self.live = False
+        if self.conn is not None:
+            self.conn.abort() if abort else self.conn.close()
+
+    # -- editing -----------------------------------------------------------------------------------
+
+    def edit(self, intended_ns: int) -> None:
+        """Make one edit stamped with its intended send time and send it, if connected."""
+        self.edit_seq += 1
+        marker = f"LT|{self.gid}|{self.edit_seq}|{intended_ns}|{time.monotonic_ns()}|"
+        self._capturing = True
+        try:
+            if self.config.target is Target.CORE:
+                self.core[f"lt_{self.gid}"] = marker
+            else:
+                entry_id = f"lt-{self.gid}-{self.edit_seq}"
+                self.timeline.append(Map({"id": entry_id, "title": "load test", "notes": marker}))
+        finally:
+            self._capturing = False
+        self._send_document(SyncUpdate(self._captured), intended_ns)
+        self.tally.sent += 1
+
+    def _on_transaction(self, event: TransactionEvent) -> None:
+        if self._capturing:
+            self._captured = event.update
+
+    def _send_document(self, message: SyncStep2 | SyncUpdate, intended_ns: int | None) -> None:
+        conn = self.conn
+        if conn is None:
+            return
+        self.message_seq += 1
+        if self.acks and intended_ns is not None:
+            self.pending_acks.append((self.message_seq, intended_ns))
+        conn.send(codec.encode(message))
+
+    # -- receiving (WsConnection's Handler) --------------------------------------------------------
+
+    def message_received(self, data: bytes) -> None:
+        now = time.monotonic_ns()
+        tally = self.tally
+        tally.messages_in += 1
+        try:
+            message = codec.decode_server_message(data)
+        except ProtocolError:
+            tally.errors["bad_message"] += 1
+            return
+        match message:
+            case SyncUpdate(update):
+                self.doc.apply_update(update)
+                self._read_markers(update, now, live=True)
+            case SyncStep2(update):
+                self.doc.apply_update(update)
+                self._read_markers(update, now, live=False)
+                if self._synced is not None and not self._synced.done():
+                    self._synced.set_result(None)
+            case SyncStep1(state_vector):
+                self._send_document(SyncStep2(self.doc.get_update(state_vector)), None)
+            case Hello(_, features):
+                self._hello_answered = Feature.ACKS in features
+            case Ack(seq):
+                self._acked(seq, now)
+            case AwarenessUpdate():
+                pass
+            case _:
+                tally.errors[f"unexpected_{type(message).__name__}"] += 1
+
+    def connection_lost(self, code: int | None, expected: bool) -> None:
+        self.live = False
+        self.count_bytes()
+        self.conn = None
+        self.closed.set()
+        self.tally.unacked += len(self.pending_acks)
+        self.pending_acks.clear()
+        if self._synced is not None and not self._synced.done():
+            self._synced.set_exception(ConnectionError(f"closed during sync (code {code})"))
+        if not expected:
+            self.tally.errors[f"disconnect_{code}"] += 1
+
+    def _acked(self, seq: int, now: int) -> None:
+        pending = self.pending_acks
+        histogram = self.tally.ack_latency
+        while pending and pending[0][0] <= seq:
+            _, intended = pending.popleft()
+            record_us(histogram, (now - intended) // 1000)
+
+    def _read_markers(self, update: bytes, now: int, *, live: bool) -> None:
+        tally = self.tally
+        core = self.config.target is Target.CORE
+        for match in MARKER.finditer(update):
+            sender = int(match[1])
+            if sender == self.gid:
+                continue  # servers such as y-websocket echo a client's own updates
+            seq = int(match[2])
+            fresh = self._see_core(sender, seq, live) if core else self._see_entry(sender, seq)
+            if not live:
+                continue
+            if not fresh:
+                tally.duplicates += 1
+                continue
+            latency = (now - int(match[3])) // 1000
+            record_us(tally.latency, latency)
+            record_us(tally.interval, latency)
+            record_us(tally.wire_latency, (now - int(match[4])) // 1000)
+            tally.delivered += 1
+
+    def _see_core(self, sender: int, seq: int, live: bool) -> bool:
+        previous = self.seen_max.get(sender, 0)
+        if seq <= previous:
+            return False
+        if live and seq > previous + 1:
+            self.tally.superseded += seq - previous - 1
+        self.seen_max[sender] = seq
+        self.covered += seq - previous
+        return True
+
+    def _see_entry(self, sender: int, seq: int) -> bool:
+        flags = self.seen_entries.get(sender)
+        if flags is None:
+            flags = self.seen_entries[sender] = bytearray(max(64, seq + 1))
+        elif seq >= len(flags):
+            flags.extend(bytes(max(len(flags), seq + 1 - len(flags))))
+        if flags[seq]:
+            return False
+        flags[seq] = 1
+        self.covered += 1
+        return True
+
+    # -- the end of the run ------------------------------------------------------------------------
+
+    def expect(self, sent: dict[int, int]) -> None:
+        """Learn how many edits every other member of the wedding made."""
+        members = self.config.members(self.config.wedding_of(self.gid))
+        self.expected = sum(sent.get(m, 0) for m in members if m != self.gid)
+
+    @property
+    def settled(self) -> bool:
+        """Every edit of the others is reflected here and every own edit is acknowledged."""
+        return self.covered >= self.expected and not self.pending_acks
+
+    def digest(self) -> str:
+        """A hash of the document's content as canonical JSON (equal across a converged wedding)."""
+        content = {"core": self.core.to_py() or {}, "timeline": self.timeline.to_py() or []}
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+    def count_bytes(self) -> None:
+        """Add this connection's wire bytes to the tally (once, when it ends)."""
+        if self.conn is not None:
+            self.tally.bytes_in += self.conn.bytes_in
+            self.tally.bytes_out += self.conn.bytes_out
