@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -38,6 +39,7 @@ def serve_forever(settings: Settings) -> None:
     from gateway.logs import configure_logging
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
+    tune_gc()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -52,6 +54,18 @@ def serve_forever(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
     )
+
+
+def tune_gc() -> None:
+    """Keep the cycle collector from stalling the event loop (measured: README 'Performance').
+
+    Objects alive after start-up (modules, classes) are frozen out of every collection, and the
+    thresholds make full collections rarer; with the defaults a full collection under 1,000
+    clients stalled the loop for ~90 ms every few seconds.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from gateway.types import RoomId, parse_room_id
 
 log = structlog.get_logger(__name__)
 
+_SendEvent = dict[str, Any]
+_last_sent: tuple[bytes, _SendEvent] = (b"", {})
+
 NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008  # sent before the upgrade: the server answers HTTP 403
 
@@ -32,7 +35,7 @@ class ConnectionDriver:
     def __init__(self, send: Send, *, queue_limit: int) -> None:
         self._send = send
         self.queue_limit = queue_limit
-        self._out: deque[bytes] = deque()
+        self._out: deque[_SendEvent] = deque()
         self._wake = asyncio.Event()
         self._error: GatewayError | None = None
         self._finished = False  # the peer is gone: write nothing more
@@ -44,7 +47,7 @@ class ConnectionDriver:
         if len(self._out) >= self.queue_limit:
             self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
             return
-        self._out.append(data)
+        self._out.append(_send_event(data))
         self._wake.set()
 
     def close_nowait(self, error: GatewayError) -> None:
@@ -68,7 +71,7 @@ class ConnectionDriver:
                 await self._wake.wait()
                 self._wake.clear()
                 while out and not self._finished:
-                    await send({"type": "websocket.send", "bytes": out.popleft()})
+                    await send(out.popleft())
                     self.sent += 1
                 if self._finished:
                     return
@@ -83,6 +86,14 @@ class ConnectionDriver:
     @property
     def error(self) -> GatewayError | None:
         return self._error
+
+
+def _send_event(data: bytes) -> _SendEvent:
+    """The ASGI send event for ``data``, built once per broadcast and shared by its members."""
+    global _last_sent
+    if _last_sent[0] is not data:
+        _last_sent = (data, {"type": "websocket.send", "bytes": data})
+    return _last_sent[1]
 
 
 class WebSocketEndpoint:
