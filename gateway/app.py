@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> Starlette:
                 drain_seconds=settings.drain_seconds,
             )
             await stack.enter_async_context(node)
+            app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes
             yield {"node": node}
 
     routes = [

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
+import socket
 import sys
 from collections.abc import Sequence
 
+import uvicorn
+
+from gateway.app import create_app
 from gateway.errors import ConfigError
+from gateway.logs import configure_logging
 from gateway.settings import Settings
 
 
@@ -33,15 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve_forever(settings: Settings) -> None:
     """Run the app under uvicorn with uvloop until SIGINT/SIGTERM."""
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.logs import configure_logging
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
-    tune_gc()
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -54,6 +55,23 @@ def serve_forever(settings: Settings) -> None:
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_seconds) or None,
     )
+    tune_gc()
+    GatewayServer(config).run()
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, draining the node before uvicorn closes its connections.
+
+    uvicorn closes every WebSocket (1012) before the app's lifespan shutdown runs, which would
+    lose the acks of appends still in flight and the DRAIN notice (proto/spec.md §4.5).
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        node = getattr(getattr(app, "state", None), "node", None)
+        if node is not None:
+            await node.drain()
+        await super().shutdown(sockets)
 
 
 def tune_gc() -> None:

@@ -134,10 +134,15 @@ class Node:
             await self._stack.aclose()
 
     async def drain(self) -> None:
-        """Close every client (1012), then unload every room: flush its appends, compact it."""
+        """Stop: acknowledge what is durable, tell clients (DRAIN, then 1012), unload rooms."""
         self._stopping.set()
         for slot in self._rooms.values():
             slot.changed.set()
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                await self.committer.wait_flushed(RoomId(""))  # acks are queued before closes
+        except (TimeoutError, GatewayError):
+            log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
         for session, outlet in list(self._outlets.items()):
             if session.wants_acks:
                 outlet.send_nowait(codec.encode(Drain(retry_ms=0)))

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
+from gateway.cli import GatewayServer
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,15 +58,8 @@ async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
     port = free_port()
     settings = Settings(port=port, data_dir=data_dir, **overrides)
     app = create_app(settings)
-    captured: dict[str, Any] = {}
-
-    async def keep_state(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            captured["state"] = scope.setdefault("state", {})
-        await app(scope, receive, send)
-
     config = uvicorn.Config(
-        keep_state,
+        app,
         host="127.0.0.1",
         port=port,
         ws="websockets-sansio",
@@ -75,7 +69,7 @@ async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
         log_config=None,
         access_log=False,
     )
-    server = uvicorn.Server(config)
+    server = GatewayServer(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.get_running_loop().create_task(server.serve())
     running = RunningGateway(port=port, data_dir=data_dir, server=(server, task))
@@ -84,8 +78,7 @@ async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
             task.result()
             raise RuntimeError("gateway exited during start-up")
         await asyncio.sleep(0.005)  # polls a condition: server.started
-    app.state.node = captured["state"]["node"]
-    running.app = app
+    running.app = app  # the lifespan set app.state.node
     return running
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from gateway_client import GatewayClient
@@ -10,6 +12,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.core import codec
 from gateway.core.messages import SyncStep1
+from gateway.errors import SlowClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 
@@ -56,7 +59,7 @@ async def test_bad_message_closes_only_its_sender(gateway: RunningGateway, case:
         assert bystander.connections == 1
 
 
-async def test_frame_over_the_size_limit_closes_with_1009(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_frame_over_the_size_limit_closes_with_1009(tmp_path: Path) -> None:
     running = await start_in_process(tmp_path / "data", max_message_bytes=4096)
     try:
         code, _ = await close_code_after(running, b"\x00\x02" + b"\x00" * 5000)
@@ -101,3 +104,33 @@ async def test_health_and_metrics_endpoints(gateway: RunningGateway) -> None:
         metrics = (await http.get("/metrics")).text
         assert "gateway_connections" in metrics
         assert "gateway_rooms" in metrics
+
+
+async def test_client_that_stops_reading_is_closed_with_4001(tmp_path: Path) -> None:
+    running = await start_in_process(tmp_path / "data", client_queue_limit=4)
+    try:
+        async with connect(f"{running.ws_url}/slow", max_queue=1, max_size=None) as slow:
+            await slow.recv()  # the server's step 1
+            await slow.send(codec.encode(SyncStep1(b"\x00")))
+            await eventually(lambda: running.node.statistics().connections == 1)
+            async with GatewayClient(running.ws_url, "slow") as writer:
+                await writer.wait_synced()
+
+                def overflowed() -> bool:
+                    return any(
+                        isinstance(outlet.error, SlowClient)
+                        for outlet in running.node._outlets.values()
+                    )
+
+                edits = 0
+                while not overflowed():  # each edit is 256 KB for the slow reader
+                    edits += 1
+                    writer.set_core(notes=f"{edits}:" + "x" * 256_000)
+                    await writer.wait_durable()
+                    assert edits < 400, "the slow client was never cut off"
+                assert writer.connections == 1  # the writer is unaffected
+            with pytest.raises(ConnectionClosed):
+                await drain(slow)
+            assert slow.close_code == 4001
+    finally:
+        await stop_in_process(running)

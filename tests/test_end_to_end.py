@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from gateway_client import GatewayClient
 
@@ -27,7 +28,7 @@ async def test_two_clients_converge_and_acks_arrive(gateway: RunningGateway) -> 
         assert a.protocol.unacked == 0
 
 
-async def test_acknowledged_edits_survive_a_restart_and_compaction(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_acknowledged_edits_survive_a_restart_and_compaction(tmp_path: Path) -> None:
     from tests.conftest import start_in_process, stop_in_process
 
     data = tmp_path / "data"
@@ -95,3 +96,20 @@ async def test_offline_edits_are_resent_and_acknowledged(gateway: RunningGateway
         await eventually(lambda: phone.core() == planner.core())
         assert planner.core() == {"notes": "first dance: song B", "venue": "Lake House"}
         assert phone.connections == 2
+
+
+async def test_shutdown_acknowledges_durable_edits_then_drains(tmp_path: Path) -> None:
+    from tests.conftest import start_in_process, stop_in_process
+
+    running = await start_in_process(tmp_path / "data")
+    client = GatewayClient(running.ws_url, "drain", reconnect=False)
+    async with client:
+        await client.wait_synced()
+        for i in range(50):
+            client.set_core(**{f"k{i}": i})
+        await eventually(lambda: running.node.statistics().committer.committed >= 1)
+        await stop_in_process(running)
+        await eventually(lambda: client.last_close is not None)
+        assert client.last_close == (1012, f"node {running.node.node_id} is shutting down")
+        assert client.protocol.drain is not None
+        assert client.protocol.unacked == 0  # every edit the node applied was acknowledged
