@@ -1,0 +1,154 @@
+"""The Python client's protocol: vectors, ack tracking, resend after reconnect. No I/O."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gateway_client import ClientProtocol, backoff
+from pycrdt import Doc, Map
+
+from gateway.core import codec
+from gateway.core.messages import (
+    Ack,
+    Drain,
+    Feature,
+    Hello,
+    Reject,
+    SyncStep1,
+    SyncStep2,
+    SyncUpdate,
+)
+from gateway.errors import ProtocolError
+
+VECTORS = json.loads(
+    (Path(__file__).resolve().parents[2] / "proto" / "vectors" / "messages.json").read_text()
+)
+FROM_SERVER_VALID = [v for v in VECTORS if "decoded" in v and v["sender"] in ("server", "any")]
+FROM_SERVER_INVALID = [v for v in VECTORS if "error" in v and v["sender"] in ("server", "any")]
+
+
+def new_client(*, acks: bool = True) -> ClientProtocol:
+    return ClientProtocol(Doc(), acks=acks)
+
+
+def edit(client: ClientProtocol, **fields: Any) -> None:
+    core = client.doc.get("core", type=Map)
+    with client.doc.transaction():
+        for key, value in fields.items():
+            core[key] = value
+
+
+def decoded(messages: list[bytes]) -> list[Any]:
+    return [codec.decode(m) for m in messages]
+
+
+@pytest.mark.parametrize("vector", FROM_SERVER_VALID, ids=[v["name"] for v in FROM_SERVER_VALID])
+def test_client_accepts_every_valid_server_vector(vector: dict[str, Any]) -> None:
+    client = new_client()
+    client.connection_made()
+    client.receive_data(bytes.fromhex(vector["hex"]))
+
+
+@pytest.mark.parametrize(
+    "vector", FROM_SERVER_INVALID, ids=[v["name"] for v in FROM_SERVER_INVALID]
+)
+def test_client_refuses_every_invalid_server_vector(vector: dict[str, Any]) -> None:
+    client = new_client()
+    client.connection_made()
+    with pytest.raises(ProtocolError):
+        client.receive_data(bytes.fromhex(vector["hex"]))
+
+
+def test_connection_opens_with_hello_then_step1() -> None:
+    client = new_client()
+    messages = decoded(client.connection_made())
+    assert messages == [Hello(1, Feature.ACKS), SyncStep1(client.doc.get_state())]
+    assert decoded(new_client(acks=False).connection_made()) == [SyncStep1(b"\x00")]
+
+
+def test_server_step1_is_answered_and_step2_marks_synced() -> None:
+    client = new_client()
+    client.connection_made()
+    (reply,) = client.receive_data(codec.encode(SyncStep1(b"\x00")))
+    assert isinstance(codec.decode(reply), SyncStep2)
+    assert not client.synced
+    client.receive_data(codec.encode(SyncStep2(b"\x00\x00")))
+    assert client.synced
+
+
+def test_cumulative_ack_makes_edits_durable_in_order() -> None:
+    client = new_client()
+    client.connection_made()
+    client.receive_data(codec.encode(Hello(1, Feature.ACKS)))
+    edit(client, venue="Hall")
+    edit(client, guest_count=80)
+    sent = decoded(client.data_to_send())
+    assert [type(m) for m in sent] == [SyncUpdate, SyncUpdate]
+    assert (client.local_version, client.unacked) == (2, 2)
+    client.receive_data(codec.encode(Ack(1)))
+    assert (client.durable_version, client.unacked) == (1, 1)
+    client.receive_data(codec.encode(Ack(2)))
+    assert (client.durable_version, client.unacked) == (2, 0)
+
+
+def test_step2_reply_counts_in_seq_but_makes_no_edit_durable() -> None:
+    client = new_client()
+    client.connection_made()
+    client.receive_data(codec.encode(SyncStep1(b"\x00")))  # reply is seq 1
+    edit(client, venue="Hall")  # seq 2
+    client.data_to_send()
+    client.receive_data(codec.encode(Ack(1)))
+    assert client.durable_version == 0
+    client.receive_data(codec.encode(Ack(2)))
+    assert client.durable_version == 1
+
+
+def test_edits_made_offline_are_resent_merged_on_reconnect() -> None:
+    client = new_client()
+    client.connection_made()
+    edit(client, venue="Hall")
+    client.data_to_send()
+    client.connection_lost()
+    edit(client, notes="offline")
+    assert client.data_to_send() == []  # nothing is sent while offline
+    _hello, _step1, resend = decoded(client.connection_made())
+    assert isinstance(resend, SyncUpdate)
+    other: Doc[Any] = Doc()
+    other.apply_update(resend.update)
+    assert other.get("core", type=Map).to_py() == {"venue": "Hall", "notes": "offline"}
+    client.receive_data(codec.encode(Ack(1)))  # the resend is this connection's seq 1
+    assert (client.durable_version, client.unacked) == (2, 0)
+
+
+def test_remote_updates_are_not_echoed_as_local_edits() -> None:
+    source = new_client()
+    edit(source, venue="Hall")
+    update = source.doc.get_update()
+    client = new_client()
+    client.connection_made()
+    client.receive_data(codec.encode(SyncUpdate(update)))
+    assert client.data_to_send() == []
+    assert client.local_version == 0
+    assert client.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
+
+
+def test_reject_and_drain_are_recorded() -> None:
+    client = new_client()
+    client.connection_made()
+    client.receive_data(codec.encode(Reject(3, "vendor may not write wedding_date")))
+    client.receive_data(codec.encode(Drain(250)))
+    assert client.rejected == [Reject(3, "vendor may not write wedding_date")]
+    assert client.drain == Drain(250)
+
+
+def test_backoff_starts_random_then_grows_by_the_golden_ratio_up_to_the_cap() -> None:
+    delays = backoff(initial=1.0, max_delay=10.0, rand=lambda: 0.5)
+    first = [next(delays) for _ in range(8)]
+    assert first[0] == 0.5
+    assert first[1] == pytest.approx(0.5 * 1.618)
+    assert all(b >= a for a, b in itertools.pairwise(first))
+    assert first[-1] == 10.0
