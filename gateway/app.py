@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.adapters.memory_bus import MemoryBus
@@ -36,7 +37,31 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+class GatewayApp:
+    """The ASGI entry point.
+
+    WebSockets on ``/ws/`` go straight to the endpoint: Starlette's middleware would otherwise
+    wrap every single send and receive of every client (measured in the load-test profile).
+    Everything else, the lifespan included, goes to the Starlette app.
+    """
+
+    def __init__(self, http: Starlette, websocket: WebSocketEndpoint) -> None:
+        self.http = http
+        self.websocket = websocket
+
+    @property
+    def state(self) -> Any:
+        return self.http.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"].startswith("/ws/"):
+            scope["path_params"] = {"wedding_id": scope["path"][len("/ws/") :]}
+            await self.websocket(scope, receive, send)
+        else:
+            await self.http(scope, receive, send)
+
+
+def create_app(settings: Settings) -> GatewayApp:
     """Build the gateway's ASGI app; its lifespan opens the bus, the store and the node."""
 
     @asynccontextmanager
@@ -58,19 +83,17 @@ def create_app(settings: Settings) -> Starlette:
             app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes
             yield {"node": node}
 
+    websocket = WebSocketEndpoint(
+        max_message_bytes=settings.max_message_bytes,
+        client_queue_limit=settings.client_queue_limit,
+    )
     routes = [
-        WebSocketRoute(
-            "/ws/{wedding_id}",
-            WebSocketEndpoint(
-                max_message_bytes=settings.max_message_bytes,
-                client_queue_limit=settings.client_queue_limit,
-            ),
-        ),
+        WebSocketRoute("/ws/{wedding_id}", websocket),
         Route("/livez", livez),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), websocket)
 
 
 async def livez(request: Request) -> Response:

@@ -89,6 +89,10 @@ class Committer:
         self._batches += 1
 
     async def _append_with_retry(self, appends: list[Append]) -> list[int]:
+        try:  # fast path: no retry machinery per batch while the store is healthy
+            return await self.store.append(appends)
+        except BackendUnavailable:
+            self._log_failure(None)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(BackendUnavailable),
             wait=wait_exponential_jitter(multiplier=0.05, max=5.0),

@@ -7,9 +7,10 @@ and writes are serialised in submission order.
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -19,6 +20,18 @@ from gateway.ports import Append, History
 from gateway.types import RoomId
 
 T = TypeVar("T")
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return  # the awaiting task was cancelled
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -40,7 +53,8 @@ class SqliteStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._last_offset: dict[str, int] = {}
 
@@ -50,6 +64,8 @@ class SqliteStore:
         return cls(data_dir / "gateway.sqlite3")
 
     async def __aenter__(self) -> Self:
+        self._thread = threading.Thread(target=self._serve_jobs, name="sqlite-store", daemon=True)
+        self._thread.start()
         await self._run(self._connect)
         return self
 
@@ -65,7 +81,10 @@ class SqliteStore:
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
-        self._executor.shutdown(wait=True)
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
 
     async def load(self, room: RoomId) -> History:
         return await self._run(self._load, room)
@@ -79,11 +98,24 @@ class SqliteStore:
     # -- on the store thread ------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the store thread (one thread: lighter than an executor)."""
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await future
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
+
+    def _serve_jobs(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, fn, args = job
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task, never lost here
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, result, None)
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
