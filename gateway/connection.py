@@ -13,15 +13,13 @@ from typing import Any
 import structlog
 from starlette.types import Receive, Scope, Send
 
+from gateway.adapters.websocket import Writer, writer_for
 from gateway.core.session import Session
 from gateway.errors import GatewayError, InvalidState, ProtocolError, ShuttingDown, SlowClient
 from gateway.node import Node, RoomSlot
 from gateway.types import RoomId, parse_room_id
 
 log = structlog.get_logger(__name__)
-
-_SendEvent = dict[str, Any]
-_last_sent: tuple[bytes, _SendEvent] = (b"", {})
 
 NORMAL_CLOSURE = 1000
 POLICY_VIOLATION = 1008  # sent before the upgrade: the server answers HTTP 403
@@ -30,12 +28,12 @@ POLICY_VIOLATION = 1008  # sent before the upgrade: the server answers HTTP 403
 class ConnectionDriver:
     """Drives one accepted WebSocket. Implements the node's Outlet."""
 
-    __slots__ = ("_error", "_finished", "_out", "_send", "_wake", "queue_limit", "sent")
+    __slots__ = ("_error", "_finished", "_out", "_wake", "_writer", "queue_limit", "sent")
 
-    def __init__(self, send: Send, *, queue_limit: int) -> None:
-        self._send = send
+    def __init__(self, writer: Writer, *, queue_limit: int) -> None:
+        self._writer = writer
         self.queue_limit = queue_limit
-        self._out: deque[_SendEvent] = deque()
+        self._out: deque[Any] = deque()
         self._wake = asyncio.Event()
         self._error: GatewayError | None = None
         self._finished = False  # the peer is gone: write nothing more
@@ -47,7 +45,7 @@ class ConnectionDriver:
         if len(self._out) >= self.queue_limit:
             self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
             return
-        self._out.append(_send_event(data))
+        self._out.append(self._writer.prepare(data))
         self._wake.set()
 
     def close_nowait(self, error: GatewayError) -> None:
@@ -65,20 +63,18 @@ class ConnectionDriver:
 
     async def write_loop(self) -> None:
         """Write queued messages in order; send the close frame once an error is set."""
-        send, out = self._send, self._out
+        writer, out = self._writer, self._out
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 while out and not self._finished:
-                    await send(out.popleft())
-                    self.sent += 1
+                    self.sent += await writer.write(out)
                 if self._finished:
                     return
                 if self._error is not None:
                     reason = str(self._error)[:120]  # a close reason is at most 123 bytes
-                    code = self._error.close_code
-                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    await writer.close(self._error.close_code, reason)
                     return
         except OSError:
             return  # the peer went away while we wrote
@@ -86,14 +82,6 @@ class ConnectionDriver:
     @property
     def error(self) -> GatewayError | None:
         return self._error
-
-
-def _send_event(data: bytes) -> _SendEvent:
-    """The ASGI send event for ``data``, built once per broadcast and shared by its members."""
-    global _last_sent
-    if _last_sent[0] is not data:
-        _last_sent = (data, {"type": "websocket.send", "bytes": data})
-    return _last_sent[1]
 
 
 class WebSocketEndpoint:
@@ -111,7 +99,7 @@ class WebSocketEndpoint:
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return
         await send({"type": "websocket.accept"})
-        driver = ConnectionDriver(send, queue_limit=self.client_queue_limit)
+        driver = ConnectionDriver(writer_for(send), queue_limit=self.client_queue_limit)
         session = Session(max_message_bytes=self.max_message_bytes)
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(room=room_id, client=session.id)

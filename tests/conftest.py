@@ -64,7 +64,7 @@ async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
         port=port,
         ws="websockets-sansio",
         ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
         log_config=None,
         access_log=False,

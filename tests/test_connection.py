@@ -11,7 +11,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.core import codec
-from gateway.core.messages import SyncStep1
+from gateway.core.messages import SyncStep1, SyncStep2
 from gateway.errors import SlowClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
@@ -132,5 +132,33 @@ async def test_client_that_stops_reading_is_closed_with_4001(tmp_path: Path) -> 
             with pytest.raises(ConnectionClosed):
                 await drain(slow)
             assert slow.close_code == 4001
+    finally:
+        await stop_in_process(running)
+
+
+async def test_broadcast_frames_are_written_raw_under_uvicorn(gateway: RunningGateway) -> None:
+    from gateway.adapters.websocket import RawFrameWriter
+
+    async with GatewayClient(gateway.ws_url, "raw") as a, GatewayClient(gateway.ws_url, "raw") as b:
+        await a.wait_synced()
+        await b.wait_synced()
+        writers = [outlet._writer for outlet in gateway.node._outlets.values()]
+        assert [type(w) for w in writers] == [RawFrameWriter, RawFrameWriter]
+        a.set_core(notes="n" * 70_000)  # a frame with a 64-bit length
+        a.set_core(venue="v" * 200)  # a frame with a 16-bit length
+        await eventually(lambda: b.core() == a.core())
+
+
+async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> None:
+    from gateway.adapters.websocket import AsgiWriter
+
+    running = await start_in_process(tmp_path / "data", ws_per_message_deflate=True)
+    try:
+        async with connect(f"{running.ws_url}/deflate", compression="deflate") as ws:
+            await ws.recv()
+            (outlet,) = running.node._outlets.values()
+            assert isinstance(outlet._writer, AsgiWriter)
+            await ws.send(codec.encode(SyncStep1(b"\x00")))
+            assert isinstance(codec.decode(await ws.recv()), SyncStep2)  # type: ignore[arg-type]
     finally:
         await stop_in_process(running)

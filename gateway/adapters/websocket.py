@@ -1,0 +1,119 @@
+"""Writing to one client's WebSocket.
+
+Two writers with one interface. ``AsgiWriter`` sends one ASGI event per message and works under
+any ASGI server. ``RawFrameWriter`` is used under uvicorn's ``websockets-sansio`` protocol when
+no extension (permessage-deflate) was negotiated: server frames are unmasked, so the frame of a
+broadcast is the same bytes for every member. It is encoded once per broadcast and written
+straight to each member's transport, several queued frames in one write (DESIGN.md §10: encode a
+broadcast once, keep Python out of per-byte work). Closing always goes through ASGI, so the
+close handshake stays uvicorn's.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from typing import Any, Protocol
+
+from starlette.types import Send
+
+_BINARY_FIN = 0x82
+
+
+def encode_frame(data: bytes) -> bytes:
+    """One unmasked, final, binary WebSocket frame carrying ``data`` (RFC 6455 §5.2)."""
+    n = len(data)
+    if n < 126:
+        return bytes((_BINARY_FIN, n)) + data
+    if n < 1 << 16:
+        return struct.pack("!BBH", _BINARY_FIN, 126, n) + data
+    return struct.pack("!BBQ", _BINARY_FIN, 127, n) + data
+
+
+class Writer(Protocol):
+    def prepare(self, data: bytes) -> Any:
+        """What to queue for ``data`` (shared between members when ``data`` is shared)."""
+        ...
+
+    async def write(self, queued: deque[Any]) -> int:
+        """Write and remove every queued item; return how many. Raises OSError if gone."""
+        ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class AsgiWriter:
+    """One ``websocket.send`` event per message."""
+
+    __slots__ = ("_last", "_send")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._last: tuple[bytes, dict[str, Any]] = (b"", {})
+
+    def prepare(self, data: bytes) -> Any:
+        return _shared(data, _asgi_event)
+
+    async def write(self, queued: deque[Any]) -> int:
+        count = 0
+        while queued:
+            await self._send(queued.popleft())
+            count += 1
+        return count
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class RawFrameWriter:
+    """Pre-encoded frames written to uvicorn's transport, honouring its flow control."""
+
+    __slots__ = ("_protocol", "_send")
+
+    def __init__(self, send: Send, protocol: Any) -> None:
+        self._send = send
+        self._protocol = protocol
+
+    def prepare(self, data: bytes) -> Any:
+        return _shared(data, encode_frame)
+
+    async def write(self, queued: deque[Any]) -> int:
+        protocol = self._protocol
+        if not protocol.writable.is_set():
+            await protocol.writable.wait()  # the kernel buffer is full: backpressure
+        if protocol.close_sent or protocol.disconnected or protocol.transport.is_closing():
+            raise ConnectionResetError("the WebSocket is closing")
+        count = len(queued)
+        payload = queued.popleft() if count == 1 else b"".join(queued)
+        queued.clear()
+        protocol.transport.write(payload)
+        return count
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def writer_for(send: Send) -> Writer:
+    """The fastest writer that is correct for this connection."""
+    protocol: Any = getattr(send, "__self__", None)
+    uvicorn_sansio = type(protocol).__name__ == "WebSocketsSansIOProtocol" and all(
+        hasattr(protocol, a) for a in ("transport", "writable", "close_sent", "conn")
+    )
+    if uvicorn_sansio and not getattr(protocol.conn, "extensions", True):
+        return RawFrameWriter(send, protocol)
+    return AsgiWriter(send)
+
+
+def _asgi_event(data: bytes) -> dict[str, Any]:
+    return {"type": "websocket.send", "bytes": data}
+
+
+_cache: dict[Any, tuple[bytes, Any]] = {}
+
+
+def _shared(data: bytes, build: Any) -> Any:
+    """``build(data)``, reused while the same bytes object is handed out again (a broadcast)."""
+    last = _cache.get(build)
+    if last is None or last[0] is not data:
+        last = _cache[build] = (data, build(data))
+    return last[1]
