@@ -28,10 +28,22 @@ POLICY_VIOLATION = 1008  # sent before the upgrade: the server answers HTTP 403
 class ConnectionDriver:
     """Drives one accepted WebSocket. Implements the node's Outlet."""
 
-    __slots__ = ("_error", "_finished", "_out", "_wake", "_writer", "queue_limit", "sent")
+    __slots__ = (
+        "_error",
+        "_finished",
+        "_flush_scheduled",
+        "_loop",
+        "_out",
+        "_wake",
+        "_writer",
+        "queue_limit",
+        "sent",
+    )
 
     def __init__(self, writer: Writer, *, queue_limit: int) -> None:
         self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._flush_scheduled = False
         self.queue_limit = queue_limit
         self._out: deque[Any] = deque()
         self._wake = asyncio.Event()
@@ -46,7 +58,25 @@ class ConnectionDriver:
             self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
             return
         self._out.append(self._writer.prepare(data))
-        self._wake.set()
+        if not self._writer.direct:
+            self._wake.set()
+        elif not self._flush_scheduled:  # one write per client per loop tick
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._finished or self._error is not None or not self._out:
+            return
+        try:
+            written = self._writer.write_nowait(self._out)
+        except OSError:
+            self.finish_nowait()
+            return
+        if written is None:
+            self._wake.set()  # backpressure: the writer task waits until writable
+        else:
+            self.sent += written
 
     def close_nowait(self, error: GatewayError) -> None:
         if self._error is not None:

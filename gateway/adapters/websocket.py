@@ -31,6 +31,9 @@ def encode_frame(data: bytes) -> bytes:
 
 
 class Writer(Protocol):
+    direct: bool
+    """True if ``write_nowait`` can usually write without waiting (no writer wake-up needed)."""
+
     def prepare(self, data: bytes) -> Any:
         """What to queue for ``data`` (shared between members when ``data`` is shared)."""
         ...
@@ -39,17 +42,21 @@ class Writer(Protocol):
         """Write and remove every queued item; return how many. Raises OSError if gone."""
         ...
 
+    def write_nowait(self, queued: deque[Any]) -> int | None:
+        """Write every queued item now if possible; None if the caller must ``await write``."""
+        ...
+
     async def close(self, code: int, reason: str) -> None: ...
 
 
 class AsgiWriter:
     """One ``websocket.send`` event per message."""
 
-    __slots__ = ("_last", "_send")
+    __slots__ = ("_send",)
+    direct = False
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self._last: tuple[bytes, dict[str, Any]] = (b"", {})
 
     def prepare(self, data: bytes) -> Any:
         return _shared(data, _asgi_event)
@@ -61,6 +68,9 @@ class AsgiWriter:
             count += 1
         return count
 
+    def write_nowait(self, queued: deque[Any]) -> int | None:
+        return None  # an ASGI send is a coroutine
+
     async def close(self, code: int, reason: str) -> None:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
@@ -69,6 +79,7 @@ class RawFrameWriter:
     """Pre-encoded frames written to uvicorn's transport, honouring its flow control."""
 
     __slots__ = ("_protocol", "_send")
+    direct = True
 
     def __init__(self, send: Send, protocol: Any) -> None:
         self._send = send
@@ -78,15 +89,22 @@ class RawFrameWriter:
         return _shared(data, encode_frame)
 
     async def write(self, queued: deque[Any]) -> int:
+        if not self._protocol.writable.is_set():
+            await self._protocol.writable.wait()  # the kernel buffer is full: backpressure
+        return self._write(queued)
+
+    def write_nowait(self, queued: deque[Any]) -> int | None:
+        return self._write(queued) if self._protocol.writable.is_set() else None
+
+    def _write(self, queued: deque[Any]) -> int:
         protocol = self._protocol
-        if not protocol.writable.is_set():
-            await protocol.writable.wait()  # the kernel buffer is full: backpressure
         if protocol.close_sent or protocol.disconnected or protocol.transport.is_closing():
             raise ConnectionResetError("the WebSocket is closing")
         count = len(queued)
-        payload = queued.popleft() if count == 1 else b"".join(queued)
-        queued.clear()
-        protocol.transport.write(payload)
+        if count:
+            payload = queued.popleft() if count == 1 else b"".join(queued)
+            queued.clear()
+            protocol.transport.write(payload)  # every frame queued this tick: one write
         return count
 
     async def close(self, code: int, reason: str) -> None:
