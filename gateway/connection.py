@@ -34,8 +34,10 @@ class ConnectionDriver:
         "_flush_scheduled",
         "_loop",
         "_out",
+        "_tasks",
         "_wake",
         "_writer",
+        "_writer_task",
         "queue_limit",
         "sent",
     )
@@ -47,6 +49,8 @@ class ConnectionDriver:
         self.queue_limit = queue_limit
         self._out: deque[Any] = deque()
         self._wake = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._writer_task: asyncio.Task[None] | None = None
         self._error: GatewayError | None = None
         self._finished = False  # the peer is gone: write nothing more
         self.sent = 0
@@ -59,7 +63,7 @@ class ConnectionDriver:
             return
         self._out.append(self._writer.prepare(data))
         if not self._writer.direct:
-            self._wake.set()
+            self._kick()
         elif not self._flush_scheduled:  # one write per client per loop tick
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -74,7 +78,7 @@ class ConnectionDriver:
             self.finish_nowait()
             return
         if written is None:
-            self._wake.set()  # backpressure: the writer task waits until writable
+            self._kick()  # backpressure: the writer task waits until writable
         else:
             self.sent += written
 
@@ -84,12 +88,23 @@ class ConnectionDriver:
         self._error = error
         if not isinstance(error, ShuttingDown):
             self._out.clear()  # a draining node still delivers queued acks first
-        self._wake.set()
+        self._kick()
 
     def finish_nowait(self) -> None:
         """The peer disconnected: stop writing."""
         self._finished = True
+        self._wake.set()  # a writer task, if any, returns
+
+    def start(self, tasks: asyncio.TaskGroup) -> None:
+        """Give the driver the connection's task group, which will own its writer task."""
+        self._tasks = tasks
+
+    def _kick(self) -> None:
+        """Wake the writer task, starting it on first need: a client whose frames are written
+        directly (RawFrameWriter) has none until backpressure or a close needs one."""
         self._wake.set()
+        if self._writer_task is None and self._tasks is not None:
+            self._writer_task = self._tasks.create_task(self.write_loop())
 
     async def write_loop(self) -> None:
         """Write queued messages in order; send the close frame once an error is set."""
@@ -136,7 +151,7 @@ class WebSocketEndpoint:
         log.info("client_opened", node=node.node_id)
         counts: dict[str, Any] = {"received": 0}
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(driver.write_loop())
+            driver.start(tg)
             code = await self._read_loop(node, room_id, session, driver, receive, counts)
         error = driver.error
         log.info(
