@@ -34,6 +34,10 @@ def limits_from(settings: Settings) -> Limits:
         max_message_bytes=settings.max_message_bytes,
         max_awareness_entries=settings.max_awareness_entries,
         max_awareness_state_bytes=settings.max_awareness_state_bytes,
+        messages_per_second=settings.messages_per_second,
+        message_burst=settings.message_burst,
+        bytes_per_second=settings.bytes_per_second,
+        byte_burst=settings.byte_burst,
     )
 
 
@@ -86,6 +90,7 @@ def create_app(settings: Settings) -> GatewayApp:
     websocket = WebSocketEndpoint(
         max_message_bytes=settings.max_message_bytes,
         client_queue_limit=settings.client_queue_limit,
+        handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
     routes = [
         WebSocketRoute("/ws/{wedding_id}", websocket),

@@ -15,7 +15,14 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.websocket import Writer, writer_for
 from gateway.core.session import Session
-from gateway.errors import GatewayError, InvalidState, ProtocolError, ShuttingDown, SlowClient
+from gateway.errors import (
+    GatewayError,
+    HandshakeTimeout,
+    InvalidState,
+    ProtocolError,
+    ShuttingDown,
+    SlowClient,
+)
 from gateway.node import Node, RoomSlot
 from gateway.types import RoomId, parse_room_id
 
@@ -132,9 +139,16 @@ class ConnectionDriver:
 class WebSocketEndpoint:
     """ASGI endpoint for ``/ws/{wedding_id}`` (proto/spec.md §1)."""
 
-    def __init__(self, *, max_message_bytes: int, client_queue_limit: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_message_bytes: int,
+        client_queue_limit: int,
+        handshake_timeout_seconds: float = 15.0,
+    ) -> None:
         self.max_message_bytes = max_message_bytes
         self.client_queue_limit = client_queue_limit
+        self.handshake_timeout_seconds = handshake_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node: Node = scope["state"]["node"]
@@ -145,7 +159,9 @@ class WebSocketEndpoint:
             return
         await send({"type": "websocket.accept"})
         driver = ConnectionDriver(writer_for(send), queue_limit=self.client_queue_limit)
-        session = Session(max_message_bytes=self.max_message_bytes)
+        session = Session(
+            max_message_bytes=self.max_message_bytes, limits=node.limits, now=time.monotonic()
+        )
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(room=room_id, client=session.id)
         log.info("client_opened", node=node.node_id)
@@ -178,9 +194,13 @@ class WebSocketEndpoint:
         except GatewayError as exc:
             driver.close_nowait(exc)
             return exc.close_code
+        deadline = asyncio.get_running_loop().time() + self.handshake_timeout_seconds
         try:
             while True:
-                event = await receive()
+                if session.live:
+                    event = await receive()
+                else:
+                    event = await _receive_before(receive, deadline)
                 if event["type"] == "websocket.disconnect":
                     driver.finish_nowait()
                     return int(event.get("code", NORMAL_CLOSURE))
@@ -201,3 +221,12 @@ class WebSocketEndpoint:
             return error.close_code
         finally:
             node.leave(slot, session)
+
+
+async def _receive_before(receive: Receive, deadline: float) -> Any:
+    """Receive the next event, or raise HandshakeTimeout once ``deadline`` (loop time) passes."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        raise HandshakeTimeout("no sync step 1 before the handshake deadline") from None

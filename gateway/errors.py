@@ -6,6 +6,8 @@
     ├── Unauthorized         missing or expired token    4401 reconnect after refreshing the token
     ├── Forbidden            no access to the room       4503 terminal
     ├── SlowClient           outbound queue full         4001 reconnect
+    ├── RateLimited          too many messages or bytes  4429 reconnect with backoff
+    ├── HandshakeTimeout     no sync step 1 in time      4408 reconnect
     ├── BackendUnavailable   store or bus down           4002 reconnect
     ├── ShuttingDown         node is draining            1012 reconnect (to another node)
     ├── ConfigError          bad GATEWAY_* setting       (start-up only)
@@ -56,6 +58,18 @@ class SlowClient(GatewayError):
     """The client's outbound queue overflowed: it does not read fast enough."""
 
     close_code = 4001
+
+
+class RateLimited(GatewayError):
+    """The client sent more messages or bytes per second than its limit allows."""
+
+    close_code = 4429
+
+
+class HandshakeTimeout(GatewayError):
+    """The client did not complete the sync handshake (send its step 1) in time."""
+
+    close_code = 4408
 
 
 class BackendUnavailable(GatewayError):

@@ -190,7 +190,7 @@ class Node:
     def receive(self, slot: RoomSlot, session: Session, data: bytes) -> None:
         """Handle one binary message from a member. Raises GatewayError to close the client."""
         self._messages_received += 1
-        message = session.receive_data(data)
+        message = session.receive_data(data, time.monotonic())
         if isinstance(message, SyncUpdate | SyncStep2) and self.committer.full:
             raise BackendUnavailable("the store is too far behind; try again later")
         assert slot.room is not None

@@ -42,6 +42,11 @@ class Settings:
     max_pending_appends: int = 10_000  # beyond this, writers are closed with 4002
     max_awareness_entries: int = 64  # entries in one awareness message
     max_awareness_state_bytes: int = 16 << 10  # characters of one awareness state
+    messages_per_second: float = 200.0  # per client, sustained; more closes it with 4429
+    message_burst: int = 400  # per client, messages allowed at once above the rate
+    bytes_per_second: float = 2 << 20  # per client, sustained; more closes it with 4429
+    byte_burst: int = 8 << 20  # per client; at least max_message_bytes
+    handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
 
     @classmethod
@@ -80,9 +85,15 @@ class Settings:
                 "max_pending_appends",
                 "max_awareness_entries",
                 "max_awareness_state_bytes",
+                "message_burst",
+                "handshake_timeout_seconds",
             )
             if getattr(self, name) <= 0
         ]
+        if self.byte_burst < self.max_message_bytes:
+            problems.append("GATEWAY_BYTE_BURST must be at least GATEWAY_MAX_MESSAGE_BYTES.")
+        if min(self.messages_per_second, self.bytes_per_second) <= 0:
+            problems.append("GATEWAY_MESSAGES_PER_SECOND and GATEWAY_BYTES_PER_SECOND must be > 0.")
         if not 0 < self.port < 65536:
             problems.append("GATEWAY_PORT must be between 1 and 65535.")
         if self.log_format not in ("json", "console"):

@@ -34,6 +34,12 @@ async def drain(ws: ClientConnection) -> None:
         await ws.recv()
 
 
+async def send_until_closed(ws: ClientConnection, message: bytes) -> None:
+    """Send ``message`` again and again until the server closes the connection."""
+    while True:
+        await ws.send(message)
+
+
 BAD_MESSAGES = {
     "text frame": ("hello", 4500, "text frames"),
     "unknown message type": (b"\x07", 4500, "unknown message type 7"),
@@ -160,5 +166,37 @@ async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> No
             assert isinstance(outlet._writer, AsgiWriter)
             await ws.send(codec.encode(SyncStep1(b"\x00")))
             assert isinstance(codec.decode(await ws.recv()), SyncStep2)  # type: ignore[arg-type]
+    finally:
+        await stop_in_process(running)
+
+
+async def test_client_over_its_message_rate_is_closed_with_4429(tmp_path: Path) -> None:
+    running = await start_in_process(tmp_path / "data", messages_per_second=5.0, message_burst=10)
+    try:
+        async with GatewayClient(running.ws_url, "rate") as calm:
+            await calm.wait_synced()
+            async with connect(f"{running.ws_url}/rate") as flood:
+                await flood.recv()
+                with pytest.raises(ConnectionClosed):
+                    await send_until_closed(flood, codec.encode(SyncStep1(b"\x00")))
+                assert flood.close_code == 4429
+                assert "messages/s" in (flood.close_reason or "")
+            version = calm.set_core(venue="unaffected")
+            await calm.wait_durable(version)
+    finally:
+        await stop_in_process(running)
+
+
+async def test_client_that_never_sends_step1_is_closed_with_4408(tmp_path: Path) -> None:
+    running = await start_in_process(tmp_path / "data", handshake_timeout_seconds=0.2)
+    try:
+        async with connect(f"{running.ws_url}/silent") as silent:
+            await silent.recv()  # the server's step 1, which it never answers
+            with pytest.raises(ConnectionClosed):
+                await drain(silent)
+            assert silent.close_code == 4408
+        async with GatewayClient(running.ws_url, "silent") as client:
+            await client.wait_synced()  # a client that does the handshake stays
+            await client.wait_durable(client.set_core(venue="here"))
     finally:
         await stop_in_process(running)

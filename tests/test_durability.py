@@ -33,7 +33,8 @@ async def test_kill_9_loses_no_acknowledged_edit(
     tmp_path: Path, gateway_processes: list[RunningGateway]
 ) -> None:
     data = tmp_path / "data"
-    server = spawn_gateway(data, GATEWAY_SNAPSHOT_EVERY="50")
+    # this test writes as fast as acks allow: lift the per-client rate limit
+    server = spawn_gateway(data, GATEWAY_SNAPSHOT_EVERY="50", GATEWAY_MESSAGES_PER_SECOND="1e6")
     gateway_processes.append(server)
     await wait_listening(server)
 

@@ -12,3 +12,29 @@ class Limits:
     max_message_bytes: int = 1 << 20
     max_awareness_entries: int = 64
     max_awareness_state_bytes: int = 16 << 10
+    messages_per_second: float = 200.0
+    message_burst: int = 400
+    bytes_per_second: float = 2 << 20
+    byte_burst: int = 8 << 20
+
+
+class TokenBucket:
+    """A rate with bursts: ``rate`` tokens per second, at most ``burst`` saved up."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, *, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, cost: float, now: float) -> bool:
+        """Spend ``cost`` tokens at time ``now`` (seconds); False, spending none, if too few."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens < cost:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - cost
+        return True

@@ -6,8 +6,9 @@ import enum
 import itertools
 
 from gateway.core import codec
+from gateway.core.limits import Limits, TokenBucket
 from gateway.core.messages import Feature, Message
-from gateway.errors import MessageTooBig
+from gateway.errors import MessageTooBig, RateLimited
 
 _ids = itertools.count(1)
 
@@ -24,9 +25,20 @@ class SessionState(enum.Enum):
 class Session:
     """One client's protocol state: its lifecycle, opted-in features and message counters."""
 
-    __slots__ = ("awareness_clients", "features", "id", "max_message_bytes", "seq", "state")
+    __slots__ = (
+        "awareness_clients",
+        "byte_rate",
+        "features",
+        "id",
+        "max_message_bytes",
+        "message_rate",
+        "seq",
+        "state",
+    )
 
-    def __init__(self, *, max_message_bytes: int) -> None:
+    def __init__(
+        self, *, max_message_bytes: int, limits: Limits | None = None, now: float = 0.0
+    ) -> None:
         self.id = next(_ids)
         self.state = SessionState.CONNECTING
         self.features = Feature(0)
@@ -34,6 +46,13 @@ class Session:
         """Document-bearing messages (sync step 2 and update) received so far (proto §4.2)."""
         self.awareness_clients: set[int] = set()
         self.max_message_bytes = max_message_bytes
+        self.message_rate: TokenBucket | None = None
+        self.byte_rate: TokenBucket | None = None
+        if limits is not None:
+            self.message_rate = TokenBucket(
+                limits.messages_per_second, limits.message_burst, now=now
+            )
+            self.byte_rate = TokenBucket(limits.bytes_per_second, limits.byte_burst, now=now)
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value}>"
@@ -46,15 +65,25 @@ class Session:
     def live(self) -> bool:
         return self.state is SessionState.LIVE
 
-    def receive_data(self, data: bytes) -> Message:
-        """Decode one binary WebSocket message from the client.
+    def receive_data(self, data: bytes, now: float = 0.0) -> Message:
+        """Decode one binary WebSocket message from the client, received at ``now`` (seconds).
 
-        Raises ProtocolError (or MessageTooBig) when the bytes break proto/spec.md; the caller
-        must then close the connection with the error's close code.
+        Raises ProtocolError (or MessageTooBig) when the bytes break proto/spec.md, RateLimited
+        when the client exceeds its message or byte rate; the caller must then close the
+        connection with the error's close code.
         """
         if len(data) > self.max_message_bytes:
             raise MessageTooBig(
                 f"message of {len(data)} bytes exceeds the limit of {self.max_message_bytes}"
+            )
+        if self.message_rate is not None and not self.message_rate.take(1, now):
+            raise RateLimited(
+                f"more than {self.message_rate.rate:g} messages/s "
+                f"(burst {self.message_rate.burst:g})"
+            )
+        if self.byte_rate is not None and not self.byte_rate.take(len(data), now):
+            raise RateLimited(
+                f"more than {self.byte_rate.rate:g} bytes/s (burst {self.byte_rate.burst:g})"
             )
         return codec.decode(data)
 

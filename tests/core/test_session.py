@@ -81,3 +81,40 @@ def test_only_a_live_session_is_live() -> None:
     for state in SessionState:
         session.state = state
         assert session.live is (state is SessionState.LIVE)
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    from gateway.core.limits import TokenBucket
+
+    bucket = TokenBucket(rate=10, burst=3, now=0.0)
+    assert [bucket.take(1, 0.0) for _ in range(4)] == [True, True, True, False]
+    assert not bucket.take(1, 0.05)  # half a token earned
+    assert bucket.take(1, 0.1)
+    assert bucket.take(3, 100.0)  # never more than the burst is saved up
+    assert not bucket.take(1, 100.0)
+
+
+def test_session_over_its_message_rate_raises_rate_limited() -> None:
+    from gateway.core.limits import Limits
+    from gateway.errors import RateLimited
+
+    session = Session(
+        max_message_bytes=64, limits=Limits(messages_per_second=1, message_burst=2), now=0.0
+    )
+    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    with pytest.raises(RateLimited, match="messages/s"):
+        session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    session.receive_data(EMPTY_SYNC_UPDATE, 1.0)
+
+
+def test_session_over_its_byte_rate_raises_rate_limited() -> None:
+    from gateway.core.limits import Limits
+    from gateway.errors import RateLimited
+
+    limits = Limits(bytes_per_second=10, byte_burst=len(EMPTY_SYNC_UPDATE) * 2)
+    session = Session(max_message_bytes=64, limits=limits, now=0.0)
+    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    with pytest.raises(RateLimited, match="bytes/s"):
+        session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
