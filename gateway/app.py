@@ -65,8 +65,12 @@ class GatewayApp:
             await self.http(scope, receive, send)
 
 
-def create_app(settings: Settings) -> GatewayApp:
-    """Build the gateway's ASGI app; its lifespan opens the bus, the store and the node."""
+def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
+    """Build the gateway's ASGI app; its lifespan opens the bus, the store and the node.
+
+    ``bus`` replaces the bus the settings choose (tests run several nodes in one process on one
+    in-memory broker).
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -74,7 +78,7 @@ def create_app(settings: Settings) -> GatewayApp:
             store = await stack.enter_async_context(SqliteStore.open(settings.data_dir))
             node = Node(
                 node_id=NodeId(settings.node_id),
-                bus=open_bus(settings),
+                bus=bus if bus is not None else open_bus(settings),
                 store=store,
                 limits=limits_from(settings),
                 room_idle_seconds=settings.room_idle_seconds,

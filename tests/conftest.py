@@ -54,10 +54,10 @@ class RunningGateway:
         return self.app.state.node if self.app is not None else None
 
 
-async def start_in_process(data_dir: Path, **overrides: Any) -> RunningGateway:
+async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) -> RunningGateway:
     port = free_port()
     settings = Settings(port=port, data_dir=data_dir, **overrides)
-    app = create_app(settings)
+    app = create_app(settings, bus=bus)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
