@@ -18,6 +18,7 @@ from gateway.adapters.memory_bus import MemoryBus
 from gateway.adapters.sqlite_store import SqliteStore
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
+from gateway.crash_journal import CrashJournal
 from gateway.node import Node
 from gateway.ports import Bus
 from gateway.settings import Settings
@@ -76,6 +77,8 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             store = await stack.enter_async_context(SqliteStore.open(settings.data_dir))
+            journal = CrashJournal.open(settings.data_dir)
+            stack.callback(journal.close)
             node = Node(
                 node_id=NodeId(settings.node_id),
                 bus=bus if bus is not None else open_bus(settings),
@@ -86,6 +89,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,
                 drain_seconds=settings.drain_seconds,
+                journal=journal,
             )
             await stack.enter_async_context(node)
             app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes

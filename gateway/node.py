@@ -21,7 +21,8 @@ from gateway.core.limits import Limits
 from gateway.core.messages import Ack, Drain, SyncStep2, SyncUpdate
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
-from gateway.errors import BackendUnavailable, GatewayError, ShuttingDown
+from gateway.crash_journal import CrashJournal
+from gateway.errors import BackendUnavailable, GatewayError, ProtocolError, ShuttingDown
 from gateway.ports import Bus, BusMessage, Store
 from gateway.types import NodeId, RoomId
 
@@ -91,6 +92,7 @@ class Node:
         commit_batch_max: int = 512,
         max_pending_appends: int = 10_000,
         drain_seconds: float = 10.0,
+        journal: CrashJournal | None = None,
     ) -> None:
         self.node_id = node_id
         self.bus = bus
@@ -99,6 +101,7 @@ class Node:
         self.room_idle_seconds = room_idle_seconds
         self.snapshot_every = snapshot_every
         self.drain_seconds = drain_seconds
+        self.journal = journal
         self.committer = Committer(
             store, max_batch=commit_batch_max, max_pending=max_pending_appends
         )
@@ -191,10 +194,24 @@ class Node:
         """Handle one binary message from a member. Raises GatewayError to close the client."""
         self._messages_received += 1
         message = session.receive_data(data, time.monotonic())
-        if isinstance(message, SyncUpdate | SyncStep2) and self.committer.full:
-            raise BackendUnavailable("the store is too far behind; try again later")
         assert slot.room is not None
-        self.execute(slot, slot.room.receive(session, message))
+        if not isinstance(message, SyncUpdate | SyncStep2):
+            self.execute(slot, slot.room.receive(session, message))
+            return
+        if self.committer.full:
+            raise BackendUnavailable("the store is too far behind; try again later")
+        if self.journal is None:
+            self.execute(slot, slot.room.receive(session, message))
+            return
+        digest = self.journal.digest(message.update)
+        if self.journal.is_denied(digest):
+            raise ProtocolError("this update crashed a gateway node before; it is refused")
+        self.journal.begin(digest)  # if pycrdt kills the process now, the restart denies it
+        try:
+            effects = slot.room.receive(session, message)
+        finally:
+            self.journal.end()
+        self.execute(slot, effects)
 
     # -- effects --------------------------------------------------------------------------------
 
