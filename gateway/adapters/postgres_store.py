@@ -1,0 +1,344 @@
+"""Postgres Store: the durable log of every node in production (DESIGN.md §2, §6).
+
+Tables, all in one schema (``public`` unless configured; tests use one schema each):
+
+- ``rooms``: one row per room holding ``last_offset``, the last offset ever assigned (it survives
+  compaction, so offsets never repeat), and ``epoch`` (default 1; reserved for offline resume).
+- ``updates``: the append-only log, primary key ``(room, "offset")``.
+- ``snapshots``: the newest snapshot per room and the offset it covers.
+
+Offsets are assigned by incrementing ``rooms.last_offset`` inside the appending statement, so
+several nodes may append to one room at once: the row lock orders them, and each batch gets a
+consecutive range in batch order. An append is one statement (one round trip, one transaction,
+committed before it returns); so are ``compact`` and ``load``.
+
+Every asyncpg or socket failure reaches the caller as ``BackendUnavailable`` (retryable).
+
+Migrations are numbered and tracked in ``schema_migrations``; ``migrate()`` applies the pending
+ones under a transaction-scoped advisory lock, so several nodes may run it at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import asyncpg
+
+from gateway.errors import BackendUnavailable, ConfigError, InvalidState
+from gateway.ports import Append, History
+from gateway.types import RoomId
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # e.g. a pooled connection whose backend was terminated
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One numbered schema change. ``sql`` names the schema as ``{schema}`` (quoted for you)."""
+
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "0001_log_snapshots_rooms",
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.rooms (
+            room text PRIMARY KEY,
+            last_offset bigint NOT NULL DEFAULT 0,
+            epoch bigint NOT NULL DEFAULT 1
+        );
+        CREATE TABLE IF NOT EXISTS {schema}.updates (
+            room text NOT NULL,
+            "offset" bigint NOT NULL,
+            data bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (room, "offset")
+        );
+        CREATE TABLE IF NOT EXISTS {schema}.snapshots (
+            room text PRIMARY KEY,
+            "offset" bigint NOT NULL,
+            data bytea NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+)
+"""Append only; never edit a released migration. Each must be idempotent on its own."""
+
+
+def quote_schema(schema: str) -> str:
+    """``schema`` as a quoted SQL identifier. Raises ConfigError for anything but a plain name."""
+    if not _IDENTIFIER.fullmatch(schema):
+        raise ConfigError(f"Postgres schema {schema!r} is not a plain identifier ([A-Za-z_]\\w*).")
+    return f'"{schema}"'
+
+
+# -- migrations ----------------------------------------------------------------------------------
+
+
+async def migrate(dsn: str, *, schema: str = "public", check: bool = False) -> list[str]:
+    """Apply the pending migrations to ``schema`` (created if missing); return their names.
+
+    With ``check=True`` nothing is changed: the names of the pending migrations are returned (the
+    CLI's ``gateway migrate --check`` exits non-zero while this is not empty). Safe to run from
+    several nodes at once: the first one applies, the others then find nothing pending.
+    """
+    quoted = quote_schema(schema)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except _FAILURES as exc:
+        raise BackendUnavailable(f"Postgres is unreachable for migrations: {exc}") from exc
+    try:
+        if check:
+            return [m.name for m in await _pending(conn, schema)]
+        async with conn.transaction():
+            # Serialise concurrent migrators of this schema; released at COMMIT.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('wedsync-migrate:' || $1, 0))",
+                schema,
+            )
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {quoted}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            pending = await _pending(conn, schema)
+            for migration in pending:
+                await conn.execute(migration.sql.format(schema=quoted))
+                await conn.execute(
+                    f"INSERT INTO {quoted}.schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+        return [m.name for m in pending]
+    except _FAILURES as exc:
+        raise BackendUnavailable(f"migrating Postgres schema {schema!r} failed: {exc}") from exc
+    finally:
+        await conn.close()
+
+
+async def _pending(conn: Any, schema: str) -> list[Migration]:
+    table = await conn.fetchval(
+        "SELECT to_regclass(format('%I.schema_migrations', $1::text)) IS NOT NULL", schema
+    )
+    applied: set[int] = set()
+    if table:
+        rows = await conn.fetch(f"SELECT version FROM {quote_schema(schema)}.schema_migrations")
+        applied = {row["version"] for row in rows}
+    return [m for m in MIGRATIONS if m.version not in applied]
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+class PostgresStore:
+    """A Store in Postgres, shared by every node. Enter it (``async with``) before use."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "public",
+        create: bool = False,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        command_timeout: float = 10.0,
+    ) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.create = create
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self.command_timeout = command_timeout
+        self._pool: Any = None
+        self._sql = _Statements(quote_schema(schema))
+
+    @classmethod
+    def connect(
+        cls,
+        dsn: str,
+        *,
+        schema: str = "public",
+        create: bool = False,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        command_timeout: float = 10.0,
+    ) -> Self:
+        """A store on ``dsn``; entering it opens the pool.
+
+        With ``create=True`` entering also applies the pending migrations (tests, development);
+        otherwise it fails with BackendUnavailable while migrations are pending (run
+        ``gateway migrate``). Closing drops nothing.
+        """
+        return cls(
+            dsn,
+            schema=schema,
+            create=create,
+            pool_min=pool_min,
+            pool_max=pool_max,
+            command_timeout=command_timeout,
+        )
+
+    async def __aenter__(self) -> Self:
+        if self.create:
+            await migrate(self.dsn, schema=self.schema)
+        else:
+            pending = await migrate(self.dsn, schema=self.schema, check=True)
+            if pending:
+                raise BackendUnavailable(
+                    f"Postgres schema {self.schema!r} has pending migrations {pending}:"
+                    " run `gateway migrate` first."
+                )
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.pool_min,
+                max_size=self.pool_max,
+                command_timeout=self.command_timeout,
+            )
+        except _FAILURES as exc:
+            raise BackendUnavailable(f"Postgres pool could not be opened: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool, waiting for queries in flight. Drops nothing."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- Store ----------------------------------------------------------------------------------
+
+    async def load(self, room: RoomId) -> History:
+        """The newest snapshot and every later update, read in one statement (one snapshot)."""
+        rows = await self._run("load", lambda pool: pool.fetch(self._sql.load, room))
+        history = History(room)
+        for row in rows:
+            if row["is_snapshot"]:
+                history = History(room, bytes(row["data"]), row["offset"])
+            else:
+                history.updates.append((row["offset"], bytes(row["data"])))
+        return history
+
+    async def append(self, batch: Sequence[Append]) -> list[int]:
+        """Append the batch in one transaction; return each update's offset once committed."""
+        if not batch:
+            return []
+        rooms = [item.room for item in batch]
+        updates = [item.update for item in batch]
+        rows = await self._run("append", lambda pool: pool.fetch(self._sql.append, rooms, updates))
+        return [row["offset"] for row in rows]
+
+    async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
+        """Record ``snapshot`` as covering offsets up to ``through`` and delete those rows.
+
+        Does nothing when the stored snapshot already covers ``through``. Raises InvalidState if
+        ``through`` is beyond the room's last offset (the snapshot would hide later updates).
+        """
+        row = await self._run(
+            "compact", lambda pool: pool.fetchrow(self._sql.compact, room, snapshot, through)
+        )
+        last_offset = row["last_offset"] if row is not None else None
+        if last_offset is None or last_offset < through:
+            raise InvalidState(
+                f"snapshot of room {room} claims offsets through {through},"
+                f" but the last offset appended is {last_offset}"
+            )
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _run(self, what: str, query: Callable[[Any], Awaitable[T]]) -> T:
+        if self._pool is None:
+            raise BackendUnavailable(f"Postgres store is closed ({what} refused)")
+        try:
+            return await query(self._pool)
+        except _FAILURES as exc:
+            raise BackendUnavailable(f"Postgres {what} failed: {exc!r}") from exc
+
+
+class _Statements:
+    """The store's SQL for one schema, built once."""
+
+    def __init__(self, schema: str) -> None:
+        # $1 text[] rooms, $2 bytea[] updates, in batch order. Rooms are locked in sorted order
+        # (no deadlock between two batches naming the same rooms); offsets follow batch order.
+        self.append = f"""
+            WITH input AS (
+                SELECT room, data, ord
+                FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(room, data, ord)
+            ),
+            counts AS (
+                SELECT room, count(*) AS n FROM input GROUP BY room ORDER BY room
+            ),
+            bumped AS (
+                INSERT INTO {schema}.rooms AS r (room, last_offset)
+                SELECT room, n FROM counts
+                ON CONFLICT (room) DO UPDATE SET last_offset = r.last_offset + excluded.last_offset
+                RETURNING r.room, r.last_offset
+            ),
+            numbered AS (
+                SELECT i.ord, i.room, i.data,
+                       b.last_offset - c.n
+                           + row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS "offset"
+                FROM input i JOIN counts c USING (room) JOIN bumped b USING (room)
+            ),
+            inserted AS (
+                INSERT INTO {schema}.updates (room, "offset", data)
+                SELECT room, "offset", data FROM numbered
+            )
+            SELECT "offset" FROM numbered ORDER BY ord
+        """
+        # $1 room, $2 snapshot, $3 through. The snapshot replaces an older one only; rows are
+        # deleted only up to the offset of the snapshot actually stored by this statement.
+        self.compact = f"""
+            WITH room_row AS (
+                SELECT last_offset FROM {schema}.rooms WHERE room = $1
+            ),
+            saved AS (
+                INSERT INTO {schema}.snapshots AS s (room, "offset", data)
+                SELECT $1, $3, $2 WHERE $3 <= (SELECT last_offset FROM room_row)
+                ON CONFLICT (room) DO UPDATE
+                    SET "offset" = excluded."offset", data = excluded.data, created_at = now()
+                    WHERE s."offset" < excluded."offset"
+                RETURNING s."offset"
+            ),
+            deleted AS (
+                DELETE FROM {schema}.updates
+                WHERE room = $1 AND "offset" <= (SELECT "offset" FROM saved)
+            )
+            SELECT (SELECT last_offset FROM room_row) AS last_offset
+        """
+        self.load = f"""
+            WITH snap AS (
+                SELECT "offset", data FROM {schema}.snapshots WHERE room = $1
+            )
+            SELECT true AS is_snapshot, "offset", data FROM snap
+            UNION ALL
+            SELECT false, u."offset", u.data FROM {schema}.updates u
+            WHERE u.room = $1 AND u."offset" > coalesce((SELECT "offset" FROM snap), 0)
+            ORDER BY is_snapshot DESC, "offset"
+        """

@@ -1,0 +1,255 @@
+"""The guarantees of gateway/ports.py as tests. Every adapter runs the contract of its port.
+
+A subclass provides one fixture: ``make_bus`` (a coroutine function: node id → a Bus entered for
+the test, all sharing one medium) or ``make_store`` (a coroutine function: → a Store entered for
+the test; every call opens another instance on the same storage, as another node would).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from pycrdt import Array, Doc, Map
+
+from gateway.ports import Append, Bus, BusMessage, Store
+from gateway.types import NodeId, RoomId
+
+BusFactory = Callable[[str], Awaitable[Bus]]
+StoreFactory = Callable[[], Awaitable[Store]]
+
+ROOM = RoomId("wedding-1")
+OTHER_ROOM = RoomId("wedding-2")
+
+
+async def next_message(messages: AsyncIterator[BusMessage], timeout: float = 5.0) -> BusMessage:
+    """The next message, failing (not hanging) when none arrives in ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        return await anext(messages)
+
+
+class BusContract:
+    """What every Bus must do: at most once, ordered per room and publisher, never echoed."""
+
+    async def test_message_reaches_other_node(self, make_bus: BusFactory) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with b.subscribe(ROOM) as messages:
+            a.publish_nowait(ROOM, b"hello")
+            message = await next_message(messages)
+        assert message == BusMessage(ROOM, NodeId("node-a"), 1, b"hello")
+
+    async def test_every_subscriber_of_the_room_gets_the_message(
+        self, make_bus: BusFactory
+    ) -> None:
+        a, b, c = await make_bus("node-a"), await make_bus("node-b"), await make_bus("node-c")
+        async with b.subscribe(ROOM) as at_b, c.subscribe(ROOM) as at_c, b.subscribe(ROOM) as at_b2:
+            a.publish_nowait(ROOM, b"all")
+            received = [await next_message(m) for m in (at_b, at_c, at_b2)]
+        assert [m.payload for m in received] == [b"all"] * 3
+
+    async def test_publisher_does_not_get_its_own_message(self, make_bus: BusFactory) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with a.subscribe(ROOM) as at_a, b.subscribe(ROOM) as at_b:
+            a.publish_nowait(ROOM, b"mine")
+            assert (await next_message(at_b)).payload == b"mine"
+            # b answers only after it got "mine", so the bus handled "mine" first: had it been
+            # echoed to a, a would see it before "theirs".
+            b.publish_nowait(ROOM, b"theirs")
+            first = await next_message(at_a)
+        assert (first.origin, first.payload) == ("node-b", b"theirs")
+
+    async def test_order_per_room_is_preserved_and_seq_increases_by_one(
+        self, make_bus: BusFactory
+    ) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with b.subscribe(ROOM) as messages:
+            for i in range(200):
+                a.publish_nowait(ROOM, b"%d" % i)
+            received = [await next_message(messages) for _ in range(200)]
+        assert [m.payload for m in received] == [b"%d" % i for i in range(200)]
+        assert [m.seq for m in received] == list(range(1, 201))
+
+    async def test_seq_counts_each_room_separately(self, make_bus: BusFactory) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with b.subscribe(ROOM) as first, b.subscribe(OTHER_ROOM) as second:
+            a.publish_nowait(ROOM, b"1")
+            a.publish_nowait(OTHER_ROOM, b"1")
+            a.publish_nowait(ROOM, b"2")
+            got_first = [await next_message(first) for _ in range(2)]
+            got_second = await next_message(second)
+        assert [(m.room, m.seq) for m in got_first] == [(ROOM, 1), (ROOM, 2)]
+        assert (got_second.room, got_second.seq) == (OTHER_ROOM, 1)
+
+    async def test_unsubscribed_rooms_get_nothing(self, make_bus: BusFactory) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with b.subscribe(ROOM) as messages:
+            a.publish_nowait(OTHER_ROOM, b"not for you")
+            a.publish_nowait(ROOM, b"for you")
+            assert (await next_message(messages)).payload == b"for you"
+        # A later subscriber to the other room does not get what was published before.
+        async with b.subscribe(OTHER_ROOM) as messages:
+            a.publish_nowait(OTHER_ROOM, b"now")
+            message = await next_message(messages)
+        assert (message.room, message.payload) == (OTHER_ROOM, b"now")
+
+    async def test_a_room_left_gets_nothing_until_subscribed_again(
+        self, make_bus: BusFactory
+    ) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b")
+        async with b.subscribe(ROOM) as messages:
+            a.publish_nowait(ROOM, b"one")
+            assert (await next_message(messages)).payload == b"one"
+        a.publish_nowait(ROOM, b"while away")
+        async with b.subscribe(ROOM) as messages:
+            a.publish_nowait(ROOM, b"back")
+            payloads = []
+            while not payloads or payloads[-1] != b"back":
+                message = await next_message(messages)
+                if message.seq:  # a Bus may report possible loss (seq 0) on a resubscription
+                    payloads.append(message.payload)
+        assert payloads == [b"back"]
+
+
+def document_updates() -> tuple[Doc[Any], list[bytes]]:
+    """A wedding document built by several edits, and the update of each edit."""
+    doc: Doc[Any] = Doc()
+    doc["core"] = core = Map()
+    doc["timeline"] = timeline = Array()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    core["couple"] = "Ada & Grace"
+    core["guests"] = 120
+    for i in range(5):
+        timeline.append(Map({"id": f"e{i}", "title": f"entry {i}"}))
+    core["guests"] = 140
+    del timeline[1]
+    return doc, updates
+
+
+def rebuild(blobs: list[bytes]) -> dict[str, Any]:
+    doc: Doc[Any] = Doc()
+    for blob in blobs:
+        doc.apply_update(blob)
+    return {
+        "core": doc.get("core", type=Map).to_py(),
+        "timeline": doc.get("timeline", type=Array).to_py(),
+    }
+
+
+class StoreContract:
+    """What every Store must do: a durable, ordered log per room, compacted by snapshots."""
+
+    async def test_append_returns_increasing_offsets_per_room_in_batch_order(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        batch = [Append(ROOM, b"a1"), Append(OTHER_ROOM, b"b1"), Append(ROOM, b"a2")]
+        assert await store.append(batch) == [1, 1, 2]
+        assert await store.append([Append(ROOM, b"a3"), Append(ROOM, b"a4")]) == [3, 4]
+        assert await store.append([]) == []
+
+    async def test_load_after_append_returns_everything_in_order(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"1"), Append(OTHER_ROOM, b"x"), Append(ROOM, b"2")])
+        await store.append([Append(ROOM, b"3")])
+        history = await store.load(ROOM)
+        assert (history.snapshot, history.snapshot_offset) == (None, 0)
+        assert history.updates == [(1, b"1"), (2, b"2"), (3, b"3")]
+        assert history.last_offset == 3
+
+    async def test_load_of_an_unknown_room_is_empty(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        history = await store.load(RoomId("never-seen"))
+        assert (history.snapshot, history.updates, history.last_offset) == (None, [], 0)
+
+    async def test_compact_drops_covered_rows_and_keeps_the_rest(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i) for i in range(1, 6)])
+        await store.compact(ROOM, b"snapshot-3", 3)
+        history = await store.load(ROOM)
+        assert (history.snapshot, history.snapshot_offset) == (b"snapshot-3", 3)
+        assert history.updates == [(4, b"4"), (5, b"5")]
+
+    async def test_offsets_continue_after_everything_was_compacted(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"1"), Append(ROOM, b"2")])
+        await store.compact(ROOM, b"snapshot-2", 2)
+        assert await store.append([Append(ROOM, b"3")]) == [3]
+        assert (await make_store_and_load(make_store)).updates == [(3, b"3")]
+
+    async def test_an_older_snapshot_never_replaces_a_newer_one(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i) for i in range(1, 6)])
+        await store.compact(ROOM, b"snapshot-4", 4)
+        await store.compact(ROOM, b"snapshot-2", 2)
+        history = await store.load(ROOM)
+        assert (history.snapshot, history.snapshot_offset) == (b"snapshot-4", 4)
+        assert history.updates == [(5, b"5")]
+
+    async def test_load_after_compact_rebuilds_the_same_document(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        original, updates = document_updates()
+        offsets = await store.append([Append(ROOM, update) for update in updates])
+        half = len(updates) // 2
+        snapshot_doc: Doc[Any] = Doc()
+        for update in updates[:half]:
+            snapshot_doc.apply_update(update)
+        await store.compact(ROOM, snapshot_doc.get_update(), offsets[half - 1])
+        history = await store.load(ROOM)
+        assert len(history.updates) == len(updates) - half
+        assert rebuild(history.blobs()) == rebuild([original.get_update()])
+
+    async def test_concurrent_appends_to_one_room_get_consecutive_offsets(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        batches = [[Append(ROOM, b"%d-%d" % (t, i)) for i in range(3)] for t in range(20)]
+        results = await asyncio.gather(*(store.append(batch) for batch in batches))
+        await self._assert_consecutive(store, batches, results)
+
+    async def test_appends_from_two_stores_to_one_room_get_distinct_consecutive_offsets(
+        self, make_store: StoreFactory
+    ) -> None:
+        first, second = await make_store(), await make_store()
+        batches = [[Append(ROOM, b"%d-%d" % (t, i)) for i in range(3)] for t in range(20)]
+        results = await asyncio.gather(
+            *((first if t % 2 else second).append(batch) for t, batch in enumerate(batches))
+        )
+        await self._assert_consecutive(first, batches, results)
+
+    async def test_appends_alternating_between_two_stores_continue_each_others_offsets(
+        self, make_store: StoreFactory
+    ) -> None:
+        first, second = await make_store(), await make_store()
+        assert await first.append([Append(ROOM, b"1")]) == [1]
+        assert await second.append([Append(ROOM, b"2"), Append(ROOM, b"3")]) == [2, 3]
+        assert await first.append([Append(ROOM, b"4")]) == [4]
+        assert (await second.load(ROOM)).updates == [(1, b"1"), (2, b"2"), (3, b"3"), (4, b"4")]
+
+    @staticmethod
+    async def _assert_consecutive(
+        store: Store, batches: list[list[Append]], results: list[list[int]]
+    ) -> None:
+        for offsets in results:  # each batch is one consecutive run, in batch order
+            assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+        every = sorted(o for offsets in results for o in offsets)
+        assert every == list(range(1, sum(map(len, batches)) + 1))
+        stored = dict((await store.load(ROOM)).updates)
+        for batch, offsets in zip(batches, results, strict=True):
+            assert [stored[o] for o in offsets] == [item.update for item in batch]
+
+
+async def make_store_and_load(make_store: StoreFactory) -> Any:
+    """Load ROOM through a fresh store instance: what another node would read."""
+    return await (await make_store()).load(ROOM)

@@ -1,0 +1,238 @@
+"""RedisBus against the real Redis: the Bus contract (plain and sharded), wire format, loss.
+
+Every test uses a key prefix of its own (``test-<uuid12>``); nothing is flushed. Connections are
+killed only by their own CLIENT ID, never by type alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+from uuid import uuid4
+
+import msgpack
+import pytest
+import redis
+from redis.asyncio import Redis
+
+from gateway.adapters.redis_bus import RedisBus, is_loss_marker
+from gateway.errors import BackendUnavailable
+from gateway.ports import Bus, BusMessage
+from gateway.types import NodeId
+from tests.adapters.contracts import OTHER_ROOM, ROOM, BusContract, BusFactory, next_message
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.redis
+
+RedisBusFactory = Callable[..., Awaitable[RedisBus]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"test-{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def connect_bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBusFactory]:
+    """Opens RedisBus nodes sharing this test's prefix; closes them after the test."""
+    async with AsyncExitStack() as stack:
+
+        async def connect(node_id: str, **options: Any) -> RedisBus:
+            bus = RedisBus.connect(redis_url, node_id=NodeId(node_id), prefix=prefix, **options)
+            return await stack.enter_async_context(bus)
+
+        yield connect
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def supports_sharded_pubsub(url: str) -> bool:
+    client = redis.Redis.from_url(url)
+    try:
+        version = str(client.info("server")["redis_version"])
+    finally:
+        client.close()
+    return int(version.split(".")[0]) >= 7
+
+
+class TestRedisBus(BusContract):
+    @pytest.fixture
+    def make_bus(self, connect_bus: RedisBusFactory) -> BusFactory:
+        async def make(node_id: str) -> Bus:
+            return await connect_bus(node_id)
+
+        return make
+
+
+class TestShardedRedisBus(BusContract):
+    @pytest.fixture
+    def make_bus(self, connect_bus: RedisBusFactory, redis_url: str) -> BusFactory:
+        if not supports_sharded_pubsub(redis_url):
+            pytest.skip("this Redis has no SPUBLISH (sharded pub/sub needs Redis 7)")
+
+        async def make(node_id: str) -> Bus:
+            return await connect_bus(node_id, sharded=True)
+
+        return make
+
+
+async def test_a_room_is_one_hash_tagged_channel_of_msgpack_envelopes(
+    connect_bus: RedisBusFactory, admin: Redis, prefix: str
+) -> None:
+    bus = await connect_bus("node-a")
+    assert bus.channel(ROOM) == f"{prefix}:room:{{{ROOM}}}"
+    async with admin.pubsub() as raw:
+        await raw.subscribe(bus.channel(ROOM))
+        bus.publish_nowait(ROOM, b"\x00update")
+        message = None
+        while message is None or message["type"] != "message":
+            message = await raw.get_message(timeout=5)
+            assert message is not None
+    assert msgpack.unpackb(message["data"]) == [1, "node-a", 1, b"\x00update"]
+
+
+async def test_one_pubsub_connection_serves_every_room_of_a_node(
+    connect_bus: RedisBusFactory, admin: Redis, prefix: str
+) -> None:
+    bus = await connect_bus("node-b")
+    async with bus.subscribe(ROOM), bus.subscribe(ROOM), bus.subscribe(ROOM + "-2"):
+        clients = await admin.client_list(_type="pubsub")
+        ours = [c for c in clients if c["name"] == f"{prefix}-bus-node-b"]
+        assert [int(c["id"]) for c in ours] == [bus.subscriber_client_id]
+        assert int(ours[0]["sub"]) == 2
+        assert bus.statistics().rooms == 2
+    await eventually(lambda: bus.statistics().rooms == 0)
+
+
+async def test_a_lost_pubsub_connection_is_reported_then_repaired(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        a.publish_nowait(ROOM, b"before")
+        assert (await next_message(messages)).payload == b"before"
+        killed = await admin.execute_command(
+            "CLIENT", "KILL", "ID", str(b.subscriber_client_id), "TYPE", "pubsub"
+        )
+        assert killed == 1
+        assert is_loss_marker(await next_message(messages))  # after resubscribing
+        assert b.statistics().reconnects == 1
+        a.publish_nowait(ROOM, b"after")
+        message = await next_message(messages)
+    assert (message.payload, message.seq) == (b"after", 2)
+
+
+async def test_a_room_subscribed_while_the_connection_is_lost_is_subscribed_after_it(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+    async with b.subscribe(ROOM):
+        await admin.execute_command(
+            "CLIENT", "KILL", "ID", str(b.subscriber_client_id), "TYPE", "pubsub"
+        )
+        async with b.subscribe(OTHER_ROOM) as messages:  # returns once subscribed again
+            a.publish_nowait(OTHER_ROOM, b"hello")
+            message = await next_message(messages)
+    assert (message.seq, message.payload) == (1, b"hello")
+    await eventually(lambda: b.statistics().reconnects == 1)
+
+
+async def test_subscribing_and_leaving_a_room_many_times_at_once_leaves_it_consistent(
+    connect_bus: RedisBusFactory,
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+
+    async def join_and_leave() -> None:
+        async with b.subscribe(ROOM):
+            pass
+
+    for _ in range(3):
+        await asyncio.gather(*(join_and_leave() for _ in range(10)))
+    async with b.subscribe(ROOM) as messages:
+        a.publish_nowait(ROOM, b"still works")
+        assert (await next_message(messages)).payload == b"still works"
+    await eventually(lambda: b.statistics().rooms == 0)
+
+
+async def test_a_gap_in_seq_yields_a_loss_marker_before_the_next_message(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    b = await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        for seq in (1, 3):  # a peer whose seq 2 never arrived
+            await admin.publish(b.channel(ROOM), msgpack.packb([1, "ghost", seq, b"%d" % seq]))
+        received = [await next_message(messages) for _ in range(3)]
+    assert [(m.seq, m.payload) for m in received] == [(1, b"1"), (0, b""), (3, b"3")]
+    assert b.statistics().gaps == 1
+
+
+async def test_an_unreadable_envelope_yields_a_loss_marker(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    b = await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        await admin.publish(b.channel(ROOM), b"\xc1 not msgpack")
+        await admin.publish(b.channel(ROOM), msgpack.packb([2, "future", 1, b"v2"]))
+        await admin.publish(b.channel(ROOM), msgpack.packb([1, "peer", 1, b"ok"]))
+        received = [await next_message(messages)]
+        while received[-1].payload != b"ok":
+            received.append(await next_message(messages))
+    # One or two markers (losses coalesce until the subscriber reads), then the readable one.
+    assert all(is_loss_marker(m) for m in received[:-1])
+    assert 1 <= len(received) - 1 <= 2
+    assert b.statistics().gaps == 2
+
+
+async def test_outbound_overflow_is_dropped_and_peers_see_the_gap(
+    connect_bus: RedisBusFactory,
+) -> None:
+    a, b = await connect_bus("node-a", queue_limit=2), await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        for i in range(1, 6):  # no await in between: the publisher task cannot drain
+            a.publish_nowait(ROOM, b"%d" % i)
+        assert a.statistics().dropped == 3
+        await eventually(lambda: a.statistics().published == 2)
+        a.publish_nowait(ROOM, b"6")
+        received = [await next_message(messages) for _ in range(4)]
+    assert [(m.seq, m.payload) for m in received] == [(1, b"1"), (2, b"2"), (0, b""), (6, b"6")]
+
+
+async def test_a_slow_subscriber_loses_messages_and_gets_a_loss_marker(
+    connect_bus: RedisBusFactory,
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b", queue_limit=2)
+    async with b.subscribe(ROOM) as messages:
+        for i in range(1, 6):
+            a.publish_nowait(ROOM, b"%d" % i)
+        await eventually(lambda: b.statistics().dropped == 3)
+        received = [await next_message(messages) for _ in range(3)]
+        a.publish_nowait(ROOM, b"6")
+        received.append(await next_message(messages))
+    assert [m.seq for m in received] == [0, 1, 2, 6]
+
+
+async def test_closing_the_bus_sends_what_is_queued(
+    redis_url: str, prefix: str, connect_bus: RedisBusFactory
+) -> None:
+    b = await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        async with RedisBus.connect(redis_url, node_id=NodeId("node-a"), prefix=prefix) as a:
+            for i in range(100):
+                a.publish_nowait(ROOM, b"%d" % i)
+        received: list[BusMessage] = [await next_message(messages) for _ in range(100)]
+    assert [m.seq for m in received] == list(range(1, 101))
+
+
+async def test_unreachable_redis_is_backend_unavailable() -> None:
+    with pytest.raises(BackendUnavailable, match="unreachable"):
+        async with RedisBus.connect("redis://127.0.0.1:1/0", node_id=NodeId("node-a")):
+            pass
