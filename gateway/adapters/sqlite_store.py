@@ -56,7 +56,6 @@ class SqliteStore:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
-        self._last_offset: dict[str, int] = {}
 
     @classmethod
     def open(cls, data_dir: Path) -> Self:
@@ -142,31 +141,34 @@ class SqliteStore:
         ).fetchall()
         return History(RoomId(room), snapshot, snapshot_offset, [(o, d) for o, d in updates])
 
-    def _next_offset(self, room: str) -> int:
-        last = self._last_offset.get(room)
-        if last is None:
+    def _last_offsets(self, rooms: set[str]) -> dict[str, int]:
+        """Each room's last offset, read inside the write transaction: another store on the
+        same file (another process on the same data directory) may have appended since."""
+        last = {}
+        for room in rooms:
             row = self.db.execute(
                 "SELECT max(offset) FROM (SELECT max(offset) AS offset FROM updates WHERE room = ?"
                 " UNION ALL SELECT offset FROM snapshots WHERE room = ?)",
                 (room, room),
             ).fetchone()
-            last = row[0] or 0
-        self._last_offset[room] = last + 1
-        return last + 1
+            last[room] = row[0] or 0
+        return last
 
     def _append(self, batch: Sequence[Append]) -> list[int]:
         db = self.db
-        saved = dict(self._last_offset)
         try:
             db.execute("BEGIN IMMEDIATE")
-            offsets = [self._next_offset(item.room) for item in batch]
+            last = self._last_offsets({item.room for item in batch})
+            offsets = []
+            for item in batch:
+                last[item.room] += 1
+                offsets.append(last[item.room])
             db.executemany(
                 "INSERT INTO updates (room, offset, data) VALUES (?, ?, ?)",
                 [(item.room, o, item.update) for item, o in zip(batch, offsets, strict=True)],
             )
             db.execute("COMMIT")
         except BaseException:
-            self._last_offset = saved
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise

@@ -10,7 +10,6 @@ import pytest
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.adapters.sqlite_store import SqliteStore
-from gateway.errors import BackendUnavailable
 from gateway.ports import Bus, Store
 from gateway.types import NodeId
 from tests.adapters.contracts import BusContract, BusFactory, StoreContract, StoreFactory
@@ -43,23 +42,3 @@ class TestSqliteStore(StoreContract):
                 return await stack.enter_async_context(SqliteStore.open(tmp_path))
 
             yield make
-
-    @pytest.mark.xfail(
-        strict=True,
-        raises=BackendUnavailable,
-        reason=SHARED_FILE_BUG,
-    )
-    async def test_appends_alternating_between_two_stores_continue_each_others_offsets(
-        self, make_store: StoreFactory
-    ) -> None:
-        await super().test_appends_alternating_between_two_stores_continue_each_others_offsets(
-            make_store
-        )
-
-    @pytest.mark.xfail(strict=False, raises=BackendUnavailable, reason=SHARED_FILE_BUG)
-    async def test_appends_from_two_stores_to_one_room_get_distinct_consecutive_offsets(
-        self, make_store: StoreFactory
-    ) -> None:  # passes only when the two threads happen not to interleave
-        await super().test_appends_from_two_stores_to_one_room_get_distinct_consecutive_offsets(
-            make_store
-        )
