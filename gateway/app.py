@@ -15,19 +15,42 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.adapters.memory_bus import MemoryBus
+from gateway.adapters.postgres_store import PostgresStore
+from gateway.adapters.redis_bus import RedisBus
 from gateway.adapters.sqlite_store import SqliteStore
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
 from gateway.node import Node
-from gateway.ports import Bus
+from gateway.ports import Bus, Store
 from gateway.settings import Settings
 from gateway.types import NodeId
 
 
-def open_bus(settings: Settings) -> Bus:
-    """The in-memory bus: one node, no Redis (the embedded default)."""
-    return MemoryBus(NodeId(settings.node_id))
+async def open_bus(settings: Settings, stack: AsyncExitStack) -> Bus:
+    """Redis pub/sub when GATEWAY_REDIS_URL is set, else the in-memory bus (one node)."""
+    if settings.redis_url is None:
+        return MemoryBus(NodeId(settings.node_id))
+    bus = RedisBus.connect(
+        str(settings.redis_url),
+        node_id=NodeId(settings.node_id),
+        prefix=settings.redis_prefix,
+        sharded=settings.redis_sharded,
+    )
+    return await stack.enter_async_context(bus)
+
+
+async def open_store(settings: Settings, stack: AsyncExitStack) -> Store:
+    """Postgres when GATEWAY_DATABASE_URL is set, else SQLite in the data directory."""
+    if settings.database_url is None:
+        return await stack.enter_async_context(SqliteStore.open(settings.data_dir))
+    store = PostgresStore.connect(
+        str(settings.database_url),
+        schema=settings.database_schema,
+        pool_max=settings.database_pool_max,
+        command_timeout=settings.database_timeout,
+    )
+    return await stack.enter_async_context(store)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -76,12 +99,12 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            store = await stack.enter_async_context(SqliteStore.open(settings.data_dir))
+            store = await open_store(settings, stack)
             journal = CrashJournal.open(settings.data_dir)
             stack.callback(journal.close)
             node = Node(
                 node_id=NodeId(settings.node_id),
-                bus=bus if bus is not None else open_bus(settings),
+                bus=bus if bus is not None else await open_bus(settings, stack),
                 store=store,
                 limits=limits_from(settings),
                 room_idle_seconds=settings.room_idle_seconds,
@@ -114,10 +137,11 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """Ready when the node accepts clients, its store commits and its bus is connected."""
     node: Node = request.state.node
-    stats = node.statistics()
-    ready = stats.committer.failures == 0 or stats.committer.pending < node.committer.max_pending
-    body = {"status": "ready" if ready else "degraded", "node": node.node_id, "rooms": stats.rooms}
+    checks = node.readiness()
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "unready", "node": node.node_id, "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import gc
 import socket
@@ -11,8 +12,9 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from gateway.adapters.postgres_store import migrate
 from gateway.app import create_app
-from gateway.errors import ConfigError
+from gateway.errors import BackendUnavailable, ConfigError
 from gateway.logs import configure_logging
 from gateway.settings import Settings
 
@@ -23,16 +25,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway (embedded defaults: no services)")
     serve.add_argument("--host", help="interface to bind (GATEWAY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (GATEWAY_PORT, default 8000)")
+    migrate = commands.add_parser("migrate", help="apply pending Postgres migrations")
+    migrate.add_argument(
+        "--check", action="store_true", help="apply nothing; exit 1 while migrations are pending"
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "migrate":
+        return run_migrate(settings, check=args.check)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    settings = dataclasses.replace(settings, **overrides)
-    if args.command == "serve":
-        serve_forever(settings)
+    serve_forever(dataclasses.replace(settings, **overrides))
+    return 0
+
+
+def run_migrate(settings: Settings, *, check: bool) -> int:
+    """``gateway migrate [--check]``: safe to run from several nodes at once."""
+    if settings.database_url is None:
+        print("gateway: GATEWAY_DATABASE_URL is not set; the SQLite store needs no migrations")
+        return 0
+    try:
+        names = asyncio.run(
+            migrate(str(settings.database_url), schema=settings.database_schema, check=check)
+        )
+    except BackendUnavailable as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    if check:
+        print("pending: " + ", ".join(names) if names else "up to date")
+        return 1 if names else 0
+    print("applied: " + ", ".join(names) if names else "up to date")
     return 0
 
 

@@ -39,6 +39,8 @@ class Committer:
         self._in_flight = 0
         self._wakeup = asyncio.Event()
         self._committed = self._batches = self._failures = 0
+        self.healthy = True
+        """False from a failed append until the next successful one (see /readyz)."""
 
     @property
     def full(self) -> bool:
@@ -90,7 +92,9 @@ class Committer:
 
     async def _append_with_retry(self, appends: list[Append]) -> list[int]:
         try:  # fast path: no retry machinery per batch while the store is healthy
-            return await self.store.append(appends)
+            offsets = await self.store.append(appends)
+            self.healthy = True
+            return offsets
         except BackendUnavailable:
             self._log_failure(None)
         retrying = AsyncRetrying(
@@ -101,10 +105,12 @@ class Committer:
         )
         async for attempt in retrying:
             with attempt:
-                return await self.store.append(appends)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+                offsets = await self.store.append(appends)
+        self.healthy = True
+        return offsets
 
     def _log_failure(self, state: object) -> None:
+        self.healthy = False
         self._failures += 1
         log.warning("store_append_failed", pending=len(self._queue), attempt=self._failures)
 

@@ -23,7 +23,7 @@ from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.errors import BackendUnavailable, GatewayError, ProtocolError, ShuttingDown
-from gateway.ports import Bus, BusMessage, Store
+from gateway.ports import Bus, BusMessage, Store, is_loss_marker
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
@@ -49,6 +49,7 @@ class NodeStatistics:
     updates_persisted: int
     compactions: int
     loads: int
+    repairs: int
     committer: CommitterStatistics
 
 
@@ -113,7 +114,7 @@ class Node:
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._messages_received = self._updates_persisted = self._compactions = 0
-        self._loads = 0
+        self._loads = self._repairs = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -325,7 +326,17 @@ class Node:
         self, slot: RoomSlot, room: Room, messages: AsyncIterator[BusMessage]
     ) -> None:
         async for message in messages:
-            self.execute(slot, room.receive_from_peer(message.payload))
+            if is_loss_marker(message):
+                await self._repair(slot, room)
+            else:
+                self.execute(slot, room.receive_from_peer(message.payload))
+
+    async def _repair(self, slot: RoomSlot, room: Room) -> None:
+        """Bus messages were lost: merge the store's history in and send local members the rest."""
+        self._repairs += 1
+        history = await self.store.load(slot.id)
+        self.execute(slot, room.merge_history(history.blobs()))
+        log.info("room_repaired", room=slot.id, updates=len(history.updates))
 
     # -- compaction -----------------------------------------------------------------------------
 
@@ -353,6 +364,15 @@ class Node:
         await self.store.compact(room_id, snapshot, history.last_offset)
         self._compactions += 1
 
+    def readiness(self) -> dict[str, bool]:
+        """The checks behind /readyz."""
+        bus_stats = getattr(self.bus, "statistics", None)
+        return {
+            "accepting": not self._stopping.is_set(),
+            "store": self.committer.healthy and not self.committer.full,
+            "bus": bool(getattr(bus_stats(), "connected", True)) if bus_stats else True,
+        }
+
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(
             rooms=len(self._rooms),
@@ -361,6 +381,7 @@ class Node:
             updates_persisted=self._updates_persisted,
             compactions=self._compactions,
             loads=self._loads,
+            repairs=self._repairs,
             committer=self.committer.statistics(),
         )
 

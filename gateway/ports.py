@@ -20,11 +20,25 @@ class BusMessage:
     payload: bytes
 
 
+LOSS_SEQ = 0
+
+
+def loss_marker(room: RoomId) -> BusMessage:
+    """The message meaning "messages of ``room`` may have been lost: resync from the Store"."""
+    return BusMessage(room, NodeId(""), LOSS_SEQ, b"")
+
+
+def is_loss_marker(message: BusMessage) -> bool:
+    return message.seq == LOSS_SEQ
+
+
 class Bus(Protocol):
     """Fan-out of room messages between nodes.
 
-    At most once, ordered per room and publisher, never echoed to the publishing node. A gap in
-    ``BusMessage.seq`` for one origin means loss: the subscriber repairs the room from the Store.
+    At most once, ordered per room and publisher, never echoed to the publishing node. When a
+    subscriber may have missed messages (a sequence gap, a dropped connection, an overflowing
+    queue) its iterator yields a loss marker (``is_loss_marker``) before the next message: the
+    node then repairs the room from the Store, which holds every accepted update.
     """
 
     def publish_nowait(self, room: RoomId, payload: bytes) -> None:

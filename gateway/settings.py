@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from starlette.datastructures import Secret
+
 from gateway.errors import ConfigError
 
 PREFIX = "GATEWAY_"
@@ -30,6 +32,13 @@ class Settings:
     port: int = 8000
     node_id: str = field(default_factory=_random_node_id)
     data_dir: Path = Path("data")
+    redis_url: Secret | None = None  # None → in-memory bus (one node)
+    redis_prefix: str = "wedsync"  # channel names: {prefix}:room:{<wedding>}
+    redis_sharded: bool = False  # SPUBLISH/SSUBSCRIBE (Redis 7+, cluster-friendly slots)
+    database_url: Secret | None = None  # None → SQLite store in data_dir (embedded default)
+    database_schema: str = "public"  # Postgres schema holding the gateway's tables
+    database_pool_max: int = 10  # Postgres connections per node
+    database_timeout: float = 10.0  # seconds per Postgres command
     log_level: str = "info"
     log_format: str = "json"  # json | console
     max_message_bytes: int = 1 << 20  # larger frames close with 1009
@@ -87,6 +96,8 @@ class Settings:
                 "max_awareness_state_bytes",
                 "message_burst",
                 "handshake_timeout_seconds",
+                "database_pool_max",
+                "database_timeout",
             )
             if getattr(self, name) <= 0
         ]
@@ -122,4 +133,6 @@ def _parse(annotation: str, raw: str) -> Any:
         raise ValueError("Not a valid bool (use true or false).")
     if annotation == "Path":
         return Path(raw)
+    if annotation == "Secret | None":
+        return Secret(raw) if raw else None
     return raw

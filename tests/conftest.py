@@ -140,3 +140,8 @@ def gateway_processes(tmp_path: Path) -> Iterator[list[RunningGateway]]:
         if running.process is not None and running.process.poll() is None:
             running.process.kill()
             running.process.wait()
+
+
+from tests.services import postgres_dsn, redis_url  # noqa: E402  (fixtures for every test)
+
+__all__ = ["postgres_dsn", "redis_url"]

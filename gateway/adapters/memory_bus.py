@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from gateway.ports import BusMessage
+from gateway.ports import BusMessage, loss_marker
 from gateway.types import NodeId, RoomId
 
 
@@ -20,14 +20,23 @@ class BusStatistics:
     dropped: int
 
 
+class _Subscriber:
+    """One subscription: a bounded queue, and whether messages were dropped since last read."""
+
+    __slots__ = ("lost", "node_id", "queue")
+
+    def __init__(self, node_id: NodeId, limit: int) -> None:
+        self.node_id = node_id
+        self.queue: asyncio.Queue[BusMessage] = asyncio.Queue(limit)
+        self.lost = False
+
+
 class MemoryBroker:
     """The shared medium of every MemoryBus in one process."""
 
     def __init__(self, *, queue_limit: int = 4096) -> None:
         self.queue_limit = queue_limit
-        self.subscribers: dict[RoomId, set[tuple[NodeId, asyncio.Queue[BusMessage]]]] = defaultdict(
-            set
-        )
+        self.subscribers: dict[RoomId, set[_Subscriber]] = defaultdict(set)
 
 
 class MemoryBus:
@@ -45,25 +54,25 @@ class MemoryBus:
         if not subscribers:
             return
         message = BusMessage(room, self.node_id, next(self._seq[room]), payload)
-        for node_id, queue in subscribers:
-            if node_id == self.node_id:
+        for subscriber in subscribers:
+            if subscriber.node_id == self.node_id:
                 continue
             try:
-                queue.put_nowait(message)
+                subscriber.queue.put_nowait(message)
                 self._delivered += 1
             except asyncio.QueueFull:
+                subscriber.lost = True  # the reader gets a loss marker first
                 self._dropped += 1
 
     @asynccontextmanager
     async def subscribe(self, room: RoomId) -> AsyncIterator[AsyncIterator[BusMessage]]:
-        queue: asyncio.Queue[BusMessage] = asyncio.Queue(self.broker.queue_limit)
-        key = (self.node_id, queue)
-        self.broker.subscribers[room].add(key)
+        subscriber = _Subscriber(self.node_id, self.broker.queue_limit)
+        self.broker.subscribers[room].add(subscriber)
         try:
-            yield _drain(queue)
+            yield _drain(room, subscriber)
         finally:
             subscribers = self.broker.subscribers[room]
-            subscribers.discard(key)
+            subscribers.discard(subscriber)
             if not subscribers:
                 del self.broker.subscribers[room]
 
@@ -71,6 +80,10 @@ class MemoryBus:
         return BusStatistics(self._published, self._delivered, self._dropped)
 
 
-async def _drain(queue: asyncio.Queue[BusMessage]) -> AsyncIterator[BusMessage]:
+async def _drain(room: RoomId, subscriber: _Subscriber) -> AsyncIterator[BusMessage]:
     while True:
-        yield await queue.get()
+        message = await subscriber.queue.get()
+        if subscriber.lost:
+            subscriber.lost = False
+            yield loss_marker(room)
+        yield message

@@ -58,24 +58,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from gateway.errors import BackendUnavailable, ConfigError
-from gateway.ports import BusMessage
+from gateway.ports import LOSS_SEQ, BusMessage, loss_marker
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
 
 ENVELOPE_VERSION = 1
-LOSS_SEQ = 0
 MAX_PIPELINE = 256  # messages per round trip from the publisher task
 _FAILURES = (RedisError, OSError)
-
-
-def loss_marker(room: RoomId) -> BusMessage:
-    """The message meaning "messages of ``room`` may have been lost: resync from the Store"."""
-    return BusMessage(room, NodeId(""), LOSS_SEQ, b"")
-
-
-def is_loss_marker(message: BusMessage) -> bool:
-    return message.seq == LOSS_SEQ
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,17 @@ class Room:
             case _:
                 raise InvalidState(f"peer published a {type(message).__name__}")
 
+    def merge_history(self, blobs: Iterable[bytes]) -> list[Effect]:
+        """Merge stored updates (a repair after bus loss); broadcast what was new, never persist."""
+        before = self.doc.get_state()
+        changed = False
+        for blob in blobs:
+            changed |= self._apply(blob)
+        if not changed:
+            return []
+        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
+        return [Broadcast(data, exclude=None)]
+
     # -- state ----------------------------------------------------------------------------------
 
     def _on_change(self, event: object) -> None:

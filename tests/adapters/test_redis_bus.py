@@ -17,9 +17,9 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from gateway.adapters.redis_bus import RedisBus, is_loss_marker
+from gateway.adapters.redis_bus import RedisBus
 from gateway.errors import BackendUnavailable
-from gateway.ports import Bus, BusMessage
+from gateway.ports import Bus, BusMessage, is_loss_marker
 from gateway.types import NodeId
 from tests.adapters.contracts import OTHER_ROOM, ROOM, BusContract, BusFactory, next_message
 from tests.helpers import eventually

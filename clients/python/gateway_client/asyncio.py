@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -39,7 +39,7 @@ class GatewayClient:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         wedding_id: str,
         *,
         doc: Doc[Any] | None = None,
@@ -47,7 +47,10 @@ class GatewayClient:
         reconnect: bool = True,
         delays: Iterator[float] | None = None,
     ) -> None:
-        self.url = f"{base_url.rstrip('/')}/{wedding_id}"
+        bases = [base_url] if isinstance(base_url, str) else list(base_url)
+        self.urls = [f"{base.rstrip('/')}/{wedding_id}" for base in bases]
+        self.url = self.urls[0]
+        """The URL of the current (or next) connection; reconnects rotate through ``urls``."""
         self.doc: Doc[Any] = doc if doc is not None else Doc()
         self.protocol = ClientProtocol(self.doc, acks=acks)
         self.reconnect = reconnect
@@ -62,6 +65,7 @@ class GatewayClient:
         self._pending_sends: list[bytes] = []
         self._wake_writer = asyncio.Event()
         self.connections = 0
+        self.attempts = 0
         self.last_close: tuple[int, str] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -182,6 +186,8 @@ class GatewayClient:
         while True:
             await self._online.wait()
             try:
+                self.url = self.urls[self.attempts % len(self.urls)]
+                self.attempts += 1
                 async with connect(self.url, max_size=None, compression=None) as ws:
                     delays = self._delays or backoff()
                     await self._serve(ws)
