@@ -73,6 +73,17 @@ class CrashJournal:
             f.flush()
             os.fsync(f.fileno())
 
+    def quarantine(self, room: str, update: bytes, reason: str) -> Path:
+        """Keep a refused-after-the-fact update for operators, and deny it from now on."""
+        digest = self.digest(update)
+        folder = self.journal_path.parent / "quarantine"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{int(time.time())}-{room}-{digest.hex()[:16]}.bin"
+        path.write_bytes(update)
+        path.with_suffix(".txt").write_text(f"room {room}\n{reason}\n", encoding="utf-8")
+        self.deny(digest, reason.replace("\n", " "))
+        return path
+
     def close(self) -> None:
         if self._map is not None:
             self._map.close()

@@ -2,7 +2,9 @@
 
     GatewayError
     ├── ProtocolError        peer broke proto/spec.md    4500 terminal
-    │   └── MessageTooBig                                1009 terminal
+    │   ├── MessageTooBig                                1009 terminal
+    │   └── RoomPoisoned     pycrdt failed applying it   4500 terminal (the room is reset)
+    ├── RoomReset            room rebuilt from the store 4003 reconnect
     ├── Unauthorized         missing or expired token    4401 reconnect after refreshing the token
     ├── Forbidden            no access to the room       4503 terminal
     ├── SlowClient           outbound queue full         4001 reconnect
@@ -39,6 +41,20 @@ class MessageTooBig(ProtocolError):
     """A frame was larger than the configured limit."""
 
     close_code = 1009
+
+
+class RoomPoisoned(ProtocolError):
+    """pycrdt failed while applying this update: the room's Doc can no longer be trusted."""
+
+    def __init__(self, message: str, update: bytes) -> None:
+        super().__init__(message)
+        self.update = update
+
+
+class RoomReset(GatewayError):
+    """The room was dropped and is rebuilt from the store; reconnect to sync again."""
+
+    close_code = 4003
 
 
 class Unauthorized(GatewayError):

@@ -22,7 +22,14 @@ from gateway.core.messages import Ack, Drain, SyncStep2, SyncUpdate
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
-from gateway.errors import BackendUnavailable, GatewayError, ProtocolError, ShuttingDown
+from gateway.errors import (
+    BackendUnavailable,
+    GatewayError,
+    ProtocolError,
+    RoomPoisoned,
+    RoomReset,
+    ShuttingDown,
+)
 from gateway.ports import Bus, BusMessage, Store, is_loss_marker
 from gateway.types import NodeId, RoomId
 
@@ -50,6 +57,7 @@ class NodeStatistics:
     compactions: int
     loads: int
     repairs: int
+    resets: int
     committer: CommitterStatistics
 
 
@@ -114,7 +122,7 @@ class Node:
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._messages_received = self._updates_persisted = self._compactions = 0
-        self._loads = self._repairs = 0
+        self._loads = self._repairs = self._resets = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -194,6 +202,8 @@ class Node:
     def receive(self, slot: RoomSlot, session: Session, data: bytes) -> None:
         """Handle one binary message from a member. Raises GatewayError to close the client."""
         self._messages_received += 1
+        if slot.unloading:
+            raise RoomReset(f"room {slot.id} is being reset; reconnect")
         message = session.receive_data(data, time.monotonic())
         assert slot.room is not None
         if not isinstance(message, SyncUpdate | SyncStep2):
@@ -201,18 +211,46 @@ class Node:
             return
         if self.committer.full:
             raise BackendUnavailable("the store is too far behind; try again later")
+        try:
+            effects = self._receive_update(slot.room, session, message)
+        except RoomPoisoned as exc:
+            self._reset_room(slot, exc, sender=session)
+            raise
+        self.execute(slot, effects)
+
+    def _receive_update(
+        self, room: Room, session: Session, message: SyncUpdate | SyncStep2
+    ) -> list[Effect]:
         if self.journal is None:
-            self.execute(slot, slot.room.receive(session, message))
-            return
+            return room.receive(session, message)
         digest = self.journal.digest(message.update)
         if self.journal.is_denied(digest):
             raise ProtocolError("this update crashed a gateway node before; it is refused")
         self.journal.begin(digest)  # if pycrdt kills the process now, the restart denies it
         try:
-            effects = slot.room.receive(session, message)
+            return room.receive(session, message)
         finally:
             self.journal.end()
-        self.execute(slot, effects)
+
+    def _reset_room(self, slot: RoomSlot, error: RoomPoisoned, sender: Session | None) -> None:
+        """pycrdt failed inside the room's Doc: quarantine the input, drop the room, and let
+        its members reconnect to a room rebuilt from the store (which never saw the input)."""
+        self._resets += 1
+        where = self.journal.quarantine(slot.id, error.update, str(error)) if self.journal else None
+        log.error(
+            "room_poisoned",
+            room=slot.id,
+            error=repr(error.__cause__),
+            quarantined=str(where) if where else None,
+        )
+        slot.unloading = True
+        slot.changed.set()  # the room task flushes and unloads without waiting for idle
+        if slot.room is not None:
+            for member in list(slot.room.members.values()):
+                if member is not sender and member in self._outlets:
+                    self._outlets[member].close_nowait(
+                        RoomReset(f"room {slot.id} was reset after a bad update; reconnect")
+                    )
 
     # -- effects --------------------------------------------------------------------------------
 
@@ -293,7 +331,7 @@ class Node:
 
     async def _wait_idle(self, slot: RoomSlot, room: Room) -> None:
         """Return (marking the slot unloading) once the room stayed empty for the idle delay."""
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not slot.unloading:
             slot.changed.clear()
             if not room.empty:
                 await slot.changed.wait()
@@ -326,10 +364,14 @@ class Node:
         self, slot: RoomSlot, room: Room, messages: AsyncIterator[BusMessage]
     ) -> None:
         async for message in messages:
-            if is_loss_marker(message):
-                await self._repair(slot, room)
-            else:
-                self.execute(slot, room.receive_from_peer(message.payload))
+            try:
+                if is_loss_marker(message):
+                    await self._repair(slot, room)
+                else:
+                    self.execute(slot, room.receive_from_peer(message.payload))
+            except RoomPoisoned as exc:
+                self._reset_room(slot, exc, sender=None)
+                return
 
     async def _repair(self, slot: RoomSlot, room: Room) -> None:
         """Bus messages were lost: merge the store's history in and send local members the rest."""
@@ -382,6 +424,7 @@ class Node:
             compactions=self._compactions,
             loads=self._loads,
             repairs=self._repairs,
+            resets=self._resets,
             committer=self.committer.statistics(),
         )
 

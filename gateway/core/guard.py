@@ -1,18 +1,109 @@
 """The update guard: the only gate between client bytes and ``Doc.apply_update``.
 
-Seam for the full structural guard (issue "Untrusted input cannot crash, stall or corrupt the
-gateway"): it will walk the Yjs v1 update encoding with a bounded reader and check it against the
-room's state before pycrdt sees it. Today it enforces what the foundation promises: the update is
-one length-delimited payload no larger than the message limit (checked by Session.receive_data)
-and is not empty.
+``Guard`` keeps, beside a room's Doc, what the checks need: the room's ``DocIndex`` (where every
+item lives), the highest clock seen per client, and which connection owns which client id. It
+refuses (``InvalidUpdate``/``ProtocolError``, close 4500) anything that breaks
+``gateway/core/update_check.py``'s rules or writes with a client id another open connection owns.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from gateway.core.codec import Reader
+from gateway.core.session import Session
+from gateway.core.update_check import (
+    DEFAULT_LIMITS,
+    DocIndex,
+    UpdateLimits,
+    UpdateSummary,
+    check_update,
+    summarize_trusted,
+)
 from gateway.errors import ProtocolError
 
+CLAIM_WINDOW_SECONDS = 3600.0
 
-def check_update(update: bytes) -> None:
-    """Raise ProtocolError if ``update`` must not reach pycrdt."""
-    if len(update) < 2:
-        raise ProtocolError(f"update of {len(update)} bytes is shorter than an empty update")
+
+class Guard:
+    """What the guard knows of one room. Call it from the room's task only."""
+
+    __slots__ = ("clocks", "index", "limits", "max_new_client_ids", "owners")
+
+    def __init__(
+        self,
+        history: Iterable[bytes],
+        state_vector: bytes,
+        *,
+        limits: UpdateLimits = DEFAULT_LIMITS,
+        max_new_client_ids: int = 32,
+    ) -> None:
+        self.limits = limits
+        self.max_new_client_ids = max_new_client_ids
+        self.index = DocIndex.from_history(history, limits)
+        self.clocks = decode_state_vector(state_vector)
+        self.owners: dict[int, Session] = {}
+        """client id -> the open connection that writes with it (until it closes)."""
+
+    def check_client_update(self, session: Session, update: bytes, now: float) -> UpdateSummary:
+        """Refuse ``update`` unless it is well formed, fits the room and uses ``session``'s own
+        client ids; returns its summary, to ``record`` once applied."""
+        if len(update) < 2:
+            raise ProtocolError(f"update of {len(update)} bytes is shorter than an empty update")
+        summary = check_update(update, self.clocks, self.limits, index=self.index)
+        # Writing with a client id means adding clocks the room does not have yet; structs the
+        # room already holds are relays or echoes (pycrdt's provider echoes every update).
+        clocks = self.clocks
+        self.claim(
+            session, [c for c, (_, end) in summary.clients.items() if end > clocks.get(c, 0)], now
+        )
+        return summary
+
+    def claim(self, session: Session, client_ids: Iterable[int], now: float) -> None:
+        """Make ``session`` the owner of ``client_ids``, or refuse if another connection owns one
+        or ``session`` claimed too many new ids in the last hour."""
+        new = []
+        for client_id in client_ids:
+            owner = self.owners.get(client_id)
+            if owner is None:
+                new.append(client_id)
+            elif owner is not session:
+                raise ProtocolError(f"client id {client_id} belongs to another connection")
+        if not new:
+            return
+        claims = session.client_id_claims
+        while claims and claims[0] <= now - CLAIM_WINDOW_SECONDS:
+            claims.popleft()
+        if len(claims) + len(new) > self.max_new_client_ids:
+            raise ProtocolError(
+                f"more than {self.max_new_client_ids} new client ids in an hour from one connection"
+            )
+        for client_id in new:
+            self.owners[client_id] = session
+            claims.append(now)
+            session.owned_client_ids.add(client_id)
+
+    def release(self, session: Session) -> None:
+        """``session`` closed: its client ids may be claimed again (a reconnecting client)."""
+        for client_id in session.owned_client_ids:
+            if self.owners.get(client_id) is session:
+                del self.owners[client_id]
+        session.owned_client_ids.clear()
+
+    def record(self, summary: UpdateSummary) -> None:
+        """The update of ``summary`` was applied: remember its items and clocks."""
+        self.index.record(summary)
+        clocks = self.clocks
+        for client, (_, end) in summary.clients.items():
+            if end > clocks.get(client, 0):
+                clocks[client] = end
+
+    def record_trusted(self, update: bytes) -> None:
+        """An update checked elsewhere (a peer node, the store) was applied."""
+        self.record(summarize_trusted(update, self.index, self.limits))
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """{client: next clock} from an encoded state vector (trusted: pycrdt's own output)."""
+    reader = Reader(data)
+    return {reader.read_varuint(): reader.read_varuint() for _ in range(reader.read_varuint())}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from gateway.core.update_reader import DEFAULT_LIMITS, UpdateLimits
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -12,6 +14,9 @@ class Limits:
     max_message_bytes: int = 1 << 20
     max_awareness_entries: int = 64
     max_awareness_state_bytes: int = 16 << 10
+    max_awareness_depth: int = 16
+    max_new_client_ids: int = 32  # per connection per hour
+    update: UpdateLimits = field(default_factory=lambda: DEFAULT_LIMITS)
     messages_per_second: float = 200.0
     message_burst: int = 400
     bytes_per_second: float = 2 << 20

@@ -8,8 +8,9 @@ from typing import Any, assert_never
 
 from pycrdt import Doc
 
-from gateway.core import codec, guard
+from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
+from gateway.core.guard import Guard
 from gateway.core.limits import Limits
 from gateway.core.messages import (
     EMPTY_UPDATE,
@@ -29,8 +30,11 @@ from gateway.core.messages import (
     SyncUpdate,
 )
 from gateway.core.session import Session, SessionState
-from gateway.errors import InvalidState, ProtocolError
+from gateway.errors import InvalidState, ProtocolError, RoomPoisoned
 from gateway.types import RoomId
+
+MAX_AWARENESS_CLOCKS = 10_000
+"""Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +52,26 @@ class Room:
         """Build the room's Doc from its stored ``history`` (snapshot, then log updates)."""
         self.id = room_id
         self.limits = limits
+        history = list(history)
         self.doc: Doc[Any] = Doc()
         for update in history:
             self.doc.apply_update(update)
+        self.guard = Guard(
+            history,
+            self.doc.get_state(),
+            limits=limits.update,
+            max_new_client_ids=limits.max_new_client_ids,
+        )
         self._changed = False
         # pycrdt fires this only when a transaction changed the document (new structs,
         # deletions, or parts kept pending); a duplicate update fires nothing.
         self._subscription = self.doc.observe(self._on_change)
         self.members: dict[int, Session] = {}
+        self.poisoned = False
         self.updates_applied = 0
         self._awareness: dict[int, AwarenessEntry] = {}
+        self._awareness_clocks: dict[int, int] = {}
+        """Last clock per awareness client, kept after removal (no resurrection by relays)."""
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -77,6 +91,7 @@ class Room:
         if self.members.pop(session.id, None) is None:
             return []
         session.state = SessionState.CLOSED
+        self.guard.release(session)
         gone = [
             AwarenessEntry(cid, self._awareness[cid].clock + 1, "null")
             for cid in session.awareness_clients
@@ -122,11 +137,10 @@ class Room:
         ack_to = session if session.wants_acks else None
         if update == EMPTY_UPDATE:
             return [Persist(None, ack_to, seq)] if ack_to else []
-        guard.check_update(update)
-        try:
-            changed = self._apply(update)
-        except Exception as exc:  # containment of pycrdt failures is the guard issue's
-            raise ProtocolError(f"update could not be applied: {exc}") from exc
+        summary = self.guard.check_client_update(session, update, session.last_receive)
+        changed = self._apply_contained(update)
+        if changed:
+            self.guard.record(summary)
         if not changed:  # an echo or a resend: nothing to share, but acked in order
             return [Persist(None, ack_to, seq)] if ack_to else []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
@@ -140,6 +154,8 @@ class Room:
                     f"awareness state of {len(entry.state)} characters exceeds the limit of "
                     f"{self.limits.max_awareness_state_bytes}"
                 )
+            codec.check_json(entry.state, max_depth=self.limits.max_awareness_depth)
+        # _merge_awareness: a connection sets or clears only its own entries
         if not self._merge_awareness(entries, owner=session):
             return []
         data = codec.encode(AwarenessUpdate(payload))
@@ -152,7 +168,10 @@ class Room:
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
-                return [Broadcast(data, exclude=None)] if self._apply(update) else []
+                if not self._apply_contained(update):
+                    return []
+                self._record_trusted(update)
+                return [Broadcast(data, exclude=None)]
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
@@ -166,7 +185,9 @@ class Room:
         before = self.doc.get_state()
         changed = False
         for blob in blobs:
-            changed |= self._apply(blob)
+            if self._apply_contained(blob):
+                self._record_trusted(blob)
+                changed = True
         if not changed:
             return []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
@@ -177,6 +198,32 @@ class Room:
     def _on_change(self, event: object) -> None:
         self._changed = True
 
+    def _apply_contained(self, update: bytes) -> bool:
+        """Apply ``update``; any failure inside pycrdt poisons the room (DESIGN.md §7).
+
+        pycrdt raises ``pyo3_runtime.PanicException`` (a BaseException) on some inputs and leaves
+        the Doc half-applied, so every failure is caught here, the Doc is never used again, and
+        the caller must drop the room and rebuild it from the store.
+        """
+        if self.poisoned:
+            raise InvalidState(f"room {self.id} is poisoned and must be rebuilt")
+        try:
+            return self._apply(update)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.poisoned = True
+            raise RoomPoisoned(
+                f"update could not be applied ({type(exc).__name__}); the room is reset", update
+            ) from exc
+
+    def _record_trusted(self, update: bytes) -> None:
+        try:
+            self.guard.record_trusted(update)
+        except ProtocolError as exc:  # applied, but the guard cannot follow: rebuild the room
+            self.poisoned = True
+            raise RoomPoisoned(f"applied update unreadable by the guard: {exc}", update) from exc
+
     def _apply(self, update: bytes) -> bool:
         """Apply ``update``; return whether the document changed."""
         self._changed = False
@@ -186,22 +233,33 @@ class Room:
         return self._changed
 
     def _merge_awareness(self, entries: list[AwarenessEntry], *, owner: Session | None) -> bool:
-        """Apply entries with the Yjs clock rule; return True if anything changed."""
-        changed = False
+        """Apply entries with the y-protocols clock rule; return True if any state changed.
+
+        Only entries that change something count as written by ``owner``: stock y-websocket
+        clients relay the entries of others they receive, with the same clocks.
+        """
+        changing = []
         for entry in entries:
-            known = self._awareness.get(entry.client_id)
-            clock = known.clock if known else 0
-            if entry.removed and known is None:
-                continue  # removing what we do not have changes nothing (y-protocols)
-            if entry.clock > clock or (entry.clock == clock and entry.removed):
-                changed = True
-                if entry.removed:
-                    self._awareness.pop(entry.client_id, None)
+            clock = self._awareness_clocks.get(entry.client_id, 0)
+            present = entry.client_id in self._awareness
+            if entry.clock > clock or (entry.clock == clock and entry.removed and present):
+                if entry.removed and not present:
+                    self._awareness_clocks[entry.client_id] = entry.clock  # nothing to remove
                 else:
-                    self._awareness[entry.client_id] = entry
-                if owner is not None:
-                    owner.awareness_clients.add(entry.client_id)
-        return changed
+                    changing.append(entry)
+        if owner is not None and changing:
+            self.guard.claim(owner, {e.client_id for e in changing}, owner.last_receive)
+        if len(self._awareness_clocks) > MAX_AWARENESS_CLOCKS:
+            self._awareness_clocks = {c: e.clock for c, e in self._awareness.items()}
+        for entry in changing:
+            self._awareness_clocks[entry.client_id] = entry.clock
+            if entry.removed:
+                del self._awareness[entry.client_id]
+            else:
+                self._awareness[entry.client_id] = entry
+            if owner is not None:
+                owner.awareness_clients.add(entry.client_id)
+        return bool(changing)
 
     def _awareness_message(self, entries: Iterable[AwarenessEntry]) -> bytes:
         return codec.encode(AwarenessUpdate(codec.encode_awareness(list(entries))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections import deque
 
 from gateway.core import codec
 from gateway.core.limits import Limits, TokenBucket
@@ -28,10 +29,13 @@ class Session:
     __slots__ = (
         "awareness_clients",
         "byte_rate",
+        "client_id_claims",
         "features",
         "id",
+        "last_receive",
         "max_message_bytes",
         "message_rate",
+        "owned_client_ids",
         "seq",
         "state",
     )
@@ -45,6 +49,9 @@ class Session:
         self.seq = 0
         """Document-bearing messages (sync step 2 and update) received so far (proto §4.2)."""
         self.awareness_clients: set[int] = set()
+        self.owned_client_ids: set[int] = set()
+        self.client_id_claims: deque[float] = deque()  # when each new client id was claimed
+        self.last_receive = now
         self.max_message_bytes = max_message_bytes
         self.message_rate: TokenBucket | None = None
         self.byte_rate: TokenBucket | None = None
@@ -72,6 +79,7 @@ class Session:
         when the client exceeds its message or byte rate; the caller must then close the
         connection with the error's close code.
         """
+        self.last_receive = now
         if len(data) > self.max_message_bytes:
             raise MessageTooBig(
                 f"message of {len(data)} bytes exceeds the limit of {self.max_message_bytes}"

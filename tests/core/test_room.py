@@ -379,9 +379,46 @@ def test_awareness_update_with_too_many_entries_is_refused() -> None:
 def test_awareness_state_above_the_size_limit_is_refused() -> None:
     room = new_room()
     session = joined(room)
-    assert room.receive(session, awareness((7, 1, "x" * 64)))
+    assert room.receive(session, awareness((7, 1, '"' + "x" * 62 + '"')))
     with pytest.raises(ProtocolError, match="65 characters exceeds the limit of 64"):
-        room.receive(session, awareness((7, 2, "x" * 65)))
+        room.receive(session, awareness((7, 2, '"' + "x" * 63 + '"')))
+
+
+def test_awareness_state_must_be_json_of_bounded_depth() -> None:
+    room = new_room()
+    session = joined(room)
+    with pytest.raises(ProtocolError, match="not valid JSON"):
+        room.receive(session, awareness((7, 1, "{oops")))
+    deep = "[" * 17 + "]" * 17
+    with pytest.raises(ProtocolError, match="nested deeper than 16"):
+        room.receive(session, awareness((7, 1, deep)))
+    assert room.receive(session, awareness((7, 1, "[" * 16 + "]" * 16)))
+
+
+def test_a_connection_cannot_set_or_clear_another_connections_awareness() -> None:
+    room = new_room()
+    owner, spoofer = joined(room), joined(room)
+    room.receive(owner, awareness((7, 1, '{"name":"Ana"}')))
+    with pytest.raises(ProtocolError, match="client id 7 belongs to another connection"):
+        room.receive(spoofer, awareness((7, 2, "null")))
+    room.leave(owner)
+    assert room.receive(spoofer, awareness((7, 3, '{"name":"Bo"}')))  # free once its owner left
+
+
+def test_a_connection_cannot_write_with_another_connections_client_id() -> None:
+    room = new_room()
+    owner, squatter = joined(room), joined(room)
+    room.receive(owner, SyncUpdate(core_update("venue", "Hall", client_id=42)))
+    source: Doc[Any] = Doc(client_id=42)
+    source.apply_update(room.doc.get_update())
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    source.get("core", type=Map)["venue"] = "Barn"  # clock squatting: 42's next clock
+    with pytest.raises(ProtocolError, match="client id 42 belongs to another connection"):
+        room.receive(squatter, SyncUpdate(updates[0]))
+    assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
+    # relaying (or echoing) what the room already has is not writing
+    assert room.receive(squatter, SyncUpdate(room.doc.get_update())) == []
 
 
 def test_query_awareness_answers_with_every_known_entry() -> None:
