@@ -9,6 +9,7 @@
     ├── Forbidden            no access to the room       4503 terminal
     ├── SlowClient           outbound queue full         4001 reconnect
     ├── RateLimited          too many messages or bytes  4429 reconnect with backoff
+    ├── ClientIdInUse        another connection owns it  4409 reconnect with backoff
     ├── HandshakeTimeout     no sync step 1 in time      4408 reconnect
     ├── BackendUnavailable   store or bus down           4002 reconnect
     ├── ShuttingDown         node is draining            1012 reconnect (to another node)
@@ -80,6 +81,16 @@ class RateLimited(GatewayError):
     """The client sent more messages or bytes per second than its limit allows."""
 
     close_code = 4429
+
+
+class ClientIdInUse(GatewayError):
+    """The update or awareness entry uses a client id another open connection writes with.
+
+    Retryable: after a network switch the client's old connection may still be open on the
+    server until its keepalive fails; the reconnect succeeds once it is gone.
+    """
+
+    close_code = 4409
 
 
 class HandshakeTimeout(GatewayError):

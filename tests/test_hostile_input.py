@@ -143,6 +143,6 @@ async def test_clock_squatting_is_refused_and_the_owner_keeps_its_edits(
         clock = 1  # the owner's next clock
         squat = ub.update([ub.section(client_id, clock, [ub.map_set("core", "venue", "Barn")])])
         reason = await send_raw(gateway, "squat", codec.encode(SyncUpdate(squat)))
-        assert reason == (4500, f"client id {client_id} belongs to another connection")
+        assert reason == (4409, f"client id {client_id} belongs to another connection")
         await owner.wait_durable(owner.set_core(venue="Hall 2"))
         assert owner.core() == {"venue": "Hall 2"}

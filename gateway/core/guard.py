@@ -2,8 +2,8 @@
 
 ``Guard`` keeps, beside a room's Doc, what the checks need: the room's ``DocIndex`` (where every
 item lives), the highest clock seen per client, and which connection owns which client id. It
-refuses (``InvalidUpdate``/``ProtocolError``, close 4500) anything that breaks
-``gateway/core/update_check.py``'s rules or writes with a client id another open connection owns.
+refuses anything that breaks ``gateway/core/update_check.py``'s rules (``InvalidUpdate``, close
+4500) or writes with a client id another open connection owns (``ClientIdInUse``, close 4409).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from gateway.core.update_check import (
     check_update,
     summarize_trusted,
 )
-from gateway.errors import ProtocolError
+from gateway.errors import ClientIdInUse, ProtocolError
 
 CLAIM_WINDOW_SECONDS = 3600.0
 
@@ -68,7 +68,7 @@ class Guard:
             if owner is None:
                 new.append(client_id)
             elif owner is not session:
-                raise ProtocolError(f"client id {client_id} belongs to another connection")
+                raise ClientIdInUse(f"client id {client_id} belongs to another connection")
         if not new:
             return
         claims = session.client_id_claims

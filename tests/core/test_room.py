@@ -30,7 +30,7 @@ from gateway.core.messages import (
 )
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session, SessionState
-from gateway.errors import InvalidState, ProtocolError
+from gateway.errors import ClientIdInUse, InvalidState, ProtocolError
 from gateway.types import RoomId
 
 LIMITS = Limits(max_message_bytes=1 << 16, max_awareness_entries=4, max_awareness_state_bytes=64)
@@ -399,7 +399,7 @@ def test_a_connection_cannot_set_or_clear_another_connections_awareness() -> Non
     room = new_room()
     owner, spoofer = joined(room), joined(room)
     room.receive(owner, awareness((7, 1, '{"name":"Ana"}')))
-    with pytest.raises(ProtocolError, match="client id 7 belongs to another connection"):
+    with pytest.raises(ClientIdInUse, match="client id 7 belongs to another connection"):
         room.receive(spoofer, awareness((7, 2, "null")))
     room.leave(owner)
     assert room.receive(spoofer, awareness((7, 3, '{"name":"Bo"}')))  # free once its owner left
@@ -414,7 +414,7 @@ def test_a_connection_cannot_write_with_another_connections_client_id() -> None:
     updates: list[bytes] = []
     source.observe(lambda event: updates.append(event.update))
     source.get("core", type=Map)["venue"] = "Barn"  # clock squatting: 42's next clock
-    with pytest.raises(ProtocolError, match="client id 42 belongs to another connection"):
+    with pytest.raises(ClientIdInUse, match="client id 42 belongs to another connection"):
         room.receive(squatter, SyncUpdate(updates[0]))
     assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
     # relaying (or echoing) what the room already has is not writing
