@@ -21,6 +21,7 @@ from gateway.core.limits import Limits
 from gateway.core.messages import Ack, Drain, SyncStep2, SyncUpdate
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
+from gateway.core.update_check import MissingReference
 from gateway.crash_journal import CrashJournal
 from gateway.errors import (
     BackendUnavailable,
@@ -71,6 +72,7 @@ class RoomSlot:
         "compacting",
         "id",
         "loaded",
+        "repairing",
         "room",
         "unloading",
     )
@@ -83,6 +85,7 @@ class RoomSlot:
         self.closed = asyncio.Event()  # set once unloaded and flushed
         self.unloading = False
         self.compacting = False
+        self.repairing = False
         self.appends_since_snapshot = 0
 
 
@@ -215,6 +218,9 @@ class Node:
             effects = self._receive_update(slot.room, session, message)
         except RoomPoisoned as exc:
             self._reset_room(slot, exc, sender=session)
+            raise
+        except MissingReference:
+            self._repair_soon(slot)  # this node may lack a peer's update: the store has it
             raise
         self.execute(slot, effects)
 
@@ -364,21 +370,37 @@ class Node:
         self, slot: RoomSlot, room: Room, messages: AsyncIterator[BusMessage]
     ) -> None:
         async for message in messages:
+            if slot.unloading:
+                return
+            if is_loss_marker(message):
+                await self._repair(slot, room)
+                continue
             try:
-                if is_loss_marker(message):
-                    await self._repair(slot, room)
-                else:
-                    self.execute(slot, room.receive_from_peer(message.payload))
+                self.execute(slot, room.receive_from_peer(message.payload))
             except RoomPoisoned as exc:
                 self._reset_room(slot, exc, sender=None)
                 return
 
+    def _repair_soon(self, slot: RoomSlot) -> None:
+        if slot.room is not None and not slot.repairing:
+            slot.repairing = True
+            self.tasks.create_task(self._repair(slot, slot.room), context=contextvars.Context())
+
     async def _repair(self, slot: RoomSlot, room: Room) -> None:
         """Bus messages were lost: merge the store's history in and send local members the rest."""
         self._repairs += 1
-        history = await self.store.load(slot.id)
-        self.execute(slot, room.merge_history(history.blobs()))
-        log.info("room_repaired", room=slot.id, updates=len(history.updates))
+        try:
+            history = await self.store.load(slot.id)
+            if slot.unloading or room.poisoned:
+                return
+            self.execute(slot, room.merge_history(history.blobs()))
+            log.info("room_repaired", room=slot.id, updates=len(history.updates))
+        except RoomPoisoned as exc:
+            self._reset_room(slot, exc, sender=None)
+        except BackendUnavailable as exc:
+            log.warning("room_repair_failed", room=slot.id, error=str(exc))
+        finally:
+            slot.repairing = False
 
     # -- compaction -----------------------------------------------------------------------------
 

@@ -45,19 +45,35 @@ class Guard:
         self.owners: dict[int, Session] = {}
         """client id -> the open connection that writes with it (until it closes)."""
 
-    def check_client_update(self, session: Session, update: bytes, now: float) -> UpdateSummary:
+    def check_client_update(
+        self, session: Session, update: bytes, now: float, *, catch_up: bool = False
+    ) -> UpdateSummary:
         """Refuse ``update`` unless it is well formed, fits the room and uses ``session``'s own
-        client ids; returns its summary, to ``record`` once applied."""
+        client ids; returns its summary, to ``record`` once applied.
+
+        ``catch_up`` marks a sync step 2: it may carry other clients' edits the room lacks (a
+        relay), so it claims no client id, but it may not bring new clocks of an id another
+        open connection writes with.
+        """
         if len(update) < 2:
             raise ProtocolError(f"update of {len(update)} bytes is shorter than an empty update")
         summary = check_update(update, self.clocks, self.limits, index=self.index)
         # Writing with a client id means adding clocks the room does not have yet; structs the
         # room already holds are relays or echoes (pycrdt's provider echoes every update).
         clocks = self.clocks
-        self.claim(
-            session, [c for c, (_, end) in summary.clients.items() if end > clocks.get(c, 0)], now
-        )
+        written = [c for c, (_, end) in summary.clients.items() if end > clocks.get(c, 0)]
+        if catch_up:
+            self.check_unowned(session, written)
+        else:
+            self.claim(session, written, now)
         return summary
+
+    def check_unowned(self, session: Session, client_ids: Iterable[int]) -> None:
+        """Refuse if another open connection writes with one of ``client_ids``."""
+        for client_id in client_ids:
+            owner = self.owners.get(client_id)
+            if owner is not None and owner is not session:
+                raise ClientIdInUse(f"client id {client_id} belongs to another connection")
 
     def claim(self, session: Session, client_ids: Iterable[int], now: float) -> None:
         """Make ``session`` the owner of ``client_ids``, or refuse if another connection owns one
@@ -90,6 +106,11 @@ class Guard:
                 del self.owners[client_id]
         session.owned_client_ids.clear()
 
+    def adds_structs(self, summary: UpdateSummary) -> bool:
+        """Whether the update brings clocks the room has not seen (new, possibly pending)."""
+        clocks = self.clocks
+        return any(end > clocks.get(c, 0) for c, (_, end) in summary.clients.items())
+
     def record(self, summary: UpdateSummary) -> None:
         """The update of ``summary`` was applied: remember its items and clocks."""
         self.index.record(summary)
@@ -98,9 +119,9 @@ class Guard:
             if end > clocks.get(client, 0):
                 clocks[client] = end
 
-    def record_trusted(self, update: bytes) -> None:
-        """An update checked elsewhere (a peer node, the store) was applied."""
-        self.record(summarize_trusted(update, self.index, self.limits))
+    def summarize_trusted(self, update: bytes) -> UpdateSummary:
+        """The summary of an update checked elsewhere (a peer node, the store)."""
+        return summarize_trusted(update, self.index, self.limits)
 
 
 def decode_state_vector(data: bytes) -> dict[int, int]:

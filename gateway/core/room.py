@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from pycrdt import Doc
+from pycrdt import Doc, merge_updates
 
 from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
@@ -117,8 +117,10 @@ class Room:
                 session.state = SessionState.LIVE  # later updates reach it by broadcast
                 update = self.doc.get_update(state_vector)
                 return [Send(session, codec.encode(SyncStep2(update)))]
-            case SyncStep2(update) | SyncUpdate(update):
-                return self._apply_client_update(session, session.next_seq(), update)
+            case SyncStep2(update):
+                return self._apply_client_update(session, session.next_seq(), update, True)
+            case SyncUpdate(update):
+                return self._apply_client_update(session, session.next_seq(), update, False)
             case AwarenessUpdate(payload):
                 return self._apply_client_awareness(session, payload)
             case QueryAwareness():
@@ -133,12 +135,19 @@ class Room:
             case _:
                 assert_never(message)
 
-    def _apply_client_update(self, session: Session, seq: int, update: bytes) -> list[Effect]:
+    def _apply_client_update(
+        self, session: Session, seq: int, update: bytes, catch_up: bool
+    ) -> list[Effect]:
         ack_to = session if session.wants_acks else None
         if update == EMPTY_UPDATE:
             return [Persist(None, ack_to, seq)] if ack_to else []
-        summary = self.guard.check_client_update(session, update, session.last_receive)
-        changed = self._apply_contained(update)
+        summary = self.guard.check_client_update(
+            session, update, session.last_receive, catch_up=catch_up
+        )
+        new = self.guard.adds_structs(summary)
+        # pycrdt fires no event for structs it keeps pending (a missing dependency): they are
+        # new all the same, and must be shared and stored, or they are lost when it arrives
+        changed = self._apply_contained(update) or new
         if changed:
             self.guard.record(summary)
         if not changed:  # an echo or a resend: nothing to share, but acked in order
@@ -168,10 +177,7 @@ class Room:
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
-                if not self._apply_contained(update):
-                    return []
-                self._record_trusted(update)
-                return [Broadcast(data, exclude=None)]
+                return [Broadcast(data, exclude=None)] if self._apply_trusted(update) else []
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
@@ -185,9 +191,7 @@ class Room:
         before = self.doc.get_state()
         changed = False
         for blob in blobs:
-            if self._apply_contained(blob):
-                self._record_trusted(blob)
-                changed = True
+            changed |= self._apply_trusted(blob)
         if not changed:
             return []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
@@ -217,12 +221,18 @@ class Room:
                 f"update could not be applied ({type(exc).__name__}); the room is reset", update
             ) from exc
 
-    def _record_trusted(self, update: bytes) -> None:
+    def _apply_trusted(self, update: bytes) -> bool:
+        """Apply an update checked elsewhere (a peer, the store); return whether it was new."""
         try:
-            self.guard.record_trusted(update)
-        except ProtocolError as exc:  # applied, but the guard cannot follow: rebuild the room
+            summary = self.guard.summarize_trusted(update)
+        except ProtocolError as exc:  # checked elsewhere, unreadable here: rebuild the room
             self.poisoned = True
-            raise RoomPoisoned(f"applied update unreadable by the guard: {exc}", update) from exc
+            raise RoomPoisoned(f"peer update unreadable by the guard: {exc}", update) from exc
+        new = self.guard.adds_structs(summary)
+        changed = self._apply_contained(update) or new
+        if changed:
+            self.guard.record(summary)
+        return changed
 
     def _apply(self, update: bytes) -> bool:
         """Apply ``update``; return whether the document changed."""
@@ -278,8 +288,10 @@ class Room:
 
 
 def compact_updates(blobs: Iterable[bytes]) -> bytes:
-    """Merge stored updates (already accepted once) into one snapshot update."""
-    doc: Doc[Any] = Doc()
-    for blob in blobs:
-        doc.apply_update(blob)
-    return doc.get_update()
+    """Merge stored updates (already accepted once) into one snapshot update.
+
+    A structural merge (``merge_updates``), not a round trip through a Doc: a Doc would leave out
+    structs it keeps pending, and with several nodes a stored update's dependency may still be
+    uncommitted on another node; dropping it here would lose an acknowledged edit.
+    """
+    return merge_updates(*blobs)

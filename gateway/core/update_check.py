@@ -35,6 +35,7 @@ from gateway.core.update_reader import (
     LISTED_TYPES,
     ContentRef,
     InvalidUpdate,
+    MissingReference,
     Parent,
     ParsedUpdate,
     Struct,
@@ -51,6 +52,7 @@ __all__ = [
     "DocIndex",
     "InvalidUpdate",
     "ItemInfo",
+    "MissingReference",
     "Parent",
     "TypeRef",
     "UpdateLimits",
@@ -281,7 +283,7 @@ class _Placer:
         place = self.where(ref)
         if place is None:
             if self.strict:
-                raise InvalidUpdate(f"item {struct.id} refers to {ref}, which the room lacks")
+                raise MissingReference(f"item {struct.id} refers to {ref}, which the room lacks")
             self.unresolved.add(ref)
         return place
 
@@ -303,7 +305,7 @@ class _Placer:
                 return
             if kind is None and self.index.where(parent) is None:
                 if self.strict:
-                    raise InvalidUpdate(f"item {struct.id} has parent {parent}, unknown here")
+                    raise MissingReference(f"item {struct.id} has parent {parent}, unknown here")
                 return
         if kind is None:
             raise InvalidUpdate(f"item {struct.id} has parent {parent}, not a shared type")

@@ -44,6 +44,18 @@ class InvalidUpdate(ProtocolError):
     """An update that breaks the Yjs v1 encoding, the room's clock rules or the room's schema."""
 
 
+class MissingReference(InvalidUpdate):
+    """The update refers to an item this room does not have (yet).
+
+    Retryable (close 4004): the node may lack a peer's update (a failed-over client resends
+    edits that depend on it), so it repairs the room from the store, and a reconnecting client
+    sends, in its sync step 2, everything the room lacks, dependencies first.
+    """
+
+    close_code = 4004
+    retryable = True
+
+
 class ContentRef(IntEnum):
     """Low 5 bits of a struct's info byte (Yjs ``contentRefs``)."""
 

@@ -556,3 +556,43 @@ def test_compact_updates_merges_a_log_into_one_update() -> None:
         "Ceremony",
         "Dinner",
     ]
+
+
+def test_a_relay_in_sync_step2_claims_no_client_id() -> None:
+    room = new_room()
+    relay, author = joined(room), joined(room)
+    room.receive(relay, SyncStep2(core_update("venue", "Hall", client_id=77)))  # 77's edit, relayed
+    source: Doc[Any] = Doc(client_id=77)
+    source.apply_update(room.doc.get_update())
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    source.get("core", type=Map)["venue"] = "Barn"
+    effects = room.receive(author, SyncUpdate(updates[0]))  # the author is not locked out
+    assert any(isinstance(e, Persist) for e in effects)
+
+
+def test_sync_step2_may_not_bring_new_clocks_of_an_owned_client_id() -> None:
+    room = new_room()
+    owner, other = joined(room), joined(room)
+    room.receive(owner, SyncUpdate(core_update("venue", "Hall", client_id=42)))
+    source: Doc[Any] = Doc(client_id=42)
+    source.apply_update(room.doc.get_update())
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    source.get("core", type=Map)["venue"] = "Barn"
+    with pytest.raises(ClientIdInUse):
+        room.receive(other, SyncStep2(updates[0]))
+
+
+def test_compaction_keeps_updates_whose_dependency_is_missing() -> None:
+    source: Doc[Any] = Doc()
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    core = source.get("core", type=Map)
+    core["a"] = 1
+    core["b"] = 2
+    snapshot = compact_updates([updates[1]])  # the dependency is not stored yet
+    later: Doc[Any] = Doc()
+    later.apply_update(snapshot)
+    later.apply_update(updates[0])  # it arrives: nothing was lost
+    assert later.get("core", type=Map).to_py() == {"a": 1, "b": 2}
