@@ -3,6 +3,8 @@
     GatewayError
     ├── ProtocolError        peer broke proto/spec.md    4500 terminal
     │   ├── MessageTooBig                                1009 terminal
+    │   ├── InvalidUpdate    refused by the update guard  4500 terminal
+    │   │   └── MissingReference  refers to unknown item  4004 reconnect (core/update_reader.py)
     │   └── RoomPoisoned     pycrdt failed applying it   4500 terminal (the room is reset)
     ├── RoomReset            room rebuilt from the store 4003 reconnect
     ├── Unauthorized         missing or expired token    4401 reconnect after refreshing the token
