@@ -150,8 +150,11 @@ class Room:
         changed = self._apply_contained(update) or new
         if changed:
             self.guard.record(summary)
-        if not changed:  # an echo or a resend: nothing to share, but acked in order
-            return [Persist(None, ack_to, seq)] if ack_to else []
+        if not changed:
+            # An echo or a resend: nothing to share. A client that asked for acks still gets
+            # it stored: the Doc may hold it only from a peer that died before committing it
+            # (a failover resend), and an ack must mean durable here.
+            return [Persist(update, ack_to, seq)] if ack_to else []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
         return [Broadcast(data, exclude=session), Publish(data), Persist(update, ack_to, seq)]
 
