@@ -667,7 +667,7 @@ async def test_compaction_keeps_an_update_whose_dependency_another_node_commits_
             await first.wait_durable()
         assert entry_ids(second) == ["first", "second"]
 
-    assert entry_ids(await cluster.stored_doc()) == ["first", "second"]  # today: ["first"]
+    assert entry_ids(await cluster.stored_doc()) == ["first", "second"]
 
 
 async def test_an_author_is_not_locked_out_by_a_client_that_relayed_its_edits(
@@ -706,7 +706,7 @@ async def test_an_author_is_not_locked_out_by_a_client_that_relayed_its_edits(
             lambda: moved.protocol.durable_version >= 1 or moved.last_close is not None,
             timeout=LOADED,
         )
-        assert moved.last_close is None  # today: (4409, "client id … belongs to another …")
+        assert moved.last_close is None
         assert moved.protocol.durable_version >= 1
 
 
@@ -756,7 +756,7 @@ async def test_an_update_sent_before_its_dependency_is_stored_once_the_client_sy
         except ConnectionClosed as exc:
             closed_with = (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (1006, "")
         if closed_with is not None:
-            assert 4000 <= closed_with[0] < 4500, closed_with  # today: 4500 "… the room lacks"
+            assert 4000 <= closed_with[0] < 4500, closed_with
             # ... and then, as every y-websocket client does, it answers the node's sync step 1
             # with everything the node lacks, dependencies included.
             holder: Doc[Any] = Doc()
