@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_update, merge_updates
 
 from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
@@ -190,12 +190,20 @@ class Room:
                 raise InvalidState(f"peer published a {type(message).__name__}")
 
     def merge_history(self, blobs: Iterable[bytes]) -> list[Effect]:
-        """Merge stored updates (a repair after bus loss); broadcast what was new, never persist."""
+        """Merge stored updates (a repair after bus loss); broadcast what was new, never persist.
+
+        The history is merged and diffed against this Doc in Rust first, so only what the room
+        lacks goes through the guard's summary and ``apply_update`` (a repair of a long log
+        used to hold the event loop for a second).
+        """
+        blobs = list(blobs)
+        if not blobs:
+            return []
+        missing = get_update(merge_updates(*blobs), self.doc.get_state())
+        if missing == EMPTY_UPDATE:
+            return []
         before = self.doc.get_state()
-        changed = False
-        for blob in blobs:
-            changed |= self._apply_trusted(blob)
-        if not changed:
+        if not self._apply_trusted(missing):
             return []
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
         return [Broadcast(data, exclude=None)]
