@@ -18,6 +18,7 @@ import uvicorn
 from gateway.app import create_app
 from gateway.cli import GatewayServer
 from gateway.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,11 +74,14 @@ async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) ->
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.get_running_loop().create_task(server.serve())
     running = RunningGateway(port=port, data_dir=data_dir, server=(server, task))
-    while not server.started:
+
+    def started() -> bool:
         if task.done():
             task.result()
             raise RuntimeError("gateway exited during start-up")
-        await asyncio.sleep(0.005)  # polls a condition: server.started
+        return bool(server.started)
+
+    await eventually(started, timeout=20, message="the in-process gateway started")
     running.app = app  # the lifespan set app.state.node
     return running
 
@@ -112,23 +116,27 @@ def spawn_gateway(data_dir: Path, port: int | None = None, **env: str) -> Runnin
     return RunningGateway(port=port, data_dir=data_dir, process=process, env=env)
 
 
+async def accepts_connections(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` right now."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
 async def wait_listening(running: RunningGateway, timeout: float = 20.0) -> None:
     """Wait until the child gateway accepts TCP connections."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
+
+    async def listening() -> bool:
         assert running.process is not None
         if running.process.poll() is not None:
             raise RuntimeError(f"gateway exited with {running.process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", running.port)
-            writer.close()
-            await writer.wait_closed()
-            return
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.02)  # polls a condition: the port accepts connections
+        return await accepts_connections(running.port)
+
+    await eventually(listening, timeout=timeout, message=f"port {running.port} accepts")
 
 
 @pytest.fixture

@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 
 from loadtest.thresholds import Threshold, ThresholdError, lookup
-from tests.conftest import ROOT, RunningGateway, free_port, spawn_gateway, wait_listening
+from tests.conftest import (
+    ROOT,
+    RunningGateway,
+    accepts_connections,
+    free_port,
+    spawn_gateway,
+    wait_listening,
+)
+from tests.helpers import eventually
 
 REFERENCE_SERVER = ROOT / "node_modules" / "@y" / "websocket-server" / "src" / "server.js"
 REPORT_KEYS = {
@@ -137,20 +145,13 @@ async def test_steady_run_against_the_reference_y_websocket_server(tmp_path: Pat
 
 async def wait_port(port: int, process: asyncio.subprocess.Process, timeout: float = 20) -> None:
     """Wait until ``process`` accepts TCP connections on ``port``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def listening() -> bool:
         if process.returncode is not None:
             raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.02)  # polls a condition: the port accepts connections
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
+        return await accepts_connections(port)
+
+    await eventually(listening, timeout=timeout, message=f"port {port} accepts")
 
 
 async def test_fail_on_thresholds_read_the_report() -> None:
