@@ -78,13 +78,9 @@ class Guard:
     def claim(self, session: Session, client_ids: Iterable[int], now: float) -> None:
         """Make ``session`` the owner of ``client_ids``, or refuse if another connection owns one
         or ``session`` claimed too many new ids in the last hour."""
-        new = []
-        for client_id in client_ids:
-            owner = self.owners.get(client_id)
-            if owner is None:
-                new.append(client_id)
-            elif owner is not session:
-                raise ClientIdInUse(f"client id {client_id} belongs to another connection")
+        client_ids = list(client_ids)
+        self.check_unowned(session, client_ids)
+        new = [c for c in client_ids if c not in self.owners]
         if not new:
             return
         claims = session.client_id_claims

@@ -91,12 +91,12 @@ class Room:
         if self.members.pop(session.id, None) is None:
             return []
         session.state = SessionState.CLOSED
-        self.guard.release(session)
-        gone = [
+        gone = [  # the awareness entries it owned (the guard made it claim each one it set)
             AwarenessEntry(cid, self._awareness[cid].clock + 1, "null")
-            for cid in session.awareness_clients
+            for cid in session.owned_client_ids
             if cid in self._awareness
         ]
+        self.guard.release(session)
         for entry in gone:
             del self._awareness[entry.client_id]
         if not gone:
@@ -278,8 +278,6 @@ class Room:
                 del self._awareness[entry.client_id]
             else:
                 self._awareness[entry.client_id] = entry
-            if owner is not None:
-                owner.awareness_clients.add(entry.client_id)
         return bool(changing)
 
     def _awareness_message(self, entries: Iterable[AwarenessEntry]) -> bytes:

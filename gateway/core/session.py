@@ -27,7 +27,6 @@ class Session:
     """One client's protocol state: its lifecycle, opted-in features and message counters."""
 
     __slots__ = (
-        "awareness_clients",
         "byte_rate",
         "client_id_claims",
         "features",
@@ -48,7 +47,6 @@ class Session:
         self.features = Feature(0)
         self.seq = 0
         """Document-bearing messages (sync step 2 and update) received so far (proto §4.2)."""
-        self.awareness_clients: set[int] = set()
         self.owned_client_ids: set[int] = set()
         self.client_id_claims: deque[float] = deque()  # when each new client id was claimed
         self.last_receive = now

@@ -18,7 +18,7 @@ def test_new_session_is_connecting_without_features_or_messages() -> None:
     assert not session.wants_acks
     assert not session.live
     assert session.seq == 0
-    assert session.awareness_clients == set()
+    assert session.owned_client_ids == set()
 
 
 def test_sessions_get_distinct_ids() -> None:
