@@ -71,6 +71,16 @@ def core_update(key: str, value: Any, *, client_id: int = 1001) -> bytes:
     return doc.get_update()
 
 
+def following_edit(room: Room, *, client_id: int) -> bytes:
+    """The update of client ``client_id`` setting core 'venue' after everything the room has."""
+    source: Doc[Any] = Doc(client_id=client_id)
+    source.apply_update(room.doc.get_update())
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    source.get("core", type=Map)["venue"] = "Barn"
+    return updates[0]
+
+
 def read_core(update: bytes) -> dict[str, Any]:
     doc: Doc[Any] = Doc()
     doc.apply_update(update)
@@ -410,13 +420,9 @@ def test_a_connection_cannot_write_with_another_connections_client_id() -> None:
     room = new_room()
     owner, squatter = joined(room), joined(room)
     room.receive(owner, SyncUpdate(core_update("venue", "Hall", client_id=42)))
-    source: Doc[Any] = Doc(client_id=42)
-    source.apply_update(room.doc.get_update())
-    updates: list[bytes] = []
-    source.observe(lambda event: updates.append(event.update))
-    source.get("core", type=Map)["venue"] = "Barn"  # clock squatting: 42's next clock
+    next_edit = following_edit(room, client_id=42)  # clock squatting: 42's next clock
     with pytest.raises(ClientIdInUse, match="client id 42 belongs to another connection"):
-        room.receive(squatter, SyncUpdate(updates[0]))
+        room.receive(squatter, SyncUpdate(next_edit))
     assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
     # relaying (or echoing) what the room already has is not writing
     assert room.receive(squatter, SyncUpdate(room.doc.get_update())) == []
@@ -563,12 +569,8 @@ def test_a_relay_in_sync_step2_claims_no_client_id() -> None:
     room = new_room()
     relay, author = joined(room), joined(room)
     room.receive(relay, SyncStep2(core_update("venue", "Hall", client_id=77)))  # 77's edit, relayed
-    source: Doc[Any] = Doc(client_id=77)
-    source.apply_update(room.doc.get_update())
-    updates: list[bytes] = []
-    source.observe(lambda event: updates.append(event.update))
-    source.get("core", type=Map)["venue"] = "Barn"
-    effects = room.receive(author, SyncUpdate(updates[0]))  # the author is not locked out
+    next_edit = following_edit(room, client_id=77)
+    effects = room.receive(author, SyncUpdate(next_edit))  # the author is not locked out
     assert any(isinstance(e, Persist) for e in effects)
 
 
@@ -576,13 +578,9 @@ def test_sync_step2_may_not_bring_new_clocks_of_an_owned_client_id() -> None:
     room = new_room()
     owner, other = joined(room), joined(room)
     room.receive(owner, SyncUpdate(core_update("venue", "Hall", client_id=42)))
-    source: Doc[Any] = Doc(client_id=42)
-    source.apply_update(room.doc.get_update())
-    updates: list[bytes] = []
-    source.observe(lambda event: updates.append(event.update))
-    source.get("core", type=Map)["venue"] = "Barn"
+    next_edit = following_edit(room, client_id=42)
     with pytest.raises(ClientIdInUse):
-        room.receive(other, SyncStep2(updates[0]))
+        room.receive(other, SyncStep2(next_edit))
 
 
 def test_compaction_keeps_updates_whose_dependency_is_missing() -> None:
