@@ -15,14 +15,19 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.adapters.memory_bus import MemoryBus
+from gateway.adapters.memory_revocations import MemoryRevocations
 from gateway.adapters.postgres_store import PostgresStore
 from gateway.adapters.redis_bus import RedisBus
+from gateway.adapters.redis_revocations import RedisRevocations
 from gateway.adapters.sqlite_store import SqliteStore
+from gateway.admin import revoke_token
+from gateway.auth import TokenVerifier, log_development_mode
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
+from gateway.gatekeeper import Gatekeeper
 from gateway.node import Node
-from gateway.ports import Bus, Store
+from gateway.ports import Bus, Revocations, Store
 from gateway.settings import Settings
 from gateway.types import NodeId
 
@@ -51,6 +56,14 @@ async def open_store(settings: Settings, stack: AsyncExitStack) -> Store:
         command_timeout=settings.database_timeout,
     )
     return await stack.enter_async_context(store)
+
+
+async def open_revocations(settings: Settings, stack: AsyncExitStack) -> Revocations:
+    """Shared through Redis when GATEWAY_REDIS_URL is set, else kept in this process."""
+    if settings.redis_url is None:
+        return await stack.enter_async_context(MemoryRevocations())
+    revocations = RedisRevocations.connect(str(settings.redis_url), prefix=settings.redis_prefix)
+    return await stack.enter_async_context(revocations)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -89,16 +102,28 @@ class GatewayApp:
             await self.http(scope, receive, send)
 
 
-def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
+def create_app(
+    settings: Settings, *, bus: Bus | None = None, revocations: Revocations | None = None
+) -> GatewayApp:
     """Build the gateway's ASGI app; its lifespan opens the bus, the store and the node.
 
-    ``bus`` replaces the bus the settings choose (tests run several nodes in one process on one
-    in-memory broker).
+    ``bus`` and ``revocations`` replace what the settings choose (tests run several nodes in one
+    process on one in-memory broker).
     """
+    verifier = TokenVerifier.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
+            if verifier is None:
+                log_development_mode()
+            if revocations is None:
+                shared = await open_revocations(settings, stack)
+            else:
+                shared = revocations
+            gatekeeper = Gatekeeper(verifier, shared)
+            app.state.verifier = verifier
+            app.state.revocations = shared
             store = await open_store(settings, stack)
             journal = CrashJournal.open(settings.data_dir)
             stack.callback(journal.close)
@@ -116,7 +141,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
             )
             await stack.enter_async_context(node)
             app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes
-            yield {"node": node}
+            yield {"node": node, "gatekeeper": gatekeeper}
 
     websocket = WebSocketEndpoint(
         max_message_bytes=settings.max_message_bytes,
@@ -128,6 +153,7 @@ def create_app(settings: Settings, *, bus: Bus | None = None) -> GatewayApp:
         Route("/livez", livez),
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
+        Route("/v1/revocations", revoke_token, methods=["POST"]),
     ]
     return GatewayApp(Starlette(routes=routes, lifespan=lifespan), websocket)
 

@@ -1,4 +1,7 @@
-"""``gateway serve``: the command line. Settings are read from GATEWAY_* variables once, here."""
+"""``gateway``: the command line. Settings are read from GATEWAY_* variables once, here.
+
+Commands: ``serve``, ``migrate``, ``gen-token``, ``revoke``, ``audit`` (``gateway -h``).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,51 @@ import argparse
 import asyncio
 import dataclasses
 import gc
+import math
 import socket
 import sys
+import time
 from collections.abc import Sequence
 
 import uvicorn
 
 from gateway.adapters.postgres_store import migrate
+from gateway.adapters.redis_revocations import DEFAULT_GRACE, RedisRevocations
 from gateway.app import create_app
+from gateway.auth import issue_token
+from gateway.core.policy import Role
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.logs import configure_logging
 from gateway.settings import Settings
+from gateway.types import parse_room_id
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    match args.command:
+        case "migrate":
+            return run_migrate(settings, check=args.check)
+        case "gen-token":
+            return run_gen_token(settings, args)
+        case "revoke":
+            return run_revoke(settings, args.jti, expires_at=args.expires_at)
+        case "audit":
+            return run_audit(settings, args.wedding_id, limit=args.limit, as_json=args.json)
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        serve_forever(dataclasses.replace(settings, **overrides))
+    except ConfigError as exc:  # found while building the app: e.g. an unusable key file
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="WedSync real-time sync gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (embedded defaults: no services)")
@@ -29,17 +63,101 @@ def main(argv: Sequence[str] | None = None) -> int:
     migrate.add_argument(
         "--check", action="store_true", help="apply nothing; exit 1 while migrations are pending"
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+    add_gen_token_parser(commands)
+    revoke = commands.add_parser("revoke", help="revoke a token on every node (through Redis)")
+    revoke.add_argument("jti", metavar="JTI", help="the token's jti")
+    revoke.add_argument(
+        "--expires-at", type=float, required=True, metavar="UNIX", help="the token's exp"
+    )
+    audit = commands.add_parser("audit", help="list who changed what in a wedding")
+    audit.add_argument("wedding_id", metavar="WEDDING_ID")
+    audit.add_argument("--limit", type=int, default=1000, help="newest N entries (default 1000)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def add_gen_token_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = commands.add_parser(
+        "gen-token",
+        help="print a token signed with GATEWAY_JWT_SECRET",
+        description="Each --wedding pairs with the --role at the same position.",
+    )
+    gen.add_argument("--subject", required=True, help="the user (claim sub)")
+    gen.add_argument("--wedding", action="append", default=[], metavar="WEDDING_ID")
+    gen.add_argument("--role", action="append", default=[], choices=[r.value for r in Role])
+    gen.add_argument("--vendor-id", help="the vendor the user acts for (required with vendor)")
+    gen.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS", help="default 3600")
+    gen.add_argument("--admin", action="store_true", help="may revoke tokens")
+
+
+def run_gen_token(settings: Settings, args: argparse.Namespace) -> int:
+    """``gateway gen-token``: print an HS256 token; exit 2 when it cannot be made."""
+    problem = None
+    if settings.jwt_secret is None:
+        problem = "GATEWAY_JWT_SECRET is not set; gen-token signs with it"
+    elif len(args.wedding) != len(args.role):
+        problem = "give one --role for each --wedding, in the same order"
+    elif not args.wedding and not args.admin:
+        problem = "give at least one --wedding and --role (or --admin)"
+    elif bad := [w for w in args.wedding if parse_room_id(w) is None]:
+        problem = f"invalid wedding id {bad[0]!r}: use 1-64 of A-Z a-z 0-9 _ -"
+    elif Role.VENDOR.value in args.role and not args.vendor_id:
+        problem = "--role vendor needs --vendor-id"
+    elif not (math.isfinite(args.ttl) and args.ttl > 0):
+        problem = "--ttl must be positive"
+    if problem is not None:
+        print(f"gateway: {problem}", file=sys.stderr)
         return 2
-    if args.command == "migrate":
-        return run_migrate(settings, check=args.check)
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    serve_forever(dataclasses.replace(settings, **overrides))
+    assert settings.jwt_secret is not None
+    token = issue_token(
+        settings.jwt_secret,
+        subject=args.subject,
+        weddings={w: Role(r) for w, r in zip(args.wedding, args.role, strict=True)},
+        vendor_id=args.vendor_id,
+        ttl_seconds=args.ttl,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        admin=args.admin,
+    )
+    print(token)
     return 0
+
+
+def run_revoke(settings: Settings, jti: str, *, expires_at: float) -> int:
+    """``gateway revoke JTI --expires-at UNIX``: through Redis, heard by every node at once."""
+    if settings.redis_url is None:
+        print(
+            "gateway: GATEWAY_REDIS_URL is not set. In embedded mode revocations live in the"
+            " gateway process: POST /v1/revocations with an admin token instead.",
+            file=sys.stderr,
+        )
+        return 2
+    if not math.isfinite(expires_at):
+        print("gateway: --expires-at must be the token's exp (Unix seconds)", file=sys.stderr)
+        return 2
+    if expires_at < time.time() - DEFAULT_GRACE:
+        print(f"gateway: {jti} expired at {expires_at:.0f}; nothing to revoke", file=sys.stderr)
+        return 2
+
+    async def revoke() -> None:
+        url = str(settings.redis_url)
+        async with RedisRevocations.connect(url, prefix=settings.redis_prefix) as revocations:
+            await revocations.revoke(jti, expires_at)
+
+    try:
+        asyncio.run(revoke())
+    except BackendUnavailable as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    print(f"revoked {jti} (kept until {expires_at:.0f})")
+    return 0
+
+
+def run_audit(settings: Settings, wedding_id: str, *, limit: int, as_json: bool) -> int:
+    """``gateway audit WEDDING_ID [--limit N] [--json]`` (gateway/audit.py)."""
+    from gateway.audit import run  # imported here: only this command needs it
+
+    return run(settings, wedding_id, limit=limit, as_json=as_json)
 
 
 def run_migrate(settings: Settings, *, check: bool) -> int:

@@ -14,7 +14,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from gateway.errors import BackendUnavailable
-from gateway.ports import Append, Store
+from gateway.ports import Append, Author, Store
 from gateway.types import RoomId
 
 log = structlog.get_logger(__name__)
@@ -47,7 +47,13 @@ class Committer:
         """True when no more appends are accepted: the store is too far behind."""
         return len(self._queue) + self._in_flight >= self.max_pending
 
-    def submit_nowait(self, room: RoomId, update: bytes | None) -> asyncio.Future[int | None]:
+    def submit_nowait(
+        self,
+        room: RoomId,
+        update: bytes | None,
+        author: Author | None = None,
+        fields: tuple[str, ...] = (),
+    ) -> asyncio.Future[int | None]:
         """Queue one append (or, with ``update=None``, a barrier).
 
         The future resolves with the update's offset (None for a barrier) once it and everything
@@ -59,7 +65,8 @@ class Committer:
                 f"{self.max_pending} appends are waiting for the store; refusing more"
             )
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((Append(room, update) if update is not None else None, future))
+        append = Append(room, update, author, fields) if update is not None else None
+        self._queue.append((append, future))
         self._wakeup.set()
         return future
 

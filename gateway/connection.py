@@ -9,20 +9,27 @@ import asyncio
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.websocket import Writer, writer_for
+from gateway.core import codec
+from gateway.core.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, MessageType
+from gateway.core.policy import Grant
 from gateway.core.session import Session
 from gateway.errors import (
+    Forbidden,
     GatewayError,
     HandshakeTimeout,
     InvalidState,
     ProtocolError,
     ShuttingDown,
     SlowClient,
+    Unauthorized,
 )
+from gateway.gatekeeper import Gatekeeper, Watch
 from gateway.node import Node, RoomSlot
 from gateway.types import RoomId, parse_room_id
 
@@ -93,8 +100,9 @@ class ConnectionDriver:
         if self._error is not None:
             return
         self._error = error
-        if not isinstance(error, ShuttingDown):
-            self._out.clear()  # a draining node still delivers queued acks first
+        if not isinstance(error, ShuttingDown | Unauthorized | Forbidden):
+            self._out.clear()  # a draining node still delivers queued acks first, and a
+            # refused token its permission-denied message
         self._kick()
 
     def finish_nowait(self) -> None:
@@ -152,6 +160,7 @@ class WebSocketEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node: Node = scope["state"]["node"]
+        gatekeeper: Gatekeeper = scope["state"]["gatekeeper"]
         room_id = parse_room_id(scope["path_params"]["wedding_id"])
         await receive()  # websocket.connect
         if room_id is None:
@@ -166,9 +175,13 @@ class WebSocketEndpoint:
         structlog.contextvars.bind_contextvars(room=room_id, client=session.id)
         log.info("client_opened", node=node.node_id)
         counts: dict[str, Any] = {"received": 0}
+        auth = _Auth(gatekeeper, room_id, session, driver)
         async with asyncio.TaskGroup() as tg:
             driver.start(tg)
-            code = await self._read_loop(node, room_id, session, driver, receive, counts)
+            try:
+                code = await self._read_loop(node, auth, session, driver, receive, counts, scope)
+            finally:
+                auth.end()
         error = driver.error
         log.info(
             "client_closed",
@@ -182,19 +195,30 @@ class WebSocketEndpoint:
     async def _read_loop(
         self,
         node: Node,
-        room_id: RoomId,
+        auth: _Auth,
         session: Session,
         driver: ConnectionDriver,
         receive: Receive,
         counts: dict[str, Any],
+        scope: Scope,
     ) -> int:
         """Feed the client's messages to the node until it disconnects; return its close code."""
-        try:
-            slot: RoomSlot = await node.join(room_id, session, driver)
-        except GatewayError as exc:
-            driver.close_nowait(exc)
-            return exc.close_code
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout_seconds
+        try:
+            token = _query_token(scope)
+            if token is None and not auth.gatekeeper.development:
+                # the token comes in the first message (y-protocols auth, proto/spec.md §2.4)
+                event = await _receive_before(receive, deadline, "no auth message")
+                if event["type"] == "websocket.disconnect":
+                    driver.finish_nowait()
+                    return int(event.get("code", NORMAL_CLOSURE))
+                counts["received"] += 1
+                token = auth.token_from(event.get("bytes"), time.monotonic())
+            auth.admit(token)
+            slot: RoomSlot = await node.join(auth.room, session, driver)
+        except GatewayError as exc:
+            auth.deny(exc)
+            return exc.close_code
         try:
             while True:
                 if session.live:
@@ -208,7 +232,10 @@ class WebSocketEndpoint:
                 if data is None:
                     raise ProtocolError("text frames are not part of the protocol")
                 counts["received"] += 1
-                node.receive(slot, session, data)
+                if data[:1] == _AUTH_TYPE:
+                    auth.refresh(auth.token_from(data, time.monotonic()))
+                else:
+                    node.receive(slot, session, data)
                 if driver.error is not None:
                     return driver.error.close_code
         except GatewayError as exc:
@@ -223,10 +250,72 @@ class WebSocketEndpoint:
             node.leave(slot, session)
 
 
-async def _receive_before(receive: Receive, deadline: float) -> Any:
+async def _receive_before(receive: Receive, deadline: float, what: str = "no sync step 1") -> Any:
     """Receive the next event, or raise HandshakeTimeout once ``deadline`` (loop time) passes."""
     try:
         async with asyncio.timeout_at(deadline):
             return await receive()
     except TimeoutError:
-        raise HandshakeTimeout("no sync step 1 before the handshake deadline") from None
+        raise HandshakeTimeout(f"{what} before the handshake deadline") from None
+
+
+_AUTH_TYPE = bytes((MessageType.AUTH,))
+
+
+def _query_token(scope: Scope) -> str | None:
+    tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return tokens[-1] if tokens else None
+
+
+class _Auth:
+    """The connection's grant: admitted once, refreshed by later auth messages, watched for
+    expiry and revocation by the gatekeeper until the connection ends."""
+
+    __slots__ = ("_watch", "driver", "gatekeeper", "room", "session")
+
+    def __init__(
+        self, gatekeeper: Gatekeeper, room: RoomId, session: Session, driver: ConnectionDriver
+    ) -> None:
+        self.gatekeeper = gatekeeper
+        self.room = room
+        self.session = session
+        self.driver = driver
+        self._watch: Watch | None = None
+
+    def token_from(self, data: bytes | None, now: float) -> str:
+        """The token of an auth message (the session's rate limits apply); else Unauthorized."""
+        if data is None:
+            raise ProtocolError("text frames are not part of the protocol")
+        if data[:1] != _AUTH_TYPE:
+            raise Unauthorized("authenticate first: pass ?token= or send an auth message")
+        message = self.session.receive_data(data, now)
+        if not isinstance(message, Auth) or message.auth_type != AUTH_TOKEN:
+            raise Unauthorized(f"an auth message of type {AUTH_TOKEN} (token) is expected")
+        return message.text
+
+    def admit(self, token: str | None) -> None:
+        self._set(self.gatekeeper.grant(token, self.room))
+
+    def refresh(self, token: str) -> None:
+        """A new token mid-session: its grant (a new role, a later expiry) applies at once."""
+        grant = self.gatekeeper.grant(token, self.room)
+        if grant.subject != self.session.grant.subject:
+            raise Unauthorized("a refreshed token must name the same subject")
+        self._set(grant)
+        log.info("token_refreshed", role=grant.role.value)
+
+    def _set(self, grant: Grant) -> None:
+        self.session.grant = grant
+        self._watch = self.gatekeeper.watch(grant, self.driver.close_nowait, self._watch)
+
+    def deny(self, error: GatewayError) -> None:
+        """Tell a stock client why (y-protocols permission denied), then close."""
+        if isinstance(error, Unauthorized | Forbidden):
+            denied = Auth(AUTH_PERMISSION_DENIED, str(error)[:500])
+            self.driver.send_nowait(codec.encode(denied))
+        self.driver.close_nowait(error)
+
+    def end(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None

@@ -61,13 +61,17 @@ class RoomReset(GatewayError):
 
 
 class Unauthorized(GatewayError):
-    """The token is missing, malformed or expired."""
+    """The token is missing, malformed, expired, revoked, or its signature does not verify.
+
+    Retryable: the client gets a fresh token, then reconnects. ``str(exc)`` says why (``token
+    expired``, ``wrong audience``, ...) and never repeats the token.
+    """
 
     close_code = 4401
 
 
 class Forbidden(GatewayError):
-    """The principal has no access to this room."""
+    """The token is valid but does not name this wedding (exact match of the id): terminal."""
 
     close_code = 4503
     retryable = False

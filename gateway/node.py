@@ -31,7 +31,7 @@ from gateway.errors import (
     RoomReset,
     ShuttingDown,
 )
-from gateway.ports import Bus, BusMessage, Store, is_loss_marker
+from gateway.ports import Author, Bus, BusMessage, Store, is_loss_marker
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
@@ -266,25 +266,33 @@ class Node:
             match effect:
                 case Send(session, data):
                     self._outlets[session].send_nowait(data)
-                case Broadcast(data, exclude, live_only):
+                case Broadcast(data, exclude, live_only, awareness):
                     assert slot.room is not None
                     outlets = self._outlets
                     for member in slot.room.members.values():
                         if member is not exclude and (member.live or not live_only):
+                            if awareness and not member.receives_awareness:
+                                continue
                             outlets[member].send_nowait(data)
                 case Publish(data):
                     self.bus.publish_nowait(slot.id, data)
-                case Persist(update, session, seq):
-                    self._persist(slot, update, session, seq)
+                case Persist(update, session, seq, author, fields):
+                    self._persist(slot, update, session, seq, author, fields)
                 case Close(session, error):
                     self._outlets[session].close_nowait(error)
                 case _:
                     assert_never(effect)
 
     def _persist(
-        self, slot: RoomSlot, update: bytes | None, session: Session | None, seq: int
+        self,
+        slot: RoomSlot,
+        update: bytes | None,
+        session: Session | None,
+        seq: int,
+        author: Author | None = None,
+        fields: tuple[str, ...] = (),
     ) -> None:
-        future = self.committer.submit_nowait(slot.id, update)
+        future = self.committer.submit_nowait(slot.id, update, author, fields)
         if session is not None:
             future.add_done_callback(partial(_send_ack, self._outlets[session], seq))
         if update is None:

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.core.policy import Author
 from gateway.types import NodeId, RoomId
+
+__all__ = [
+    "LOSS_SEQ",
+    "Append",
+    "AuditEntry",
+    "Author",
+    "Bus",
+    "BusMessage",
+    "History",
+    "Revocations",
+    "Store",
+    "is_loss_marker",
+    "loss_marker",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +67,27 @@ class Bus(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """One update to append to a room's log."""
+    """One update to append to a room's log, with who wrote it and what it changed."""
 
     room: RoomId
     update: bytes
+    author: Author | None = None
+    """None: the gateway's own update (a repair), recorded without an author."""
+    fields: tuple[str, ...] = ()
+    """What the update changed, as ``core.venue``, ``timeline[dinner].notes``, ``timeline[dinner]``
+    (an entry added or deleted); empty when the room could not tell (held pending)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One appended update, as ``gateway audit`` lists it. Kept when compaction drops the row."""
+
+    offset: int
+    at: float
+    """When it was committed (Unix seconds, the store's clock)."""
+    subject: str | None
+    role: str | None
+    fields: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +124,21 @@ class Store(Protocol):
     async def append(self, batch: Sequence[Append]) -> list[int]: ...
 
     async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None: ...
+
+    async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
+        """The room's newest ``limit`` audit entries, oldest first."""
+        ...
+
+
+class Revocations(Protocol):
+    """Revoked token ids (``jti``), shared by every node until each token would expire anyway.
+
+    ``is_revoked`` reads a local copy (no I/O, called on every connect); ``revoke`` records one
+    and tells every node, which calls each ``on_revoked`` callback with the token id.
+    """
+
+    def is_revoked(self, token_id: str) -> bool: ...
+
+    async def revoke(self, token_id: str, expires_at: float) -> None: ...
+
+    def on_revoked(self, callback: Callable[[str], None]) -> None: ...

@@ -18,6 +18,9 @@ from starlette.datastructures import Secret
 from gateway.errors import ConfigError
 
 PREFIX = "GATEWAY_"
+ENVIRONMENTS = ("development", "production")
+MIN_SECRET_BYTES = 32
+MAX_LEEWAY_SECONDS = 300.0  # a larger leeway would make ``exp`` meaningless
 
 
 def _random_node_id() -> str:
@@ -57,6 +60,12 @@ class Settings:
     byte_burst: int = 8 << 20  # per client; at least max_message_bytes
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
+    environment: str = "development"  # development | production (production requires keys)
+    jwt_secret: Secret | None = None  # HS256 key, at least 32 bytes
+    jwt_public_keys: Path | None = None  # PEM (one public key) or JWKS file: RS256 / ES256
+    jwt_issuer: str = "wedsync"  # required ``iss`` of every token
+    jwt_audience: str = "wedsync-gateway"  # required ``aud`` of every token
+    jwt_leeway_seconds: float = 30.0  # clock skew allowed on exp / nbf / iat (0-300)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
@@ -109,8 +118,31 @@ class Settings:
             problems.append("GATEWAY_PORT must be between 1 and 65535.")
         if self.log_format not in ("json", "console"):
             problems.append("GATEWAY_LOG_FORMAT must be 'json' or 'console'.")
+        problems.extend(self._auth_problems())
         if problems:
             raise ConfigError(" ".join(problems))
+
+    def _auth_problems(self) -> list[str]:
+        problems = []
+        if self.environment not in ENVIRONMENTS:
+            problems.append("GATEWAY_ENVIRONMENT must be 'development' or 'production'.")
+        keyless = self.jwt_secret is None and self.jwt_public_keys is None
+        if self.environment == "production" and keyless:
+            problems.append(
+                "GATEWAY_ENVIRONMENT is 'production' but neither GATEWAY_JWT_SECRET nor"
+                " GATEWAY_JWT_PUBLIC_KEYS is set: production never runs without tokens."
+            )
+        if self.jwt_secret is not None and len(str(self.jwt_secret).encode()) < MIN_SECRET_BYTES:
+            problems.append(  # RFC 7518 §3.2: an HS256 key is at least as long as the hash
+                f"GATEWAY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long."
+            )
+        if not self.jwt_issuer or not self.jwt_audience:
+            problems.append("GATEWAY_JWT_ISSUER and GATEWAY_JWT_AUDIENCE must not be empty.")
+        if not 0 <= self.jwt_leeway_seconds <= MAX_LEEWAY_SECONDS:
+            problems.append(
+                f"GATEWAY_JWT_LEEWAY_SECONDS must be between 0 and {MAX_LEEWAY_SECONDS:g}."
+            )
+        return problems
 
 
 def _parse(annotation: str, raw: str) -> Any:
@@ -133,6 +165,8 @@ def _parse(annotation: str, raw: str) -> Any:
         raise ValueError("Not a valid bool (use true or false).")
     if annotation == "Path":
         return Path(raw)
+    if annotation == "Path | None":
+        return Path(raw) if raw else None
     if annotation == "Secret | None":
         return Secret(raw) if raw else None
     return raw

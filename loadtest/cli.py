@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         type=Target,
         choices=list(Target),
         default=Target.CORE,
-        help="edit core fields or append timeline entries",
+        help='set core["notes"] or append timeline entries (both valid under proto/schema.md)',
     )
     run.add_argument(
         "--acks",

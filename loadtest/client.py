@@ -3,7 +3,9 @@
 Every edit carries ``LT|<sender>|<seq>|<intended ns>|<sent ns>|`` (CLOCK_MONOTONIC) in the value
 it writes, so a receiver reads the sender, the sequence number and the send times straight out of
 the update bytes (one regex; the update is also applied to the receiver's Doc, for the
-convergence check).
+convergence check). Every edit is valid under proto/schema.md, which the gateway enforces: the
+wedding is created with its required core fields before the first edit, a core edit sets
+``core["notes"]``, a timeline edit appends a complete entry.
 All generator processes run on one machine, and CLOCK_MONOTONIC is system-wide on Linux, so the
 receiver's clock and the embedded stamp compare directly. The stamp is the *intended* send time
 of an open-model schedule: a late sender adds its lateness to the latency (coordinated-omission
@@ -13,6 +15,7 @@ correction).
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import time
@@ -23,24 +26,54 @@ import orjson
 from pycrdt import Array, Doc, Map, TransactionEvent
 
 from gateway.core import codec
+from gateway.core.guard import decode_state_vector
 from gateway.core.messages import (
     EXTENSION_VERSION,
     Ack,
     AwarenessUpdate,
     Feature,
     Hello,
+    Reject,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
 )
 from gateway.errors import ProtocolError
-from loadtest.config import AckMode, RunConfig, Target
+from loadtest.config import WEDDING_AUTHOR_CLIENT_ID, AckMode, RunConfig, Target
 from loadtest.stats import record_us
 from loadtest.tally import Tally
 from loadtest.wsclient import WsConnection, open_connection
 
 MARKER = re.compile(rb"LT\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|")
 CONNECT_TIMEOUT = 30.0
+WEDDING_CORE = {"partner_a": "Load", "partner_b": "Test", "status": "planning"}
+"""The required core fields (proto/schema.md): a wedding without them accepts no core edit."""
+
+
+@functools.cache
+def wedding_update() -> bytes:
+    """The update that creates a wedding: its required core fields, in one update.
+
+    It is written with one fixed Yjs client id, so every client that sends it sends the same
+    structs: a server applies the first copy it gets and ignores the others (nothing new).
+    """
+    doc: Doc[Any] = Doc(client_id=WEDDING_AUTHOR_CLIENT_ID)
+    doc.get("core", type=Map).update(WEDDING_CORE)
+    return doc.get_update()
+
+
+def timeline_entry(sender: int, seq: int, marker: str) -> dict[str, str]:
+    """A new timeline entry valid under proto/schema.md, its notes the marker (< 100 chars).
+
+    The id is unique per sender and edit, and at most 44 characters (two 20-digit numbers), well
+    within the schema's 64.
+    """
+    return {
+        "id": f"lt-{sender}-{seq}",
+        "title": "Load test",
+        "start": f"{seq // 60 % 24:02d}:{seq % 60:02d}",
+        "notes": marker,
+    }
 
 
 class LoadClient:
@@ -51,7 +84,7 @@ class LoadClient:
         self.config = config
         self.tally = tally
         self.url = config.url_of(gid)
-        self.doc: Doc[Any] = Doc()
+        self.doc: Doc[Any] = Doc(client_id=config.doc_client_id(gid))
         self.core = self.doc.get("core", type=Map)
         self.timeline = self.doc.get("timeline", type=Array)
         self.doc.observe(self._on_transaction)
@@ -74,6 +107,8 @@ class LoadClient:
         self.seen_entries: dict[int, bytearray] = {}
         self.covered = 0
         self.expected = 0  # set once the run's final sent counts are known
+        self.updates_received = 0
+        self._caught_up_at = -1  # updates_received when the state vector was last read
 
     @property
     def is_resumer(self) -> bool:
@@ -91,11 +126,14 @@ class LoadClient:
         self._hello_answered = False
         self._synced = asyncio.get_running_loop().create_future()
         if self.config.acks is not AckMode.OFF:
-            self.conn.send(codec.encode(Hello(EXTENSION_VERSION, Feature.ACKS)))
+            features = Feature.ACKS | Feature.REJECTS
+            self.conn.send(codec.encode(Hello(EXTENSION_VERSION, features)))
         self.conn.send(codec.encode(SyncStep1(self.doc.get_state())))
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await self._synced
         self.acks = self._hello_answered
+        if self.config.edits:
+            self.ensure_wedding()
         self.live = True
         synced = time.monotonic_ns()
         return (opened - started) // 1000, (synced - started) // 1000
@@ -108,6 +146,19 @@ class LoadClient:
 
     # -- editing -----------------------------------------------------------------------------------
 
+    def ensure_wedding(self) -> None:
+        """Create the wedding if the synced Doc lacks it: call before this client's first edit.
+
+        Each client that finds the required core fields missing after its initial sync sends them
+        (the same update, ``wedding_update``) ahead of its own edits on its own connection, so
+        the server node has applied them before it judges one of this client's edits.
+        """
+        if all(key in self.core for key in WEDDING_CORE):
+            return
+        update = wedding_update()
+        self.doc.apply_update(update)
+        self._send_document(SyncUpdate(update), None)
+
     def edit(self, intended_ns: int) -> None:
         """Make one edit stamped with its intended send time and send it, if connected."""
         self.edit_seq += 1
@@ -115,10 +166,10 @@ class LoadClient:
         self._capturing = True
         try:
             if self.config.target is Target.CORE:
-                self.core[f"lt_{self.gid}"] = marker
+                # One field for all members: last writer wins; each update carries its marker.
+                self.core["notes"] = marker
             else:
-                entry_id = f"lt-{self.gid}-{self.edit_seq}"
-                self.timeline.append(Map({"id": entry_id, "title": "load test", "notes": marker}))
+                self.timeline.append(Map(timeline_entry(self.gid, self.edit_seq, marker)))
         finally:
             self._capturing = False
         self._send_document(SyncUpdate(self._captured), intended_ns)
@@ -151,10 +202,13 @@ class LoadClient:
         match message:
             case SyncUpdate(update):
                 self.doc.apply_update(update)
+                self.updates_received += 1
                 self._read_markers(update, now, live=True)
             case SyncStep2(update):
                 self.doc.apply_update(update)
+                self.updates_received += 1
                 self._read_markers(update, now, live=False)
+                self.catch_up()
                 if self._synced is not None and not self._synced.done():
                     self._synced.set_result(None)
             case SyncStep1(state_vector):
@@ -163,6 +217,8 @@ class LoadClient:
                 self._hello_answered = Feature.ACKS in features
             case Ack(seq):
                 self._acked(seq, now)
+            case Reject(_, field, reason):
+                tally.refused(field, reason)
             case AwarenessUpdate():
                 pass
             case _:
@@ -206,6 +262,24 @@ class LoadClient:
             record_us(tally.interval, latency)
             record_us(tally.wire_latency, (now - int(match[4])) // 1000)
             tally.delivered += 1
+
+    def catch_up(self) -> None:
+        """Core target: credit every edit this Doc holds, read from its state vector.
+
+        Markers cannot show them all: members share ``core["notes"]``, so a sync step 2 (or a
+        resent update) carries the values overwritten meanwhile as tombstones, without their
+        markers. Each core edit is one Yjs clock of its sender's known client id
+        (``RunConfig.doc_client_id``), so holding clock ``k`` means holding its first ``k`` edits.
+        """
+        if self.config.target is not Target.CORE or self._caught_up_at == self.updates_received:
+            return
+        self._caught_up_at = self.updates_received
+        clocks = decode_state_vector(self.doc.get_state())
+        config = self.config
+        for member in config.members(config.wedding_of(self.gid)):
+            held = clocks.get(config.doc_client_id(member), 0)
+            if member != self.gid and held:
+                self._see_core(member, held, live=False)
 
     def _see_core(self, sender: int, seq: int, live: bool) -> bool:
         previous = self.seen_max.get(sender, 0)

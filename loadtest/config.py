@@ -5,6 +5,11 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+WEDDING_AUTHOR_CLIENT_ID = 1
+"""The Yjs client id that writes each wedding's required core fields (client.py)."""
+FIRST_DOC_CLIENT_ID = 2
+"""Client ``n`` edits with Yjs client id ``FIRST_DOC_CLIENT_ID + n``."""
+
 
 class Scenario(enum.StrEnum):
     """The shapes of load the kit can drive (loadtest/README.md, "Scenarios")."""
@@ -19,7 +24,7 @@ class Scenario(enum.StrEnum):
 
 
 class Target(enum.StrEnum):
-    """What an edit changes: a core field (``core`` Y.Map) or a new timeline entry."""
+    """What an edit changes: ``core["notes"]`` or a new timeline entry (proto/schema.md)."""
 
     CORE = "core"
     TIMELINE = "timeline"
@@ -68,6 +73,12 @@ class RunConfig:
         """Clients of one wedding are spread round-robin over the URLs (cross-node fan-out)."""
         base = self.urls[(client % self.clients) % len(self.urls)].rstrip("/")
         return f"{base}/{self.wedding_id(self.wedding_of(client))}"
+
+    def doc_client_id(self, client: int) -> int:
+        """The Yjs client id of ``client``'s Doc: known to every member, so a receiver can read
+        from its state vector how many of a sender's edits it holds (client.py, ``Target.CORE``).
+        """
+        return FIRST_DOC_CLIENT_ID + client
 
     def members(self, wedding: int) -> range:
         return range(wedding * self.clients, (wedding + 1) * self.clients)

@@ -13,6 +13,7 @@ from loadtest import stats
 from loadtest.config import Scenario
 from loadtest.driver import RunResult
 from loadtest.sampler import mean
+from loadtest.tally import MAX_REFUSAL_SAMPLES, REFUSED
 
 GENERATOR_CPU_LIMIT = 85.0  # % of one core, per worker
 SEND_LAG_LIMIT_MS = 5.0  # p99 lateness of the open-model schedule
@@ -31,6 +32,7 @@ def build_report(
     covered = sum(min(c["covered"], c["expected"]) for c in clients.values())
     diverged = _diverged_weddings(config.weddings, config.clients, clients)
     acks = histograms["ack_latency"].get_total_count() > 0
+    errors: dict[str, int] = dict(sum((Counter(t["errors"]) for t in tallies), Counter()))
     duration = config.duration
     report: dict[str, Any] = {
         "scenario": config.scenario.value,
@@ -66,7 +68,9 @@ def build_report(
         "connect_phase_s": round(result.connect_seconds, 3),
         "resume": _resume_summary(tallies) if config.scenario is Scenario.OFFLINE_RESUME else None,
         "bytes": {"in": total["bytes_in"], "out": total["bytes_out"]},
-        "errors": dict(sum((Counter(t["errors"]) for t in tallies), Counter())),
+        "errors": errors,
+        "refused": sum(n for key, n in errors.items() if key.startswith(REFUSED)),
+        "refusals": [r for t in tallies for r in t["refusals"]][:MAX_REFUSAL_SAMPLES],
         "server": _server_summary(result, server_pid),
         "generator_cpu_percent": mean(result.progress.generator_cpu),
         "generator_cpu_percent_per_worker": [mean(w) for w in result.progress.worker_cpu],
@@ -212,4 +216,10 @@ def _warnings(report: dict[str, Any]) -> list[str]:
         )
     if report["errors"]:
         out.append(f"errors: {report['errors']}")
+    if report["refusals"]:
+        first = report["refusals"][0]
+        out.append(
+            f"REFUSED: the server undid {report['refused']} changes of the kit's edits, "
+            f"e.g. {first['field']}: {first['reason']} (the kit must write proto/schema.md)"
+        )
     return out

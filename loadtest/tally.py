@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,10 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from loadtest import stats
+
+REFUSED = "refused"  # the error key's prefix: "refused core.notes"
+MAX_REFUSAL_SAMPLES = 5
+_ENTRY = re.compile(r"\[[^\]]*\]")  # timeline[lt-3-7].start → timeline[].start (one error key)
 
 
 @dataclass(eq=False)
@@ -34,6 +39,13 @@ class Tally:
     reconnect: HdrHistogram = field(default_factory=stats.new_histogram)
     send_lag: HdrHistogram = field(default_factory=stats.new_histogram)
     resumes: list[dict[str, Any]] = field(default_factory=list)
+    refusals: list[dict[str, str]] = field(default_factory=list)  # the first few REJECTs
+
+    def refused(self, field_name: str, reason: str) -> None:
+        """The server refused and undid a change of an edit (REJECT, proto/spec.md §4.4)."""
+        self.errors[f"{REFUSED} {_ENTRY.sub('[]', field_name)}"] += 1
+        if len(self.refusals) < MAX_REFUSAL_SAMPLES:
+            self.refusals.append({"field": field_name, "reason": reason})
 
     def tick(self) -> dict[str, Any]:
         """A progress snapshot for the parent; starts a new latency interval."""
@@ -65,4 +77,5 @@ class Tally:
         out["errors"] = dict(self.errors)
         out["histograms"] = {name: stats.encode(getattr(self, name)) for name in histograms}
         out["resumes"] = self.resumes
+        out["refusals"] = self.refusals
         return out

@@ -211,6 +211,9 @@ class Worker:
             client.expect(sent)
         deadline = time.monotonic() + self.config.settle_timeout
         while time.monotonic() < deadline:
+            for client in self.clients:
+                if not client.settled:
+                    client.catch_up()
             if all(c.settled for c in self.clients):
                 return
             await asyncio.sleep(0.01)  # polls a condition: every client settled

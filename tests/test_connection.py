@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from gateway_client import GatewayClient
+from pycrdt import Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -26,6 +28,26 @@ async def close_code_after(gateway: RunningGateway, payload: bytes | str) -> tup
             await drain(ws)
         assert ws.close_code is not None
         return ws.close_code, ws.close_reason or ""
+
+
+RING = "\U0001f48d"  # one character of proto/schema.md, four bytes of UTF-8
+
+
+def create_wide_wedding(client: GatewayClient, entries: int) -> int:
+    """Create the wedding with ``entries`` timeline entries; return the version to wait for."""
+    with client.doc.transaction():  # sent with the create_wedding below
+        for i in range(entries):
+            client.timeline_array.append(Map({"id": f"e{i}", "title": f"{i}", "start": "12:00"}))
+    return client.create_wedding("Ana Silva", "Bea Costa")
+
+
+def write_wide_notes(client: GatewayClient, tag: str) -> int:
+    """Fill the notes of every entry (2000 characters: 8 KB each) in one update, then
+    core.notes (5000 characters: 20 KB) in another; return the version to wait for."""
+    with client.doc.transaction():  # sent with the set_core below
+        for entry in client.timeline_array:
+            entry["notes"] = tag + RING * (2000 - len(tag))
+    return client.set_core(notes=tag + RING * (5000 - len(tag)))
 
 
 async def drain(ws: ClientConnection) -> None:
@@ -60,8 +82,9 @@ async def test_bad_message_closes_only_its_sender(gateway: RunningGateway, case:
         code, reason = await close_code_after(gateway, payload)
         assert code == expected_code
         assert reason_part in reason
-        version = bystander.set_core(venue="still fine")
+        version = bystander.create_wedding("Ana Silva", "Bea Costa", venue="still fine")
         await bystander.wait_durable(version)
+        assert bystander.core()["venue"] == "still fine"
         assert bystander.connections == 1
 
 
@@ -91,8 +114,9 @@ async def test_stock_client_never_receives_extension_messages(gateway: RunningGa
         first = codec.decode(await ws.recv())  # type: ignore[arg-type]
         assert isinstance(first, SyncStep1)
         await ws.send(codec.encode(SyncStep1(b"\x00")))
-        update = b"\x01\x01\x05\x00\x28\x01\x04core\x05venue\x01\x77\x01x\x00"
-        await ws.send(b"\x00\x02" + codec.write_var_bytes(update))
+        wedding: Doc[Any] = Doc()
+        wedding["core"] = Map({"partner_a": "Ana", "partner_b": "Bea", "status": "planning"})
+        await ws.send(b"\x00\x02" + codec.write_var_bytes(wedding.get_update()))
         await eventually(lambda: gateway.node.statistics().committer.committed >= 1)
         await ws.send(codec.encode(SyncStep1(b"\x00")))
         kinds = []
@@ -121,6 +145,7 @@ async def test_client_that_stops_reading_is_closed_with_4001(tmp_path: Path) -> 
             await eventually(lambda: running.node.statistics().connections == 1)
             async with GatewayClient(running.ws_url, "slow") as writer:
                 await writer.wait_synced()
+                await writer.wait_durable(create_wide_wedding(writer, entries=30))
 
                 def overflowed() -> bool:
                     return any(
@@ -129,10 +154,9 @@ async def test_client_that_stops_reading_is_closed_with_4001(tmp_path: Path) -> 
                     )
 
                 edits = 0
-                while not overflowed():  # each edit is 256 KB for the slow reader
+                while not overflowed():  # each edit is 260 KB for the slow reader
                     edits += 1
-                    writer.set_core(notes=f"{edits}:" + "x" * 256_000)
-                    await writer.wait_durable()
+                    await writer.wait_durable(write_wide_notes(writer, f"{edits}:"))
                     assert edits < 400, "the slow client was never cut off"
                 assert writer.connections == 1  # the writer is unaffected
             with pytest.raises(ConnectionClosed):
@@ -150,9 +174,12 @@ async def test_broadcast_frames_are_written_raw_under_uvicorn(gateway: RunningGa
         await b.wait_synced()
         writers = [outlet._writer for outlet in gateway.node._outlets.values()]
         assert [type(w) for w in writers] == [RawFrameWriter, RawFrameWriter]
-        a.set_core(notes="n" * 70_000)  # a frame with a 64-bit length
+        create_wide_wedding(a, entries=10)
+        write_wide_notes(a, "n")  # frames with a 64-bit length (80 KB) and a 16-bit one (20 KB)
         a.set_core(venue="v" * 200)  # a frame with a 16-bit length
-        await eventually(lambda: b.core() == a.core())
+        await eventually(lambda: b.core() == a.core() and b.timeline() == a.timeline())
+        assert b.core()["venue"] == "v" * 200
+        assert [e["notes"] for e in b.timeline()] == ["n" + RING * 1999] * 10
 
 
 async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> None:
@@ -181,8 +208,9 @@ async def test_client_over_its_message_rate_is_closed_with_4429(tmp_path: Path) 
                     await send_until_closed(flood, codec.encode(SyncStep1(b"\x00")))
                 assert flood.close_code == 4429
                 assert "messages/s" in (flood.close_reason or "")
-            version = calm.set_core(venue="unaffected")
+            version = calm.create_wedding("Ana Silva", "Bea Costa", venue="unaffected")
             await calm.wait_durable(version)
+            assert calm.core()["venue"] == "unaffected"
     finally:
         await stop_in_process(running)
 
@@ -197,6 +225,7 @@ async def test_client_that_never_sends_step1_is_closed_with_4408(tmp_path: Path)
             assert silent.close_code == 4408
         async with GatewayClient(running.ws_url, "silent") as client:
             await client.wait_synced()  # a client that does the handshake stays
-            await client.wait_durable(client.set_core(venue="here"))
+            await client.wait_durable(client.create_wedding("Ana Silva", "Bea Costa", venue="here"))
+            assert client.core()["venue"] == "here"
     finally:
         await stop_in_process(running)

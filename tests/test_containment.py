@@ -35,7 +35,7 @@ async def test_a_panic_inside_pycrdt_resets_only_that_room(
     ):
         await member.wait_synced()
         await elsewhere.wait_synced()
-        await member.wait_durable(member.set_core(venue="Hall"))
+        await member.wait_durable(member.create_wedding("Ana Silva", "Bea Costa", venue="Hall"))
         room = gateway.node.room(RoomId("poison"))
         nothing = check_update(b"\x00\x00", {})
 
@@ -47,7 +47,7 @@ async def test_a_panic_inside_pycrdt_resets_only_that_room(
         monkeypatch.setattr(Guard, "check_client_update", let_everything_through)
         # DESIGN.md §7: a known client id with a clock 2^31 ahead panics yrs mid-apply
         poison = ub.update(
-            [ub.section(member.doc.client_id, 2**31 + 5, [ub.map_set("core", "b", 1)])]
+            [ub.section(member.doc.client_id, 2**31 + 5, [ub.map_set("core", "notes", "b")])]
         )
         async with connect(f"{gateway.ws_url}/poison") as attacker:
             await attacker.recv()
@@ -64,7 +64,13 @@ async def test_a_panic_inside_pycrdt_resets_only_that_room(
         assert member.last_close[0] == 4003
         assert gateway.node.room(RoomId("poison")) is not room
         await member.wait_durable(member.set_core(guest_count=80))
-        assert member.core() == {"venue": "Hall", "guest_count": 80}
+        assert member.core() == {
+            "partner_a": "Ana Silva",
+            "partner_b": "Bea Costa",
+            "status": "planning",
+            "venue": "Hall",
+            "guest_count": 80,
+        }
         assert elsewhere.connections == 1  # other rooms never noticed
 
     stats = gateway.node.statistics()

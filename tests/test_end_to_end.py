@@ -10,6 +10,9 @@ from gateway_client import GatewayClient
 from tests.conftest import RunningGateway
 from tests.helpers import eventually
 
+COUPLE = {"partner_a": "Ana Silva", "partner_b": "Bea Costa", "status": "planning"}
+"""The core fields every wedding holds from its first update (proto/schema.md)."""
+
 
 async def test_two_clients_converge_and_acks_arrive(gateway: RunningGateway) -> None:
     async with (
@@ -18,11 +21,12 @@ async def test_two_clients_converge_and_acks_arrive(gateway: RunningGateway) -> 
     ):
         await a.wait_synced()
         await b.wait_synced()
-        version = a.set_core(venue="Villa Rosa", guest_count=120)
+        version = a.create_wedding("Ana Silva", "Bea Costa", venue="Villa Rosa", guest_count=120)
         entry = b.add_timeline_entry(start="15:00", end="15:30", title="Ceremony")
         await a.wait_durable(version)
         await b.wait_durable()
-        await eventually(lambda: b.core() == {"venue": "Villa Rosa", "guest_count": 120})
+        expected = {**COUPLE, "venue": "Villa Rosa", "guest_count": 120}
+        await eventually(lambda: b.core() == expected)
         await eventually(lambda: [e["id"] for e in a.timeline()] == [entry])
         assert a.protocol.acks_enabled
         assert a.protocol.unacked == 0
@@ -36,8 +40,9 @@ async def test_acknowledged_edits_survive_a_restart_and_compaction(tmp_path: Pat
     try:
         async with GatewayClient(first.ws_url, "durable") as client:
             await client.wait_synced()
-            for i in range(23):
-                client.set_core(**{f"field_{i}": i})
+            client.create_wedding("Ana Silva", "Bea Costa")
+            for i in range(23):  # one update each: with the first, 24 updates, 4 compactions
+                client.add_timeline_entry(id=f"item-{i}", title=f"Item {i}", start=f"{i:02d}:00")
             await client.wait_durable()
         await eventually(lambda: first.node.statistics().compactions >= 1)
         await eventually(lambda: first.node.statistics().rooms == 0)
@@ -47,7 +52,8 @@ async def test_acknowledged_edits_survive_a_restart_and_compaction(tmp_path: Pat
     try:
         async with GatewayClient(second.ws_url, "durable") as reader:
             await reader.wait_synced()
-            assert reader.core() == {f"field_{i}": i for i in range(23)}
+            assert reader.core() == COUPLE
+            assert [e["id"] for e in reader.timeline()] == [f"item-{i}" for i in range(23)]
     finally:
         await stop_in_process(second)
 
@@ -72,7 +78,7 @@ async def test_many_clients_opening_one_wedding_share_one_load(gateway: RunningG
     try:
         await asyncio.gather(*(c.wait_synced() for c in clients))
         assert gateway.node.statistics().loads == 1
-        clients[0].set_core(venue="Barn")
+        clients[0].create_wedding("Ana Silva", "Bea Costa", venue="Barn")
         await eventually(lambda: all(c.core().get("venue") == "Barn" for c in clients))
     finally:
         for client in clients:
@@ -86,6 +92,8 @@ async def test_offline_edits_are_resent_and_acknowledged(gateway: RunningGateway
     ):
         await phone.wait_synced()
         await planner.wait_synced()
+        await planner.wait_durable(planner.create_wedding("Ana Silva", "Bea Costa"))
+        await eventually(lambda: phone.core() == COUPLE)
         await phone.go_offline()
         phone.set_core(notes="first dance: song B")
         planner.set_core(venue="Lake House")
@@ -94,7 +102,7 @@ async def test_offline_edits_are_resent_and_acknowledged(gateway: RunningGateway
         phone.go_online()
         await phone.wait_durable()
         await eventually(lambda: phone.core() == planner.core())
-        assert planner.core() == {"notes": "first dance: song B", "venue": "Lake House"}
+        assert planner.core() == {**COUPLE, "notes": "first dance: song B", "venue": "Lake House"}
         assert phone.connections == 2
 
 
@@ -105,8 +113,9 @@ async def test_shutdown_acknowledges_durable_edits_then_drains(tmp_path: Path) -
     client = GatewayClient(running.ws_url, "drain", reconnect=False)
     async with client:
         await client.wait_synced()
-        for i in range(50):
-            client.set_core(**{f"k{i}": i})
+        client.create_wedding("Ana Silva", "Bea Costa")
+        for i in range(49):
+            client.set_core(guest_count=i)
         await eventually(lambda: running.node.statistics().committer.committed >= 1)
         await stop_in_process(running)
         await eventually(lambda: client.last_close is not None)

@@ -4,14 +4,23 @@ reason, the other clients are unaffected, and nothing bad is stored or broadcast
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gateway_client import GatewayClient
-from websockets.asyncio.client import connect
+from pycrdt import Decoder, Doc, Map
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.core import codec
-from gateway.core.messages import AwarenessUpdate, SyncUpdate
+from gateway.core.messages import (
+    EXTENSION_VERSION,
+    AwarenessUpdate,
+    Feature,
+    Hello,
+    Reject,
+    SyncUpdate,
+)
 from gateway.ports import Append
 from gateway.types import RoomId
 from tests.conftest import RunningGateway
@@ -22,6 +31,14 @@ CORPUS = {
     path.stem.rsplit("-", 1)[0]: [line.strip() for line in path.read_text().split("\n")]
     for path in sorted((Path(__file__).parent / "core" / "corpus").glob("*.hex"))
 }
+COUPLE = {"partner_a": "Ana Silva", "partner_b": "Bea Costa", "status": "planning"}
+"""The core fields every wedding holds from its first update (proto/schema.md)."""
+
+
+def clocks(doc: Doc[Any]) -> dict[int, int]:
+    """The document's state vector as {client id: next clock}."""
+    decoder = Decoder(doc.get_state())
+    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
 
 
 async def send_raw(gateway: RunningGateway, room: str, message: bytes) -> tuple[int, str]:
@@ -58,8 +75,10 @@ async def assert_refused_without_harm(
         assert reason
         assert gateway.node.statistics().updates_persisted == stored  # nothing stored
         assert (bystander.core(), bystander.timeline()) == seen  # nothing broadcast
-        version = bystander.set_core(status="confirmed")  # the node and the room still work
+        # the node and the room still work: a valid edit is applied and made durable
+        version = bystander.create_wedding("Ana Silva", "Bea Costa", status="confirmed")
         await bystander.wait_durable(version)
+        assert bystander.core()["status"] == "confirmed"
         assert bystander.connections == 1
         return reason
 
@@ -132,14 +151,49 @@ async def test_hostile_update_families_are_refused(gateway: RunningGateway, fami
     assert reason_part in reason
 
 
-async def test_nesting_of_64_levels_is_accepted(gateway: RunningGateway) -> None:
+async def first_reject(ws: ClientConnection) -> Reject:
+    """Read messages until the server's first REJECT (proto/spec.md §4.4)."""
+    while True:
+        message = codec.decode_server_message(await ws.recv())  # type: ignore[arg-type]
+        if isinstance(message, Reject):
+            return message
+
+
+async def test_nesting_of_64_levels_passes_the_guard_and_the_schema_undoes_it(
+    gateway: RunningGateway,
+) -> None:
+    """64 levels is within the guard's depth limit: the update is applied, not refused with
+    4500. A nested value is outside the schema (proto/schema.md), so the enforcer undoes it:
+    nothing nested stays in the room, reaches a member, or is stored."""
+    update = nested(64)
     async with GatewayClient(gateway.ws_url, "deep64") as reader:
         await reader.wait_synced()
+        await reader.wait_durable(reader.create_wedding("Ana Silva", "Bea Costa"))
+        stored = gateway.node.statistics().updates_persisted
         async with connect(f"{gateway.ws_url}/deep64") as writer:
             await writer.recv()
-            await writer.send(codec.encode(SyncUpdate(nested(64))))
-            await eventually(lambda: "notes" in reader.core())
+            await writer.send(codec.encode(Hello(EXTENSION_VERSION, Feature.REJECTS)))
+            await writer.send(codec.encode(SyncUpdate(update)))
+            reject = await first_reject(writer)
+            assert reject.field == "core.notes"
+            assert "must be a string" in reject.reason
+            await (await writer.ping())  # the connection is still open: no 4500
             assert writer.close_code is None
+
+        # the update's clock range reached the member, without its content
+        await eventually(lambda: 5001 in clocks(reader.doc))
+        assert reader.core() == COUPLE
+        room = gateway.node.room(RoomId("deep64"))
+        assert room is not None
+        assert room.doc.get("core", type=Map).to_py() == COUPLE
+        await eventually(lambda: gateway.node.statistics().updates_persisted == stored + 1)
+        history = await gateway.node.store.load(RoomId("deep64"))
+        rebuilt: Doc[Any] = Doc()
+        for blob in history.blobs():
+            assert ub.nested_list(2) not in blob  # not even two levels of it were stored
+            rebuilt.apply_update(blob)
+        assert 5001 in clocks(rebuilt)
+        assert rebuilt.get("core", type=Map).to_py() == COUPLE
 
 
 async def test_clock_squatting_is_refused_and_the_owner_keeps_its_edits(
@@ -147,11 +201,11 @@ async def test_clock_squatting_is_refused_and_the_owner_keeps_its_edits(
 ) -> None:
     async with GatewayClient(gateway.ws_url, "squat") as owner:
         await owner.wait_synced()
-        await owner.wait_durable(owner.set_core(venue="Hall"))
+        await owner.wait_durable(owner.create_wedding("Ana Silva", "Bea Costa", venue="Hall"))
         client_id = owner.doc.client_id
-        clock = 1  # the owner's next clock
+        clock = clocks(owner.doc)[client_id]  # the owner's next clock
         squat = ub.update([ub.section(client_id, clock, [ub.map_set("core", "venue", "Barn")])])
         reason = await send_raw(gateway, "squat", codec.encode(SyncUpdate(squat)))
         assert reason == (4409, f"client id {client_id} belongs to another connection")
         await owner.wait_durable(owner.set_core(venue="Hall 2"))
-        assert owner.core() == {"venue": "Hall 2"}
+        assert owner.core() == {**COUPLE, "venue": "Hall 2"}

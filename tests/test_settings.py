@@ -81,3 +81,61 @@ def test_cli_reports_a_bad_setting_and_exits_2(
     monkeypatch.setenv("GATEWAY_PORT", "abc")
     assert main(["serve"]) == 2
     assert "GATEWAY_PORT has value 'abc'" in capsys.readouterr().err
+
+
+SECRET = "a-settings-test-secret-of-32-bytes!"
+
+
+def test_token_settings_are_parsed() -> None:
+    settings = Settings.from_env(
+        {
+            "GATEWAY_ENVIRONMENT": "production",
+            "GATEWAY_JWT_SECRET": SECRET,
+            "GATEWAY_JWT_PUBLIC_KEYS": "/etc/wedsync/jwks.json",
+            "GATEWAY_JWT_ISSUER": "wedsync-auth",
+            "GATEWAY_JWT_AUDIENCE": "gateway",
+            "GATEWAY_JWT_LEEWAY_SECONDS": "5",
+        }
+    )
+    assert settings.jwt_public_keys == Path("/etc/wedsync/jwks.json")
+    assert str(settings.jwt_secret) == SECRET
+    assert SECRET not in repr(settings)
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("wedsync-auth", "gateway")
+    assert settings.jwt_leeway_seconds == 5.0
+
+
+def test_token_settings_default_to_development_without_keys() -> None:
+    settings = Settings.from_env({"GATEWAY_JWT_PUBLIC_KEYS": "", "GATEWAY_JWT_SECRET": ""})
+    assert settings.environment == "development"
+    assert (settings.jwt_secret, settings.jwt_public_keys) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [{"GATEWAY_JWT_SECRET": SECRET}, {"GATEWAY_JWT_PUBLIC_KEYS": "keys.pem"}],
+)
+def test_production_starts_with_either_key(keys: dict[str, str]) -> None:
+    assert Settings.from_env({"GATEWAY_ENVIRONMENT": "production", **keys})
+
+
+def test_production_without_keys_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_ENVIRONMENT is 'production'"):
+        Settings.from_env({"GATEWAY_ENVIRONMENT": "production"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("GATEWAY_ENVIRONMENT", "staging"),
+        ("GATEWAY_ENVIRONMENT", "Production"),
+        ("GATEWAY_JWT_SECRET", "short"),
+        ("GATEWAY_JWT_ISSUER", ""),
+        ("GATEWAY_JWT_AUDIENCE", ""),
+        ("GATEWAY_JWT_LEEWAY_SECONDS", "-1"),
+        ("GATEWAY_JWT_LEEWAY_SECONDS", "301"),
+        ("GATEWAY_JWT_LEEWAY_SECONDS", "nan"),
+    ],
+)
+def test_unusable_token_settings_stop_start_up(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Settings.from_env({key: value})

@@ -36,9 +36,15 @@ async def test_edits_on_one_node_reach_clients_of_the_other(
     ):
         await a.wait_synced()
         await b.wait_synced()
-        a.set_core(venue="Orangery")
+        a.create_wedding("Ana Silva", "Bea Costa", venue="Orangery")
         b.add_timeline_entry(id="t1", start="14:00", end="14:30", title="Photos")
-        await eventually(lambda: b.core() == {"venue": "Orangery"})
+        wedding = {
+            "partner_a": "Ana Silva",
+            "partner_b": "Bea Costa",
+            "status": "planning",
+            "venue": "Orangery",
+        }
+        await eventually(lambda: b.core() == wedding)
         await eventually(lambda: [e["id"] for e in a.timeline()] == ["t1"])
         await a.wait_durable()
         await b.wait_durable()

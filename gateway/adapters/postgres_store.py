@@ -6,6 +6,10 @@ Tables, all in one schema (``public`` unless configured; tests use one schema ea
   compaction, so offsets never repeat), and ``epoch`` (default 1; reserved for offline resume).
 - ``updates``: the append-only log, primary key ``(room, "offset")``.
 - ``snapshots``: the newest snapshot per room and the offset it covers.
+- ``audit``: one row per appended update, ``(room, "offset")`` as in ``updates``, with when it was
+  committed (``committed_at``), who wrote it (``subject``, ``role``; NULL for the gateway's own
+  updates) and the ``fields`` it changed (``text[]``). Written by the appending statement and
+  never deleted by ``compact``: the history of who changed what outlives the log rows.
 
 Offsets are assigned by incrementing ``rooms.last_offset`` inside the appending statement, so
 several nodes may append to one room at once: the row lock orders them, and each batch gets a
@@ -27,9 +31,10 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import asyncpg
+import orjson
 
 from gateway.errors import BackendUnavailable, ConfigError, InvalidState
-from gateway.ports import Append, History
+from gateway.ports import Append, AuditEntry, History
 from gateway.types import RoomId
 
 T = TypeVar("T")
@@ -75,6 +80,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             "offset" bigint NOT NULL,
             data bytea NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+    Migration(
+        2,
+        "0002_audit",
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.audit (
+            room text NOT NULL,
+            "offset" bigint NOT NULL,
+            committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+            subject text,
+            role text,
+            fields text[] NOT NULL DEFAULT '{{}}',
+            PRIMARY KEY (room, "offset")
         );
         """,
     ),
@@ -248,9 +268,14 @@ class PostgresStore:
         """Append the batch in one transaction; return each update's offset once committed."""
         if not batch:
             return []
-        rooms = [item.room for item in batch]
-        updates = [item.update for item in batch]
-        rows = await self._run("append", lambda pool: pool.fetch(self._sql.append, rooms, updates))
+        args = (
+            [item.room for item in batch],
+            [item.update for item in batch],
+            [item.author.subject if item.author else None for item in batch],
+            [item.author.role if item.author else None for item in batch],
+            [orjson.dumps(item.fields).decode() if item.fields else None for item in batch],
+        )
+        rows = await self._run("append", lambda pool: pool.fetch(self._sql.append, *args))
         return [row["offset"] for row in rows]
 
     async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
@@ -269,6 +294,22 @@ class PostgresStore:
                 f" but the last offset appended is {last_offset}"
             )
 
+    async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
+        """The room's newest ``limit`` audit entries, oldest first (none when ``limit < 1``)."""
+        if limit < 1:
+            return []
+        rows = await self._run("audit", lambda pool: pool.fetch(self._sql.audit, room, limit))
+        return [
+            AuditEntry(
+                row["offset"],
+                row["committed_at"].timestamp(),
+                row["subject"],
+                row["role"],
+                tuple(row["fields"]),
+            )
+            for row in rows
+        ]
+
     # -- helpers --------------------------------------------------------------------------------
 
     async def _run(self, what: str, query: Callable[[Any], Awaitable[T]]) -> T:
@@ -284,12 +325,15 @@ class _Statements:
     """The store's SQL for one schema, built once."""
 
     def __init__(self, schema: str) -> None:
-        # $1 text[] rooms, $2 bytea[] updates, in batch order. Rooms are locked in sorted order
-        # (no deadlock between two batches naming the same rooms); offsets follow batch order.
+        # $1 text[] rooms, $2 bytea[] updates, $3 text[] subjects, $4 text[] roles, $5 text[]
+        # fields (each a JSON array, or NULL for none), in batch order. Rooms are locked in sorted
+        # order (no deadlock between two batches naming the same rooms); offsets follow batch
+        # order. The audit rows go in with the updates: same statement, same transaction.
         self.append = f"""
             WITH input AS (
-                SELECT room, data, ord
-                FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS t(room, data, ord)
+                SELECT room, data, subject, role, fields, ord
+                FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[])
+                    WITH ORDINALITY AS t(room, data, subject, role, fields, ord)
             ),
             counts AS (
                 SELECT room, count(*) AS n FROM input GROUP BY room ORDER BY room
@@ -301,7 +345,7 @@ class _Statements:
                 RETURNING r.room, r.last_offset
             ),
             numbered AS (
-                SELECT i.ord, i.room, i.data,
+                SELECT i.ord, i.room, i.data, i.subject, i.role, i.fields,
                        b.last_offset - c.n
                            + row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS "offset"
                 FROM input i JOIN counts c USING (room) JOIN bumped b USING (room)
@@ -309,6 +353,12 @@ class _Statements:
             inserted AS (
                 INSERT INTO {schema}.updates (room, "offset", data)
                 SELECT room, "offset", data FROM numbered
+            ),
+            audited AS (
+                INSERT INTO {schema}.audit (room, "offset", subject, role, fields)
+                SELECT room, "offset", subject, role,
+                       ARRAY(SELECT jsonb_array_elements_text(fields::jsonb))
+                FROM numbered
             )
             SELECT "offset" FROM numbered ORDER BY ord
         """
@@ -331,6 +381,13 @@ class _Statements:
                 WHERE room = $1 AND "offset" <= (SELECT "offset" FROM saved)
             )
             SELECT (SELECT last_offset FROM room_row) AS last_offset
+        """
+        # $1 room, $2 limit: the newest rows, returned oldest first.
+        self.audit = f"""
+            SELECT "offset", committed_at, subject, role, fields FROM (
+                SELECT * FROM {schema}.audit WHERE room = $1 ORDER BY "offset" DESC LIMIT $2
+            ) newest
+            ORDER BY "offset"
         """
         self.load = f"""
             WITH snap AS (

@@ -2,6 +2,10 @@
 
 All SQLite work runs on one dedicated thread, so the connection is never shared between threads
 and writes are serialised in submission order.
+
+Tables: ``updates`` (the log, deleted up to a snapshot by ``compact``), ``snapshots`` (the newest
+per room) and ``audit`` (who wrote each appended update, and which fields it changed; one row per
+update, written in the update's transaction and never deleted by compaction).
 """
 
 from __future__ import annotations
@@ -10,13 +14,16 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import orjson
+
 from gateway.errors import BackendUnavailable
-from gateway.ports import Append, History
+from gateway.ports import Append, AuditEntry, History
 from gateway.types import RoomId
 
 T = TypeVar("T")
@@ -45,7 +52,20 @@ CREATE TABLE IF NOT EXISTS snapshots (
     offset INTEGER NOT NULL,
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit (
+    room TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    at REAL NOT NULL,
+    subject TEXT,
+    role TEXT,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (room, offset)
+) WITHOUT ROWID;
 """
+# ``audit.at`` is Unix seconds at commit; ``audit.fields`` a JSON array of strings. The table is
+# created on open, so a data directory from before the audit trail keeps working.
+
+_NO_FIELDS = "[]"
 
 
 class SqliteStore:
@@ -65,7 +85,11 @@ class SqliteStore:
     async def __aenter__(self) -> Self:
         self._thread = threading.Thread(target=self._serve_jobs, name="sqlite-store", daemon=True)
         self._thread.start()
-        await self._run(self._connect)
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            await self.aclose()  # stop the thread: no __aexit__ follows a failed __aenter__
+            raise
         return self
 
     async def __aexit__(
@@ -94,6 +118,12 @@ class SqliteStore:
     async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
         await self._run(self._compact, room, snapshot, through)
 
+    async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
+        """The room's newest ``limit`` audit entries, oldest first (none when ``limit < 1``)."""
+        if limit < 1:
+            return []
+        return await self._run(self._audit, room, limit)
+
     # -- on the store thread ------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -103,7 +133,7 @@ class SqliteStore:
         self._jobs.put((loop, future, fn, args))
         try:
             return await future
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: e.g. the data dir cannot be made
             raise BackendUnavailable(f"SQLite store {self.path} failed: {exc}") from exc
 
     def _serve_jobs(self) -> None:
@@ -176,12 +206,29 @@ class SqliteStore:
                 "INSERT INTO updates (room, offset, data) VALUES (?, ?, ?)",
                 [(item.room, o, item.update) for item, o in zip(batch, offsets, strict=True)],
             )
+            db.executemany(
+                "INSERT INTO audit (room, offset, at, subject, role, fields)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                _audit_rows(batch, offsets, time.time()),
+            )
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         return offsets
+
+    def _audit(self, room: str, limit: int) -> list[AuditEntry]:
+        rows = self.db.execute(
+            "SELECT offset, at, subject, role, fields FROM ("
+            " SELECT * FROM audit WHERE room = ? ORDER BY offset DESC LIMIT ?"
+            ") ORDER BY offset",
+            (room, limit),
+        ).fetchall()
+        return [
+            AuditEntry(offset, at, subject, role, tuple(orjson.loads(fields)))
+            for offset, at, subject, role, fields in rows
+        ]
 
     def _compact(self, room: str, snapshot: bytes, through: int) -> None:
         db = self.db
@@ -202,3 +249,20 @@ class SqliteStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def _audit_rows(
+    batch: Sequence[Append], offsets: list[int], at: float
+) -> list[tuple[str, int, float, str | None, str | None, str]]:
+    """One ``audit`` row per appended update: who wrote it (None: the gateway) and its fields."""
+    return [
+        (
+            item.room,
+            offset,
+            at,
+            item.author.subject if item.author else None,
+            item.author.role if item.author else None,
+            orjson.dumps(item.fields).decode() if item.fields else _NO_FIELDS,
+        )
+        for item, offset in zip(batch, offsets, strict=True)
+    ]

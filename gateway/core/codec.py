@@ -12,6 +12,7 @@ from typing import assert_never
 import orjson
 
 from gateway.core.messages import (
+    ALL_FEATURES,
     Ack,
     Auth,
     AwarenessEntry,
@@ -127,7 +128,7 @@ def decode(data: bytes) -> Message:
     elif kind == MessageType.AUTH:
         message = Auth(reader.read_varuint(), reader.read_var_string())
     elif kind == MessageType.HELLO:
-        message = Hello(reader.read_varuint(), Feature(reader.read_varuint() & max(Feature)))
+        message = Hello(reader.read_varuint(), Feature(reader.read_varuint() & ALL_FEATURES))
     elif kind in (MessageType.ACK, MessageType.REJECT, MessageType.DRAIN):
         raise ProtocolError(f"message type {kind} is sent by the server only")
     else:
@@ -144,7 +145,7 @@ def decode_server_message(data: bytes) -> Message:
     if kind == MessageType.ACK:
         message = Ack(reader.read_varuint())
     elif kind == MessageType.REJECT:
-        message = Reject(reader.read_varuint(), reader.read_var_string())
+        message = Reject(reader.read_varuint(), reader.read_var_string(), reader.read_var_string())
     elif kind == MessageType.DRAIN:
         message = Drain(reader.read_varuint())
     else:
@@ -250,8 +251,13 @@ def encode(message: Message) -> bytes:
             return bytes((MessageType.HELLO,)) + write_varuint(version) + write_varuint(features)
         case Ack(seq):
             return bytes((MessageType.ACK,)) + write_varuint(seq)
-        case Reject(seq, reason):
-            return bytes((MessageType.REJECT,)) + write_varuint(seq) + write_var_string(reason)
+        case Reject(seq, field, reason):
+            return (
+                bytes((MessageType.REJECT,))
+                + write_varuint(seq)
+                + write_var_string(field)
+                + write_var_string(reason)
+            )
         case Drain(retry_ms):
             return bytes((MessageType.DRAIN,)) + write_varuint(retry_ms)
         case _:

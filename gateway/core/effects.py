@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.core.policy import Author
 from gateway.core.session import Session
 from gateway.errors import GatewayError
 
@@ -23,6 +24,8 @@ class Broadcast:
     data: bytes
     exclude: Session | None
     live_only: bool = True
+    awareness: bool = False
+    """Presence: skipped for members whose role receives none (proto/spec.md §7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,9 @@ class Persist:
     update: bytes | None
     session: Session | None
     seq: int
+    author: Author | None = None
+    fields: tuple[str, ...] = ()
+    """What the update changed (the audit), as ``core.venue`` or ``timeline[dinner].notes``."""
 
 
 @dataclass(frozen=True, slots=True)

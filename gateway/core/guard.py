@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.core.codec import Reader
+from gateway.core.codec import Reader, write_varuint
 from gateway.core.session import Session
 from gateway.core.update_check import (
     DEFAULT_LIMITS,
@@ -107,6 +107,17 @@ class Guard:
         clocks = self.clocks
         return any(end > clocks.get(c, 0) for c, (_, end) in summary.clients.items())
 
+    def deletes_in(self, summary: UpdateSummary, parent: str) -> bool:
+        """Whether the update deletes an element of the root sequence ``parent`` (an item the
+        room holds directly in it, e.g. a timeline entry; not a value inside one)."""
+        place = (parent, None)
+        covers = self.index.covers
+        return any(
+            covers(client, clock, length, place)
+            for client, ranges in summary.deletes.items()
+            for clock, length in ranges
+        )
+
     def record(self, summary: UpdateSummary) -> None:
         """The update of ``summary`` was applied: remember its items and clocks."""
         self.index.record(summary)
@@ -118,6 +129,15 @@ class Guard:
     def summarize_trusted(self, update: bytes) -> UpdateSummary:
         """The summary of an update checked elsewhere (a peer node, the store)."""
         return summarize_trusted(update, self.index, self.limits)
+
+
+def encode_state_vector(clocks: dict[int, int]) -> bytes:
+    """A Yjs state vector ({client: next clock}), as ``Doc.get_state`` encodes it."""
+    parts = [write_varuint(len(clocks))]
+    for client, clock in clocks.items():
+        parts.append(write_varuint(client))
+        parts.append(write_varuint(clock))
+    return b"".join(parts)
 
 
 def decode_state_vector(data: bytes) -> dict[int, int]:

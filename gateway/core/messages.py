@@ -35,6 +35,11 @@ class Feature(enum.IntFlag):
     """Extension features a client asks for in HELLO (proto/spec.md §4.1)."""
 
     ACKS = 1
+    REJECTS = 2
+
+
+ALL_FEATURES = Feature.ACKS | Feature.REJECTS
+"""The bits this version knows; others in a HELLO are ignored."""
 
 
 EXTENSION_VERSION = 1
@@ -78,6 +83,12 @@ class Auth:
     text: str
 
 
+AUTH_PERMISSION_DENIED = 0
+"""Auth type, server → client (y-protocols): the text says why; the close frame follows."""
+AUTH_TOKEN = 1
+"""Auth type, client → server (WedSync): the text is a token (proto/spec.md §2.4)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueryAwareness:
     """'Send me every awareness entry you know.'"""
@@ -100,9 +111,12 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Reject:
-    """Message ``seq`` of this connection was refused; ``reason`` says why."""
+    """A change in message ``seq`` of this connection was refused and undone (proto §4.4):
+    ``field`` names what it touched (``core.wedding_date``, ``timeline[dinner].end``,
+    ``awareness``), ``reason`` says why."""
 
     seq: int
+    field: str
     reason: str
 
 

@@ -10,7 +10,8 @@ from pycrdt import Doc, get_update, merge_updates
 
 from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
-from gateway.core.guard import Guard
+from gateway.core.enforcer import Enforcer, Refusal, Verdict
+from gateway.core.guard import Guard, decode_state_vector, encode_state_vector
 from gateway.core.limits import Limits
 from gateway.core.messages import (
     EMPTY_UPDATE,
@@ -29,12 +30,16 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
+from gateway.core.policy import Awareness, Timeline
+from gateway.core.update_check import UpdateSummary
 from gateway.core.session import Session, SessionState
 from gateway.errors import InvalidState, ProtocolError, RoomPoisoned
 from gateway.types import RoomId
 
 MAX_AWARENESS_CLOCKS = 10_000
 """Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
+MAX_REJECTS = 32
+"""REJECT messages sent for one update; the rest of its refusals are counted in the last one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +53,14 @@ class RoomStatistics:
 class Room:
     """A room's Doc, awareness table and members. Call it from one task only."""
 
-    def __init__(self, room_id: RoomId, history: Iterable[bytes], *, limits: Limits) -> None:
-        """Build the room's Doc from its stored ``history`` (snapshot, then log updates)."""
+    def __init__(
+        self, room_id: RoomId, history: Iterable[bytes], *, limits: Limits, enforce: bool = True
+    ) -> None:
+        """Build the room's Doc from its stored ``history`` (snapshot, then log updates).
+
+        ``enforce=False`` skips role and schema checks (``loadtest/bench_enforcement.py``
+        measures their cost with it); the gateway always enforces.
+        """
         self.id = room_id
         self.limits = limits
         history = list(history)
@@ -66,6 +77,8 @@ class Room:
         # pycrdt fires this only when a transaction changed the document (new structs,
         # deletions, or parts kept pending); a duplicate update fires nothing.
         self._subscription = self.doc.observe(self._on_change)
+        self.enforcer = Enforcer(self.doc) if enforce else None
+        self.refusals = 0
         self.members: dict[int, Session] = {}
         self.poisoned = False
         self.updates_applied = 0
@@ -82,7 +95,7 @@ class Room:
         session.state = SessionState.SYNCING
         self.members[session.id] = session
         effects: list[Effect] = [Send(session, codec.encode(SyncStep1(self.doc.get_state())))]
-        if self._awareness:
+        if self._awareness and session.receives_awareness:
             effects.append(Send(session, self._awareness_message(self._awareness.values())))
         return effects
 
@@ -102,7 +115,7 @@ class Room:
         if not gone:
             return []
         data = self._awareness_message(gone)
-        return [Broadcast(data, exclude=None, live_only=False), Publish(data)]
+        return [Broadcast(data, exclude=None, live_only=False, awareness=True), Publish(data)]
 
     @property
     def empty(self) -> bool:
@@ -124,12 +137,13 @@ class Room:
             case AwarenessUpdate(payload):
                 return self._apply_client_awareness(session, payload)
             case QueryAwareness():
-                return [Send(session, self._awareness_message(self._awareness.values()))]
+                entries = self._awareness.values() if session.receives_awareness else ()
+                return [Send(session, self._awareness_message(entries))]
             case Hello(_, features):
-                session.features = features & Feature.ACKS
+                session.features = features & (Feature.ACKS | Feature.REJECTS)
                 return [Send(session, codec.encode(Hello(EXTENSION_VERSION, session.features)))]
-            case Auth():
-                return []  # tokens arrive with the auth issue; stock clients never send this
+            case Auth():  # the connection handles tokens before the room sees a message
+                raise InvalidState("an auth message reached the room")
             case Ack() | Reject() | Drain():
                 return [Close(session, ProtocolError(f"{type(message).__name__} is server-only"))]
             case _:
@@ -145,21 +159,87 @@ class Room:
             session, update, session.last_receive, catch_up=catch_up
         )
         new = self.guard.adds_structs(summary)
-        # pycrdt fires no event for structs it keeps pending (a missing dependency): they are
-        # new all the same, and must be shared and stored, or they are lost when it arrives
-        changed = self._apply_contained(update) or new
-        if changed:
-            self.guard.record(summary)
+        grant = session.grant
+        enforcer = self.enforcer
+        if enforcer is None:
+            verdict = Verdict()
+            changed = self._apply_contained(update) or new
+        else:
+            # an entry deletion: keep the entries, to name them and to put back a refused one
+            deletes = summary.deletes and self.guard.deletes_in(summary, "timeline")
+            before = enforcer.entries_before() if deletes else None
+            enforcer.start()
+            try:
+                # pycrdt fires no event for structs it keeps pending (a missing dependency):
+                # they are new all the same, and must be shared and stored, or they are lost
+                # when it arrives (and judged then, as changes of the update completing them)
+                changed = self._apply_contained(update) or new
+            finally:
+                verdict = enforcer.judge(grant, before)
         if not changed:
             # An echo or a resend: nothing to share. A client that asked for acks still gets
             # it stored: the Doc may hold it only from a peer that died before committing it
             # (a failover resend), and an ack must mean durable here.
-            return [Persist(update, ack_to, seq)] if ack_to else []
-        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
-        return [Broadcast(data, exclude=session), Publish(data), Persist(update, ack_to, seq)]
+            return [Persist(update, ack_to, seq, grant.author)] if ack_to else []
+        fields = tuple(verdict.fields)
+        rights = grant.rights
+        if not rights.writes and not verdict.refusals and enforcer is not None:
+            # no event (e.g. writes into a deleted entry), still a write
+            verdict.refusals.append(Refusal("document", f"role {grant.role} may not write"))
+        # A role that may not write everything never has its bytes shared as they came: a write
+        # into a deleted entry fires no event to judge, and its values must not travel on.
+        trusted = rights.core and rights.timeline is Timeline.ALL
+        if not verdict.refusals and (trusted or enforcer is None or self._pending(summary)):
+            # (an update kept pending is shared as it came: it is judged when it integrates)
+            self.guard.record(summary)
+            data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
+            return [
+                Broadcast(data, exclude=session),
+                Publish(data),
+                Persist(update, ack_to, seq, grant.author, fields),
+            ]
+        # Share what the Doc now holds instead of the client's bytes: the refused content is
+        # collected by then (tombstones only), and the sender gets the compensation too.
+        shared = self._compensate(verdict, before=encode_state_vector(self.guard.clocks))
+        self.guard.record(self.guard.summarize_trusted(shared))
+        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(shared)
+        if not verdict.refusals:  # accepted as a whole: the sender has it all already
+            return [
+                Broadcast(data, exclude=session),
+                Publish(data),
+                Persist(shared, ack_to, seq, grant.author, fields),
+            ]
+        effects: list[Effect] = [Broadcast(data, exclude=None), Publish(data)]
+        if session.wants_rejects:
+            effects.extend(Send(session, codec.encode(m)) for m in _rejects(seq, verdict))
+        effects.append(Persist(shared, ack_to, seq, grant.author, fields))
+        return effects
+
+    def _pending(self, summary: UpdateSummary) -> bool:
+        """Whether pycrdt keeps part of the update pending (its Doc lacks some of its clocks)."""
+        state = decode_state_vector(self.doc.get_state())
+        return any(end > state.get(c, 0) for c, (_, end) in summary.clients.items())
+
+    def _compensate(self, verdict: Verdict, *, before: bytes) -> bytes:
+        """Undo the refused changes; return everything the room gained since ``before``."""
+        self.refusals += len(verdict.refusals)
+        try:
+            if verdict.compensates and self.enforcer is not None:
+                self.enforcer.compensate(verdict)
+            return self.doc.get_update(before)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.poisoned = True
+            raise RoomPoisoned(f"a refused change could not be undone: {exc!r}", b"") from exc
 
     def _apply_client_awareness(self, session: Session, payload: bytes) -> list[Effect]:
         entries = codec.decode_awareness(payload, max_entries=self.limits.max_awareness_entries)
+        if session.grant.rights.awareness is not Awareness.PUBLISH:
+            if not session.wants_rejects:
+                return []
+            reason = f"role {session.grant.role} may not publish awareness"
+            return [Send(session, codec.encode(Reject(0, "awareness", reason)))]
         for entry in entries:
             if len(entry.state) > self.limits.max_awareness_state_bytes:
                 raise ProtocolError(
@@ -171,7 +251,7 @@ class Room:
         if not self._merge_awareness(entries, owner=session):
             return []
         data = codec.encode(AwarenessUpdate(payload))
-        return [Broadcast(data, exclude=session, live_only=False), Publish(data)]
+        return [Broadcast(data, exclude=session, live_only=False, awareness=True), Publish(data)]
 
     # -- messages from peers (the bus) --------------------------------------------------------
 
@@ -184,7 +264,7 @@ class Room:
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
-                    return [Broadcast(data, exclude=None, live_only=False)]
+                    return [Broadcast(data, exclude=None, live_only=False, awareness=True)]
                 return []
             case _:
                 raise InvalidState(f"peer published a {type(message).__name__}")
@@ -294,6 +374,17 @@ class Room:
             updates_applied=self.updates_applied,
             awareness_entries=len(self._awareness),
         )
+
+
+def _rejects(seq: int, verdict: Verdict) -> list[Reject]:
+    """One REJECT per refused change (at most MAX_REJECTS; the last one counts the rest)."""
+    refusals = verdict.refusals
+    messages = [Reject(seq, r.field, r.reason) for r in refusals[:MAX_REJECTS]]
+    if len(refusals) > len(messages):
+        last = messages[-1]
+        more = f"{last.reason} (and {len(refusals) - len(messages)} more refused changes)"
+        messages[-1] = Reject(seq, last.field, more)
+    return messages
 
 
 def compact_updates(blobs: Iterable[bytes]) -> bytes:

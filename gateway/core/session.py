@@ -9,6 +9,7 @@ from collections import deque
 from gateway.core import codec
 from gateway.core.limits import Limits, TokenBucket
 from gateway.core.messages import Feature, Message
+from gateway.core.policy import DEVELOPMENT_GRANT, Awareness, Grant
 from gateway.errors import MessageTooBig, RateLimited
 
 _ids = itertools.count(1)
@@ -30,6 +31,7 @@ class Session:
         "byte_rate",
         "client_id_claims",
         "features",
+        "grant",
         "id",
         "last_receive",
         "max_message_bytes",
@@ -45,6 +47,8 @@ class Session:
         self.id = next(_ids)
         self.state = SessionState.CONNECTING
         self.features = Feature(0)
+        self.grant: Grant = DEVELOPMENT_GRANT
+        """What this connection may do in its wedding (its token's; replaced by a refresh)."""
         self.seq = 0
         """Document-bearing messages (sync step 2 and update) received so far (proto §4.2)."""
         self.owned_client_ids: set[int] = set()
@@ -65,6 +69,14 @@ class Session:
     @property
     def wants_acks(self) -> bool:
         return Feature.ACKS in self.features
+
+    @property
+    def wants_rejects(self) -> bool:
+        return Feature.REJECTS in self.features
+
+    @property
+    def receives_awareness(self) -> bool:
+        return self.grant.rights.awareness is not Awareness.NONE
 
     @property
     def live(self) -> bool:

@@ -457,6 +457,20 @@ class DocIndex:
             return None
         return entry[1][at]
 
+    def covers(self, client: int, clock: int, length: int, place: Place) -> bool:
+        """Whether any item of clocks [clock, clock + length) of ``client`` lives at ``place``."""
+        entry = self.runs.get(client)
+        if entry is None:
+            return False
+        starts, runs = entry
+        at = max(bisect_right(starts, clock) - 1, 0)
+        end = clock + length
+        while at < len(starts) and starts[at] < end:
+            if runs[at][0] > clock and runs[at][1] == place:
+                return True
+            at += 1
+        return False
+
     def parent_kind(self, ref: ID) -> tuple[int | None, bool]:
         """(type ref of the shared type at ``ref``, whether it is gone) for a parent ID."""
         if ref in self.types:

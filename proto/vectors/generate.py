@@ -208,10 +208,18 @@ def valid_vectors() -> list[dict[str, Any]]:
             {"type": "Ack", "seq": MAX_SAFE_INTEGER},
         ),
         valid(
-            "reject, seq 3 with a reason",
+            "reject, seq 3 with a field and a reason",
             "server",
-            var_uint(REJECT) + var_uint(3) + var_string("guest_count is above 5000"),
-            {"type": "Reject", "seq": 3, "reason": "guest_count is above 5000"},
+            var_uint(REJECT)
+            + var_uint(3)
+            + var_string("core.guest_count")
+            + var_string("must be 0-5000, not 6000"),
+            {
+                "type": "Reject",
+                "seq": 3,
+                "field": "core.guest_count",
+                "reason": "must be 0-5000, not 6000",
+            },
         ),
         valid(
             "drain, retry now",
@@ -293,7 +301,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
         invalid(
             "reject sent by a client",
             "client",
-            var_uint(REJECT) + var_uint(1) + var_string("no"),
+            var_uint(REJECT) + var_uint(1) + var_string("core") + var_string("no"),
             "server_only",
         ),
         invalid("drain sent by a client", "client", var_uint(DRAIN) + var_uint(0), "server_only"),
@@ -306,7 +314,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
         invalid(
             "reject reason is not UTF-8",
             "server",
-            var_uint(REJECT) + var_uint(1) + var_bytes(b"ok\xff"),
+            var_uint(REJECT) + var_uint(1) + var_string("core") + var_bytes(b"ok\xff"),
             "invalid_utf8",
         ),
         invalid(

@@ -8,12 +8,13 @@ the test; every call opens another instance on the same storage, as another node
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from pycrdt import Array, Doc, Map
 
-from gateway.ports import Append, Bus, BusMessage, Store
+from gateway.ports import Append, AuditEntry, Author, Bus, BusMessage, Store
 from gateway.types import NodeId, RoomId
 
 BusFactory = Callable[[str], Awaitable[Bus]]
@@ -237,6 +238,113 @@ class StoreContract:
         assert await first.append([Append(ROOM, b"4")]) == [4]
         assert (await second.load(ROOM)).updates == [(1, b"1"), (2, b"2"), (3, b"3"), (4, b"4")]
 
+    # -- the audit trail -----------------------------------------------------------------------
+
+    async def test_audit_lists_who_changed_which_fields_in_offset_order(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        before = time.time()
+        await store.append(
+            [
+                Append(ROOM, b"1", PLANNER, ("core.venue",)),
+                Append(ROOM, b"2", COUPLE, ("timeline[dinner].notes", "timeline[dinner]")),
+            ]
+        )
+        await store.append([Append(ROOM, b"3", COUPLE, (ODD_FIELD,))])
+        entries = await (await make_store()).audit(ROOM)  # what another node would read
+        assert [without_time(e) for e in entries] == [
+            (1, "ada", "planner", ("core.venue",)),
+            (2, "grace", "couple", ("timeline[dinner].notes", "timeline[dinner]")),
+            (3, "grace", "couple", (ODD_FIELD,)),
+        ]
+        times = [e.at for e in entries]
+        assert times == sorted(times)
+        assert before - CLOCK_SLACK <= times[0] <= times[-1] <= time.time() + CLOCK_SLACK
+
+    async def test_an_append_without_author_or_fields_is_audited_without_them(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"repair"), Append(ROOM, b"pending", PLANNER)])
+        assert [without_time(e) for e in await store.audit(ROOM)] == [
+            (1, None, None, ()),
+            (2, "ada", "planner", ()),
+        ]
+
+    async def test_compaction_keeps_the_audit_trail(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        fields = [(f"core.field{i}",) for i in range(1, 6)]
+        await store.append([Append(ROOM, b"%d" % i, PLANNER, fields[i - 1]) for i in range(1, 6)])
+        before = await store.audit(ROOM)
+        await store.compact(ROOM, b"snapshot-5", 5)
+        assert (await store.load(ROOM)).updates == []
+        assert await store.audit(ROOM) == before
+        assert [e.fields for e in before] == fields
+        await store.append([Append(ROOM, b"6", COUPLE, ("core.venue",))])
+        assert [e.offset for e in await store.audit(ROOM)] == [1, 2, 3, 4, 5, 6]
+
+    async def test_audit_limit_returns_the_newest_entries_oldest_first(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        for i in range(1, 8):
+            await store.append([Append(ROOM, b"%d" % i, PLANNER, (f"core.f{i}",))])
+        newest = await store.audit(ROOM, limit=3)
+        assert [(e.offset, e.fields) for e in newest] == [
+            (5, ("core.f5",)),
+            (6, ("core.f6",)),
+            (7, ("core.f7",)),
+        ]
+        assert len(await store.audit(ROOM, limit=100)) == 7
+        assert await store.audit(ROOM, limit=0) == []
+
+    async def test_audit_of_a_room_lists_only_that_rooms_appends(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append(
+            [
+                Append(ROOM, b"a1", PLANNER, ("core.venue",)),
+                Append(OTHER_ROOM, b"b1", COUPLE, ("core.couple",)),
+                Append(ROOM, b"a2", PLANNER, ("core.date",)),
+            ]
+        )
+        assert [(e.offset, e.fields) for e in await store.audit(ROOM)] == [
+            (1, ("core.venue",)),
+            (2, ("core.date",)),
+        ]
+        assert [without_time(e) for e in await store.audit(OTHER_ROOM)] == [
+            (1, "grace", "couple", ("core.couple",))
+        ]
+        assert await store.audit(RoomId("never-seen")) == []
+
+    async def test_audit_offsets_are_the_offsets_append_returned(
+        self, make_store: StoreFactory
+    ) -> None:
+        first, second = await make_store(), await make_store()
+        rooms = (ROOM, OTHER_ROOM)
+        batches = [
+            [Append(rooms[(t + i) % 2], b"x", Author(f"user-{t}-{i}", "planner")) for i in range(3)]
+            for t in range(20)
+        ]
+        results = await asyncio.gather(
+            *((first if t % 2 else second).append(batch) for t, batch in enumerate(batches))
+        )
+        expected = {
+            room: {
+                offset: item.author.subject if item.author else None
+                for batch, offsets in zip(batches, results, strict=True)
+                for item, offset in zip(batch, offsets, strict=True)
+                if item.room == room
+            }
+            for room in rooms
+        }
+        for room in rooms:
+            entries = await first.audit(room)
+            assert [e.offset for e in entries] == sorted(expected[room])
+            assert {e.offset: e.subject for e in entries} == expected[room]
+
     @staticmethod
     async def _assert_consecutive(
         store: Store, batches: list[list[Append]], results: list[list[int]]
@@ -248,6 +356,16 @@ class StoreContract:
         stored = dict((await store.load(ROOM)).updates)
         for batch, offsets in zip(batches, results, strict=True):
             assert [stored[o] for o in offsets] == [item.update for item in batch]
+
+
+PLANNER = Author("ada", "planner")
+COUPLE = Author("grace", "couple")
+ODD_FIELD = 'timeline[a,b "c" \\ é].notes'  # the store must not split or mangle a field
+CLOCK_SLACK = 5.0  # seconds: Postgres stamps with its own clock (same machine in tests)
+
+
+def without_time(entry: AuditEntry) -> tuple[int, str | None, str | None, tuple[str, ...]]:
+    return (entry.offset, entry.subject, entry.role, entry.fields)
 
 
 async def make_store_and_load(make_store: StoreFactory) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -10,9 +11,9 @@ import pytest
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.adapters.sqlite_store import SqliteStore
-from gateway.ports import Bus, Store
+from gateway.ports import Append, Author, Bus, Store
 from gateway.types import NodeId
-from tests.adapters.contracts import BusContract, BusFactory, StoreContract, StoreFactory
+from tests.adapters.contracts import ROOM, BusContract, BusFactory, StoreContract, StoreFactory
 
 
 class TestMemoryBus(BusContract):
@@ -42,3 +43,20 @@ class TestSqliteStore(StoreContract):
                 return await stack.enter_async_context(SqliteStore.open(tmp_path))
 
             yield make
+
+    async def test_a_data_dir_from_before_the_audit_trail_keeps_working(
+        self, tmp_path: Path
+    ) -> None:
+        db = sqlite3.connect(tmp_path / "gateway.sqlite3")
+        with db:  # the schema and a row of the previous release
+            db.execute(
+                "CREATE TABLE updates (room TEXT, offset INTEGER, data BLOB,"
+                " PRIMARY KEY (room, offset)) WITHOUT ROWID"
+            )
+            db.execute("CREATE TABLE snapshots (room TEXT PRIMARY KEY, offset INTEGER, data BLOB)")
+            db.execute("INSERT INTO updates VALUES (?, 1, ?)", (ROOM, b"1"))
+        db.close()
+        async with SqliteStore.open(tmp_path) as store:
+            assert await store.append([Append(ROOM, b"2", Author("ada", "planner"))]) == [2]
+            assert (await store.load(ROOM)).updates == [(1, b"1"), (2, b"2")]
+            assert [(e.offset, e.subject) for e in await store.audit(ROOM)] == [(2, "ada")]

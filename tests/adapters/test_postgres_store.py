@@ -13,9 +13,10 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
+from gateway.adapters import postgres_store
 from gateway.adapters.postgres_store import MIGRATIONS, PostgresStore, migrate
 from gateway.errors import BackendUnavailable, ConfigError, InvalidState
-from gateway.ports import Append, Store
+from gateway.ports import Append, Author, Store
 from gateway.types import RoomId
 from tests.adapters.contracts import ROOM, StoreContract, StoreFactory
 
@@ -163,3 +164,21 @@ class TestMigrate:
         await migrate(postgres_dsn, schema=schema)
         async with PostgresStore.connect(postgres_dsn, schema=schema) as store:
             assert await store.append([Append(ROOM, b"1")]) == [1]
+
+    async def test_a_schema_from_before_the_audit_trail_is_migrated_and_keeps_its_log(
+        self, postgres_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(postgres_store, "MIGRATIONS", MIGRATIONS[:1])
+        assert await migrate(postgres_dsn, schema=schema) == ALL_MIGRATIONS[:1]
+        conn = await asyncpg.connect(postgres_dsn)
+        try:  # what a node of the previous release had appended
+            await conn.execute(f'INSERT INTO "{schema}".rooms VALUES ($1, 1)', ROOM)
+            await conn.execute(f'INSERT INTO "{schema}".updates VALUES ($1, 1, $2)', ROOM, b"1")
+        finally:
+            await conn.close()
+        monkeypatch.undo()
+        assert await migrate(postgres_dsn, schema=schema) == ["0002_audit"]
+        async with PostgresStore.connect(postgres_dsn, schema=schema) as store:
+            assert await store.append([Append(ROOM, b"2", Author("ada", "planner"))]) == [2]
+            assert (await store.load(ROOM)).updates == [(1, b"1"), (2, b"2")]
+            assert [(e.offset, e.subject) for e in await store.audit(ROOM)] == [(2, "ada")]

@@ -13,7 +13,9 @@ from pycrdt import Doc, Map
 
 from gateway.core import codec
 from gateway.core.messages import (
+    AUTH_TOKEN,
     Ack,
+    Auth,
     Drain,
     Feature,
     Hello,
@@ -66,8 +68,18 @@ def test_client_refuses_every_invalid_server_vector(vector: dict[str, Any]) -> N
 def test_connection_opens_with_hello_then_step1() -> None:
     client = new_client()
     messages = decoded(client.connection_made())
-    assert messages == [Hello(1, Feature.ACKS), SyncStep1(client.doc.get_state())]
+    features = Feature.ACKS | Feature.REJECTS
+    assert messages == [Hello(1, features), SyncStep1(client.doc.get_state())]
     assert decoded(new_client(acks=False).connection_made()) == [SyncStep1(b"\x00")]
+
+
+def test_a_token_is_sent_first_on_each_connection_and_a_refresh_at_once() -> None:
+    client = ClientProtocol(Doc(), acks=False, token="t1")
+    assert decoded(client.connection_made()) == [Auth(AUTH_TOKEN, "t1"), SyncStep1(b"\x00")]
+    assert decoded(client.refresh_token("t2")) == [Auth(AUTH_TOKEN, "t2")]
+    client.connection_lost()
+    assert client.refresh_token("t3") == []
+    assert decoded(client.connection_made())[0] == Auth(AUTH_TOKEN, "t3")
 
 
 def test_server_step1_is_answered_and_step2_marks_synced() -> None:
@@ -139,9 +151,9 @@ def test_remote_updates_are_not_echoed_as_local_edits() -> None:
 def test_reject_and_drain_are_recorded() -> None:
     client = new_client()
     client.connection_made()
-    client.receive_data(codec.encode(Reject(3, "vendor may not write wedding_date")))
+    client.receive_data(codec.encode(Reject(3, "core.wedding_date", "vendor may not write it")))
     client.receive_data(codec.encode(Drain(250)))
-    assert client.rejected == [Reject(3, "vendor may not write wedding_date")]
+    assert client.rejected == [Reject(3, "core.wedding_date", "vendor may not write it")]
     assert client.drain == Drain(250)
 
 

@@ -75,7 +75,7 @@ def to_message(decoded: dict[str, Any]) -> Message:
         case "Ack":
             return Ack(fields["seq"])
         case "Reject":
-            return Reject(fields["seq"], fields["reason"])
+            return Reject(fields["seq"], fields["field"], fields["reason"])
         case "Drain":
             return Drain(fields["retry_ms"])
     raise AssertionError(f"unknown decoded type {decoded['type']!r}")

@@ -28,19 +28,38 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
+from gateway.core.policy import Author
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session, SessionState
 from gateway.errors import ClientIdInUse, InvalidState, ProtocolError
 from gateway.types import RoomId
 
 LIMITS = Limits(max_message_bytes=1 << 16, max_awareness_entries=4, max_awareness_state_bytes=64)
+DEV = Author("dev", "planner")
+"""The author of every update in development mode (gateway/core/policy.py DEVELOPMENT_GRANT)."""
+CREATED = {"partner_a": "Ana", "partner_b": "Bea", "status": "planning"}
+"""The core of the wedding every room of ``new_room()`` starts from."""
 
 
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def new_room(history: list[bytes] | None = None) -> Room:
-    return Room(RoomId("wedding-1"), history or [], limits=LIMITS)
+def wedding_update() -> bytes:
+    """A created wedding: its required core fields (proto/schema.md), by client 1."""
+    doc: Doc[Any] = Doc(client_id=1)
+    with doc.transaction():
+        core = doc.get("core", type=Map)
+        core.update(CREATED)
+    return doc.get_update()
+
+
+WEDDING = wedding_update()
+
+
+def new_room(history: list[bytes] | None = None, *, created: bool = True) -> Room:
+    """A room whose wedding is created (required core fields set) unless ``created`` is False."""
+    head = [WEDDING] if created else []
+    return Room(RoomId("wedding-1"), head + (history or []), limits=LIMITS)
 
 
 def joined(room: Room, *, live: bool = True, acks: bool = False) -> Session:
@@ -60,7 +79,9 @@ def recipients(room: Room, effect: Effect) -> set[Session]:
     return {
         member
         for member in room.members.values()
-        if member is not effect.exclude and (member.live or not effect.live_only)
+        if member is not effect.exclude
+        and (member.live or not effect.live_only)
+        and (member.receives_awareness or not effect.awareness)
     }
 
 
@@ -111,7 +132,7 @@ def known_awareness(room: Room, member: Session) -> list[AwarenessEntry]:
 
 
 def test_join_sends_sync_step1_with_the_room_state_vector() -> None:
-    room = new_room([core_update("venue", "Hall")])
+    room = new_room([core_update("venue", "Hall")], created=False)
     session = Session(max_message_bytes=1024)
     effects = room.join(session)
     assert effects == [Send(session, codec.encode(SyncStep1(room.doc.get_state())))]
@@ -146,7 +167,7 @@ def test_room_loads_its_history_in_order() -> None:
     state = doc.get_state()
     core["venue"] = "Barn"
     second = doc.get_update(state)
-    room = new_room([first, second])
+    room = new_room([first, second], created=False)
     assert room.doc.get("core", type=Map).to_py() == {"venue": "Barn"}
     assert room.doc.get_state() == doc.get_state()
 
@@ -160,7 +181,7 @@ def test_step1_is_answered_with_the_missing_update_and_makes_the_client_live() -
     assert len(effects) == 1
     message = codec.decode(data)
     assert isinstance(message, SyncStep2)
-    assert read_core(message.update) == {"venue": "Hall", "guest_count": 120}
+    assert read_core(message.update) == {**CREATED, "venue": "Hall", "guest_count": 120}
     assert session.state is SessionState.LIVE
 
 
@@ -181,10 +202,11 @@ def test_update_is_broadcast_to_live_members_but_not_the_sender() -> None:
     update = core_update("venue", "Hall")
     effects = room.receive(sender, SyncUpdate(update))
     data = codec.encode(SyncUpdate(update))
-    assert effects == [Broadcast(data, exclude=sender), Publish(data), Persist(update, None, 1)]
+    persist = Persist(update, None, 1, DEV, ("core.venue",))
+    assert effects == [Broadcast(data, exclude=sender), Publish(data), persist]
     assert recipients(room, effects[0]) == {live}
     assert syncing not in recipients(room, effects[0])
-    assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
+    assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}
 
 
 def test_syncing_member_gets_updates_once_its_step1_is_answered() -> None:
@@ -195,7 +217,7 @@ def test_syncing_member_gets_updates_once_its_step1_is_answered() -> None:
     (data,) = sent(room.receive(late, SyncStep1(b"\x00")), late)
     step2 = codec.decode(data)
     assert isinstance(step2, SyncStep2)
-    assert read_core(step2.update) == {"venue": "Hall"}
+    assert read_core(step2.update) == {**CREATED, "venue": "Hall"}
     second = room.receive(sender, SyncUpdate(core_update("status", "confirmed", client_id=9)))
     assert late in recipients(room, second[0])
 
@@ -206,7 +228,8 @@ def test_step2_from_a_client_is_applied_like_an_update() -> None:
     update = core_update("venue", "Hall")
     effects = room.receive(sender, SyncStep2(update))
     data = codec.encode(SyncUpdate(update))
-    assert effects == [Broadcast(data, exclude=sender), Publish(data), Persist(update, None, 1)]
+    persist = Persist(update, None, 1, DEV, ("core.venue",))
+    assert effects == [Broadcast(data, exclude=sender), Publish(data), persist]
     assert recipients(room, effects[0]) == {other}
 
 
@@ -217,7 +240,7 @@ def test_update_the_room_already_has_is_not_shared_again() -> None:
     room.receive(first, SyncUpdate(update))
     assert room.receive(echoer, SyncUpdate(update)) == []  # pycrdt providers echo updates
     # stored again for a client that wants acks: this node may hold it only from a dead peer
-    assert room.receive(other, SyncUpdate(update)) == [Persist(update, other, 1)]
+    assert room.receive(other, SyncUpdate(update)) == [Persist(update, other, 1, DEV)]
     assert room.statistics().updates_applied == 1
 
 
@@ -228,12 +251,13 @@ def test_update_with_missing_dependencies_is_kept_and_persisted() -> None:
     updates: list[bytes] = []
     source.observe(lambda event: updates.append(event.update))
     core = source.get("core", type=Map)
-    core["a"] = 1
-    core["b"] = 2
+    core["venue"] = "Hall"
+    core["notes"] = "Cake at 14:00"
     effects = room.receive(session, SyncUpdate(updates[1]))  # depends on updates[0]
-    assert effects[-1] == Persist(updates[1], None, 1)
+    assert effects[-1] == Persist(updates[1], None, 1, DEV, ("core.notes",))
     room.receive(session, SyncUpdate(updates[0]))
-    assert room.doc.get("core", type=Map).to_py() == {"a": 1, "b": 2}
+    expected = {**CREATED, "venue": "Hall", "notes": "Cake at 14:00"}
+    assert room.doc.get("core", type=Map).to_py() == expected
 
 
 def test_document_messages_are_persisted_with_consecutive_seq() -> None:
@@ -243,7 +267,7 @@ def test_document_messages_are_persisted_with_consecutive_seq() -> None:
     room.receive(session, SyncStep2(updates[0]))
     room.receive(session, SyncUpdate(updates[1]))
     effects = room.receive(session, SyncUpdate(updates[2]))
-    assert effects[-1] == Persist(updates[2], None, 3)
+    assert effects[-1] == Persist(updates[2], None, 3, DEV, ("core.venue",))
     assert session.seq == 3
 
 
@@ -251,7 +275,8 @@ def test_persist_names_the_sender_once_it_asked_for_acks() -> None:
     room = new_room()
     session = joined(room, acks=True)
     update = core_update("venue", "Hall")
-    assert room.receive(session, SyncUpdate(update))[-1] == Persist(update, session, 1)
+    persist = Persist(update, session, 1, DEV, ("core.venue",))
+    assert room.receive(session, SyncUpdate(update))[-1] == persist
 
 
 def test_messages_before_hello_count_towards_seq() -> None:
@@ -259,9 +284,13 @@ def test_messages_before_hello_count_towards_seq() -> None:
     session = joined(room)
     before = core_update("venue", "Hall")
     after = core_update("status", "planning", client_id=3)
-    assert room.receive(session, SyncUpdate(before))[-1] == Persist(before, None, 1)
+    assert room.receive(session, SyncUpdate(before))[-1] == Persist(
+        before, None, 1, DEV, ("core.venue",)
+    )
     room.receive(session, Hello(1, Feature.ACKS))
-    assert room.receive(session, SyncUpdate(after))[-1] == Persist(after, session, 2)
+    assert room.receive(session, SyncUpdate(after))[-1] == Persist(
+        after, session, 2, DEV, ("core.status",)
+    )
 
 
 def test_empty_update_without_acks_has_no_effect_but_counts() -> None:
@@ -270,7 +299,9 @@ def test_empty_update_without_acks_has_no_effect_but_counts() -> None:
     assert room.receive(session, SyncUpdate(EMPTY_UPDATE)) == []
     assert room.receive(session, SyncStep2(EMPTY_UPDATE)) == []
     update = core_update("venue", "Hall")
-    assert room.receive(session, SyncUpdate(update))[-1] == Persist(update, None, 3)
+    assert room.receive(session, SyncUpdate(update))[-1] == Persist(
+        update, None, 3, DEV, ("core.venue",)
+    )
     assert room.updates_applied == 1
     assert other.live
 
@@ -305,9 +336,18 @@ def test_hello_with_acks_is_answered_and_turns_acks_on() -> None:
 def test_hello_answer_keeps_only_known_features_and_version_1() -> None:
     room = new_room()
     session = joined(room)
-    effects = room.receive(session, Hello(2, Feature(0b110)))
+    effects = room.receive(session, Hello(2, Feature(0b1100)))
     assert effects == [Send(session, codec.encode(Hello(1, Feature(0))))]
     assert session.features == Feature(0)
+
+
+def test_hello_keeps_acks_and_rejects() -> None:
+    room = new_room()
+    session = joined(room)
+    effects = room.receive(session, Hello(1, Feature(0b111)))
+    assert effects == [Send(session, codec.encode(Hello(1, Feature.ACKS | Feature.REJECTS)))]
+    assert session.wants_acks
+    assert session.wants_rejects
 
 
 def test_hello_without_features_turns_acks_off() -> None:
@@ -315,15 +355,18 @@ def test_hello_without_features_turns_acks_off() -> None:
     session = joined(room, acks=True)
     room.receive(session, Hello(1, Feature(0)))
     update = core_update("venue", "Hall")
-    assert room.receive(session, SyncUpdate(update))[-1] == Persist(update, None, 1)
+    assert room.receive(session, SyncUpdate(update))[-1] == Persist(
+        update, None, 1, DEV, ("core.venue",)
+    )
 
 
-def test_auth_message_is_ignored() -> None:
-    room = new_room()
-    assert room.receive(joined(room), Auth(0, "token")) == []
+def test_auth_message_reaching_the_room_is_our_bug() -> None:
+    room = new_room()  # the connection handles tokens before the room sees a message
+    with pytest.raises(InvalidState, match="auth message reached the room"):
+        room.receive(joined(room), Auth(0, "token"))
 
 
-@pytest.mark.parametrize("message", [Ack(1), Reject(1, "no"), Drain(0)])
+@pytest.mark.parametrize("message", [Ack(1), Reject(1, "core", "no"), Drain(0)])
 def test_server_only_message_from_a_client_closes_it(message: Ack | Reject | Drain) -> None:
     room = new_room()
     session = joined(room)
@@ -342,7 +385,8 @@ def test_new_awareness_entry_is_stored_and_sent_to_every_other_member() -> None:
     message = awareness((7, 1, '{"name":"Ana"}'))
     effects = room.receive(sender, message)
     data = codec.encode(message)
-    assert effects == [Broadcast(data, exclude=sender, live_only=False), Publish(data)]
+    broadcast = Broadcast(data, exclude=sender, live_only=False, awareness=True)
+    assert effects == [broadcast, Publish(data)]
     assert recipients(room, effects[0]) == {live, syncing}
     assert known_awareness(room, live) == [AwarenessEntry(7, 1, '{"name":"Ana"}')]
 
@@ -423,7 +467,7 @@ def test_a_connection_cannot_write_with_another_connections_client_id() -> None:
     next_edit = following_edit(room, client_id=42)  # clock squatting: 42's next clock
     with pytest.raises(ClientIdInUse, match="client id 42 belongs to another connection"):
         room.receive(squatter, SyncUpdate(next_edit))
-    assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
+    assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}
     # relaying (or echoing) what the room already has is not writing
     assert room.receive(squatter, SyncUpdate(room.doc.get_update())) == []
 
@@ -444,7 +488,10 @@ def test_leaving_removes_the_clients_awareness_entries_for_everyone() -> None:
     room.receive(stayer, awareness((8, 1, '{"name":"Bea"}')))
     effects = room.leave(leaver)
     data = codec.encode(awareness((7, 5, "null")))
-    assert effects == [Broadcast(data, exclude=None, live_only=False), Publish(data)]
+    assert effects == [
+        Broadcast(data, exclude=None, live_only=False, awareness=True),
+        Publish(data),
+    ]
     assert recipients(room, effects[0]) == {stayer}
     assert leaver.state is SessionState.CLOSED
     assert known_awareness(room, stayer) == [AwarenessEntry(8, 1, '{"name":"Bea"}')]
@@ -484,7 +531,7 @@ def test_update_from_peer_is_broadcast_locally_and_not_republished() -> None:
     assert effects == [Broadcast(data, exclude=None)]
     assert recipients(room, effects[0]) == {live}
     assert syncing not in recipients(room, effects[0])
-    assert room.doc.get("core", type=Map).to_py() == {"venue": "Hall"}
+    assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}
 
 
 def test_awareness_from_peer_is_broadcast_to_every_member_and_not_republished() -> None:
@@ -492,7 +539,7 @@ def test_awareness_from_peer_is_broadcast_to_every_member_and_not_republished() 
     live, syncing = joined(room), joined(room, live=False)
     data = codec.encode(awareness((7, 1, "{}")))
     effects = room.receive_from_peer(data)
-    assert effects == [Broadcast(data, exclude=None, live_only=False)]
+    assert effects == [Broadcast(data, exclude=None, live_only=False, awareness=True)]
     assert recipients(room, effects[0]) == {live, syncing}
     assert room.receive_from_peer(data) == []  # same clock again: nothing changed
 
@@ -546,7 +593,7 @@ def test_encode_state_rebuilds_the_same_document() -> None:
     session = joined(room)
     room.receive(session, SyncUpdate(core_update("venue", "Hall")))
     room.receive(session, SyncUpdate(core_update("guest_count", 80, client_id=4)))
-    assert read_core(room.encode_state()) == {"venue": "Hall", "guest_count": 80}
+    assert read_core(room.encode_state()) == {**CREATED, "venue": "Hall", "guest_count": 80}
 
 
 def test_compact_updates_merges_a_log_into_one_update() -> None:

@@ -2,7 +2,8 @@
 
 The provider speaks through a ``Channel``; ``WebsocketChannel`` adapts a ``websockets`` client
 connection to it. Going offline closes the connection; coming back opens a new Provider on a new
-connection with the same Doc.
+connection with the same Doc. Everything written is a valid wedding (proto/schema.md): the
+gateway undoes anything else.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from tests.interop import (
 pytestmark = pytest.mark.interop
 
 SYNC_DEADLINE = 5.0
+COUPLE = {"partner_a": "Ana Silva", "partner_b": "Bea Costa", "status": "planning"}
+"""The core fields every wedding holds from its first update (proto/schema.md)."""
 
 
 class WebsocketChannel:
@@ -110,8 +113,17 @@ def timeline(doc: Doc[Any]) -> Array[Any]:
     return root
 
 
-def add_event(doc: Doc[Any], **fields: Any) -> None:
-    timeline(doc).append(Map(fields))
+def create_wedding(doc: Doc[Any], **fields: Any) -> None:
+    """Set the required core fields (and ``fields``) in one update: a wedding's first core
+    update must set them all."""
+    with doc.transaction():
+        for key, value in {**COUPLE, **fields}.items():
+            core(doc)[key] = value
+
+
+def add_event(doc: Doc[Any], entry_id: str, *, start: str = "16:00", **fields: Any) -> None:
+    """Append a timeline entry: ``entry_id``, a title (the id unless given) and ``start``."""
+    timeline(doc).append(Map({"id": entry_id, "title": entry_id, "start": start, **fields}))
 
 
 def event_ids(doc: Doc[Any]) -> list[str]:
@@ -138,8 +150,11 @@ async def test_two_pycrdt_clients_editing_concurrently_converge(gateway: Running
     wedding = new_wedding()
     url = f"{gateway.ws_url}/{wedding}"
     a, b = new_doc(), new_doc()
+    # each side's own core key: concurrent edits of different keys of one map must merge
+    note = {"a": "notes", "b": "venue_address"}
     async with online(url, a), online(url, b):
-        add_event(a, id="ceremony", title="Ceremony", at="15:00")
+        create_wedding(a)
+        add_event(a, "ceremony", title="Ceremony", start="15:00")
         await eventually(lambda: same(a, b, server_doc(gateway, wedding)), timeout=5)
 
         # No await between the two sides' edits: neither has seen the other's when making its own.
@@ -147,11 +162,11 @@ async def test_two_pycrdt_clients_editing_concurrently_converge(gateway: Running
             for name, doc in (("a", a), ("b", b)):
                 with doc.transaction():
                     core(doc)["venue"] = f"{name}-venue-{i}"
-                    core(doc)[f"{name}-note-{i}"] = {"by": name, "i": i}
+                    core(doc)[note[name]] = f"{name}-note-{i}"
                     timeline(doc)[0]["title"] = f"Ceremony ({name} {i})"
-                add_event(doc, id=f"{name}-{i}", by=name, i=i)
+                add_event(doc, f"{name}-{i}", title=f"{name} item {i}")
         del timeline(a)[1]  # a's own first entry
-        del core(b)["b-note-0"]
+        del core(b)["venue_address"]  # b's own key
 
         await eventually(lambda: same(a, b, server_doc(gateway, wedding)), timeout=5)
         ids = event_ids(a)
@@ -159,8 +174,8 @@ async def test_two_pycrdt_clients_editing_concurrently_converge(gateway: Running
         assert ids[0] == "ceremony"
         assert "a-0" not in ids
         assert core(a)["venue"] in {"a-venue-19", "b-venue-19"}
-        assert "b-note-0" not in core(a)
-        assert "a-note-0" in core(a)
+        assert "venue_address" not in core(a)
+        assert core(a)["notes"] == "a-note-19"
 
 
 async def test_pycrdt_client_editing_offline_converges_after_reconnecting(
@@ -171,15 +186,16 @@ async def test_pycrdt_client_editing_offline_converges_after_reconnecting(
     a, b = new_doc(), new_doc()
     async with online(url, b):
         async with online(url, a):
-            add_event(a, id="dinner", title="Dinner", at="19:00")
+            add_event(a, "dinner", title="Dinner", start="19:00")
+            create_wedding(b)
             await eventually(lambda: same(a, b), timeout=5)
         # a is offline: both edit, including the same entry and the same key.
         for i in range(10):
-            add_event(a, id=f"a-offline-{i}", by="a")
-            add_event(b, id=f"b-online-{i}", by="b")
+            add_event(a, f"a-offline-{i}")
+            add_event(b, f"b-online-{i}")
         core(a)["venue"] = "Lakeside (a, offline)"
         core(b)["venue"] = "Hilltop (b, online)"
-        timeline(a)[0]["at"] = "19:30"
+        timeline(a)[0]["start"] = "19:30"
         del timeline(b)[0]
         await eventually(lambda: same(b, server_doc(gateway, wedding)), timeout=5)
         assert "b-online-0" not in event_ids(a), "a received an edit while offline"
@@ -202,14 +218,14 @@ async def test_pycrdt_client_offline_while_the_room_unloads_converges_after_reco
     url = f"{gateway.ws_url}/{wedding}"
     a = new_doc()
     async with online(url, a):
-        add_event(a, id="first")
-    add_event(a, id="offline")  # nobody is connected while a edits
+        add_event(a, "first")
+    add_event(a, "offline")  # nobody is connected while a edits
     await eventually(lambda: gateway.node.room(RoomId(wedding)) is None, timeout=5)
 
     b = new_doc()
     async with online(url, b):
         assert event_ids(b) == ["first"], "the reloaded room has what was sent before"
-        add_event(b, id="b-while-a-offline")
+        add_event(b, "b-while-a-offline")
         async with online(url, a):
             await eventually(lambda: same(a, b, server_doc(gateway, wedding)), timeout=5)
             assert sorted(event_ids(a)) == ["b-while-a-offline", "first", "offline"]
@@ -220,19 +236,22 @@ async def test_late_pycrdt_joiner_receives_the_full_state(gateway: RunningGatewa
     url = f"{gateway.ws_url}/{wedding}"
     a, b = new_doc(), new_doc()
     async with online(url, a), online(url, b):
+        create_wedding(b)
         for i in range(25):
-            add_event(a, id=f"a-{i}", i=i)
-            core(b)[f"guest-{i}"] = {"name": f"Guest {i}", "rsvp": i % 2 == 0}
-        del core(b)["guest-0"]
+            add_event(a, f"a-{i}", title=f"Item {i}")
+            core(b)["guest_count"] = 100 + i  # overwritten values: tombstones
+            core(b)["notes"] = f"Guest {i} replied"
+        del core(b)["notes"]
         await eventually(lambda: same(a, b, server_doc(gateway, wedding)), timeout=5)
 
         late = new_doc()
         async with online(url, late):
             # The provider is synced once it applied the server's step 2: no further waiting.
             assert_same_document(a, late, "the late joiner when synced")
-            add_event(late, id="late")
+            add_event(late, "late")
             await eventually(lambda: same(a, b, late, server_doc(gateway, wedding)), timeout=5)
             assert event_ids(a)[-1] == "late"
+            assert core(late).to_py() == {**COUPLE, "guest_count": 124}
 
 
 async def test_pycrdt_and_yjs_clients_in_one_wedding_converge(gateway: RunningGateway) -> None:
@@ -241,21 +260,22 @@ async def test_pycrdt_and_yjs_clients_in_one_wedding_converge(gateway: RunningGa
     url = f"{gateway.ws_url}/{wedding}"
     py = new_doc()
     async with online(url, py):
-        add_event(py, id="py-first", by="py")
+        create_wedding(py)
+        add_event(py, "py-first")
         async with script_running(
             "client.mjs", gateway.ws_url, wedding, "--name", "js", "--edits", "js",
-            "--count", "20", "--set-key", "js-done", "--await-key", "py-done",
+            "--count", "20", "--mark", "js-done", "--await-mark", "py-done",
         ) as script:  # fmt: skip
             await read_event(script, "synced")
             # Edit while the JS client makes its own edits.
             for i in range(20):
-                add_event(py, id=f"py-{i}", by="py", i=i)
-                core(py)[f"py-{i}"] = {"by": "py", "i": i}
+                add_event(py, f"py-{i}")
+                core(py)["notes"] = f"py-note-{i}"
                 core(py)["venue"] = f"py-venue-{i}"
-            core(py)["py-done"] = True
+            add_event(py, "py-done")
             run = await finish_script(script, "client.mjs")
         js = run.result["clients"][0]
-        await eventually(lambda: "js-done" in core(py), timeout=5)
+        await eventually(lambda: "js-done" in event_ids(py), timeout=5)
         server = server_doc(gateway, wedding)
         await eventually(lambda: same(py, server), timeout=5)
         assert canonical(js["json"]) == canonical(doc_json(py))
@@ -263,3 +283,5 @@ async def test_pycrdt_and_yjs_clients_in_one_wedding_converge(gateway: RunningGa
         ids = event_ids(py)
         assert ids[0] == "py-first"
         assert {f"py-{i}" for i in range(20)} | {f"js-{i}" for i in range(20)} <= set(ids)
+        assert core(py)["notes"] == "py-note-19"
+        assert core(py)["venue"] in {"py-venue-19", "js-venue-19"}

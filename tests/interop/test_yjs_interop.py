@@ -57,7 +57,8 @@ async def test_two_yjs_clients_editing_concurrently_converge(gateway: RunningGat
         assert_converged(clients)
         core = clients[0]["json"]["core"]
         assert core["venue"] in {"a-venue-3-4", "b-venue-3-4"}
-        assert {"a-note-3-4", "b-note-3-4"} <= core.keys()
+        assert (core["notes"], core["venue_address"]) == ("a-note-3-4", "b-note-3-4")
+        assert core["guest_count"] == 3  # b's set beat a's concurrent delete
         assert len(clients[0]["stateVector"]) == 2  # both clients wrote
         assert_clients_match(clients, server_doc(gateway, wedding))
 
@@ -73,8 +74,11 @@ async def test_yjs_client_editing_offline_converges_after_reconnecting(
         final = clients[0]["json"]
         offline = run.result["offlineA"]
         assert canonical(offline) != canonical(final), "the offline client missed nothing?"
-        assert {"a-0", "b-0"} <= final["core"].keys()
-        assert "b-0" not in offline["core"]
+        assert (final["core"]["notes"], final["core"]["guest_count"]) == ("a-9", 9)
+        assert "guest_count" not in offline["core"]
+        notes = {entry["id"]: entry.get("notes") for entry in final["timeline"]}
+        assert (notes["a-offline-0"], notes["b-online-0"]) == ("a-0", "b-0")
+        assert "b-online-0" not in {entry["id"] for entry in offline["timeline"]}
         assert_clients_match(clients, server_doc(gateway, wedding))
 
 
@@ -133,18 +137,20 @@ async def test_yjs_client_holding_a_connection_sees_another_yjs_clients_edits(
     wedding = new_wedding()
     async with script_running(
         "client.mjs", gateway.ws_url, wedding, "--name", "x", "--edits", "x",
-        "--await-key", "y-done", "--set-key", "x-done", "--hold",
+        "--await-mark", "y-done", "--mark", "x-done", "--hold",
     ) as holder:  # fmt: skip
         await read_event(holder, "synced")
         other = await run_script(
             "client.mjs", gateway.ws_url, wedding, "--name", "y", "--edits", "y",
-            "--await-key", "x-done", "--set-key", "y-done",
+            "--await-mark", "x-done", "--mark", "y-done",
         )  # fmt: skip
         doc = server_doc(gateway, wedding)  # x is still connected: the room is loaded
         held = await finish_script(holder, "client.mjs (holder)")
     clients = [held.result["clients"][0], other.result["clients"][0]]
     assert_converged(clients)
-    assert {"x-9", "y-9", "x-done", "y-done"} <= clients[0]["json"]["core"].keys()
+    ids = {entry["id"] for entry in clients[0]["json"]["timeline"]}
+    assert {"x-9", "y-9", "x-done", "y-done"} <= ids
+    assert clients[0]["json"]["core"]["venue"] in {"x-venue-9", "y-venue-9"}
     assert_clients_match(clients, doc)
 
 

@@ -61,6 +61,7 @@ def check_report(report: dict[str, Any]) -> None:
     assert report["lost"] == 0
     assert report["converged"] is True
     assert report["errors"] == {}
+    assert report["refused"] == 0  # every edit of the kit is valid under proto/schema.md
     assert {"p50", "p95", "p99", "max"} <= report["latency_ms"].keys()
     assert report["server"]["rss_mb"] is not None
     assert report["generator_cpu_percent"] is not None

@@ -13,11 +13,14 @@ from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from gateway.core.messages import Reject
 from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
 
 TERMINAL_CLOSE_CODES = range(4500, 5000)
-"""proto/spec.md §6: do not reconnect after these (nor after 1009)."""
+"""proto/spec.md §6: do not reconnect after these (nor after 1009, nor after 4401 with the same
+token: ``refresh_token`` first)."""
+UNAUTHORIZED = 4401
 
 
 class GatewayClosed(Exception):
@@ -46,13 +49,14 @@ class GatewayClient:
         acks: bool = True,
         reconnect: bool = True,
         delays: Iterator[float] | None = None,
+        token: str | None = None,
     ) -> None:
         bases = [base_url] if isinstance(base_url, str) else list(base_url)
         self.urls = [f"{base.rstrip('/')}/{wedding_id}" for base in bases]
         self.url = self.urls[0]
         """The URL of the current (or next) connection; reconnects rotate through ``urls``."""
         self.doc: Doc[Any] = doc if doc is not None else Doc()
-        self.protocol = ClientProtocol(self.doc, acks=acks)
+        self.protocol = ClientProtocol(self.doc, acks=acks, token=token)
         self.reconnect = reconnect
         self._delays = delays
         self._changed = asyncio.Event()
@@ -96,6 +100,24 @@ class GatewayClient:
         """Reconnect after ``go_offline``."""
         self._online.set()
 
+    def refresh_token(self, token: str) -> None:
+        """Use ``token`` from now on: sent at once when connected (its role applies at once)
+        and on every later connection."""
+        messages = self.protocol.refresh_token(token)
+        if messages and self._ws is not None:
+            self._pending_sends.extend(messages)
+            self._wake_writer.set()
+
+    @property
+    def rejected(self) -> list[Reject]:
+        """REJECT messages received: changes the server refused and undid (proto §4.4)."""
+        return self.protocol.rejected
+
+    async def wait_rejected(self, count: int = 1) -> list[Reject]:
+        """Wait until ``count`` REJECT messages have arrived in all; returns them all."""
+        await self._wait(lambda: len(self.protocol.rejected) >= count)
+        return self.protocol.rejected
+
     # -- waiting ---------------------------------------------------------------------------------
 
     async def wait_synced(self) -> None:
@@ -132,6 +154,13 @@ class GatewayClient:
                 core[key] = value
         self._flush()
         return self.protocol.local_version
+
+    def create_wedding(
+        self, partner_a: str, partner_b: str, status: str = "planning", **fields: Any
+    ) -> int:
+        """Set the required core fields (and any others) in one update: a wedding's first
+        update must set them all (proto/schema.md). Returns the local version to wait for."""
+        return self.set_core(partner_a=partner_a, partner_b=partner_b, status=status, **fields)
 
     def add_timeline_entry(self, **fields: Any) -> str:
         """Append a timeline entry; returns its id."""
@@ -210,7 +239,7 @@ class GatewayClient:
         self._ws = None
         self.last_close = (code, reason)
         self.protocol.connection_lost()
-        if code in TERMINAL_CLOSE_CODES or code == 1009:
+        if code in TERMINAL_CLOSE_CODES or code in (1009, UNAUTHORIZED):
             self._closed = GatewayClosed(code, reason)
         self._notify()
 

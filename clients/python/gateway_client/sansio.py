@@ -14,9 +14,11 @@ from pycrdt import Doc, TransactionEvent, merge_updates
 
 from gateway.core import codec
 from gateway.core.messages import (
+    AUTH_TOKEN,
     EMPTY_UPDATE,
     EXTENSION_VERSION,
     Ack,
+    Auth,
     AwarenessUpdate,
     Drain,
     Feature,
@@ -33,9 +35,11 @@ from gateway.core.messages import (
 class ClientProtocol:
     """Sync state of one client Doc across connections."""
 
-    def __init__(self, doc: Doc[Any], *, acks: bool = True) -> None:
+    def __init__(self, doc: Doc[Any], *, acks: bool = True, token: str | None = None) -> None:
         self.doc = doc
         self.acks = acks
+        self.token = token
+        """Sent in an auth message first on each connection (proto/spec.md §2.4)."""
         self.synced = False
         self.connected = False
         self.acks_enabled = False
@@ -61,14 +65,22 @@ class ClientProtocol:
         self._in_flight.clear()
         self._outbox.clear()
         out = []
+        if self.token is not None:
+            out.append(codec.encode(Auth(AUTH_TOKEN, self.token)))
         if self.acks:
-            out.append(codec.encode(Hello(EXTENSION_VERSION, Feature.ACKS)))
+            features = Feature.ACKS | Feature.REJECTS
+            out.append(codec.encode(Hello(EXTENSION_VERSION, features)))
         out.append(codec.encode(SyncStep1(self.doc.get_state())))
         if self._unacked:  # resend: the server may have lost them (proto/spec.md §4.3)
             version = self._unacked[-1][0]
             merged = merge_updates(*(u for _, u in self._unacked))
             out.append(self._document_message(SyncUpdate(merged), version))
         return out
+
+    def refresh_token(self, token: str) -> list[bytes]:
+        """Replace the token (a later expiry, a new role); returns the message to send now."""
+        self.token = token
+        return [codec.encode(Auth(AUTH_TOKEN, token))] if self.connected else []
 
     def connection_lost(self) -> None:
         """Call when the WebSocket closed; edits go on locally and are resent on reconnect."""

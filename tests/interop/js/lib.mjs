@@ -105,7 +105,27 @@ export function roots (doc) {
   return { core: doc.getMap('core'), timeline: doc.getArray('timeline') }
 }
 
-/** Append a timeline entry (a Y.Map) in one transaction. */
+/** The core fields every wedding holds from its first update (proto/schema.md). */
+export const COUPLE = Object.freeze({
+  partner_a: 'Ada Lovelace', partner_b: 'Grace Hopper', status: 'planning'
+})
+
+/**
+ * Create the wedding: set the required core fields (and `fields`) in one transaction. The
+ * gateway refuses a core write to a wedding that lacks them unless the same update sets them all
+ * (proto/schema.md).
+ */
+export function createWedding (doc, fields = {}) {
+  doc.transact(() => {
+    const core = doc.getMap('core')
+    for (const [key, value] of Object.entries({ ...COUPLE, ...fields })) core.set(key, value)
+  })
+}
+
+/**
+ * Append a timeline entry (a Y.Map) in one transaction. `fields` must be a valid entry of
+ * proto/schema.md (id, title and start "HH:MM" at least), or the gateway undoes it.
+ */
 export function addEvent (doc, fields) {
   doc.transact(() => {
     const item = new Y.Map()

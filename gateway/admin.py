@@ -1,0 +1,108 @@
+"""``POST /v1/revocations``: revoke a token on every node, authorised by an admin token."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import structlog
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import Claims, TokenVerifier
+from gateway.errors import BackendUnavailable, Unauthorized
+from gateway.ports import Revocations
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 4 << 10
+MAX_JTI_CHARS = 256
+
+
+async def revoke_token(request: Request) -> Response:
+    """Revoke the token whose ``jti`` the JSON body names: ``{"jti": str, "expires_at": number}``.
+
+    ``expires_at`` is the revoked token's ``exp`` (Unix seconds): the revocation is kept until
+    then. The caller authenticates with ``Authorization: Bearer <token>``, a token whose
+    ``admin`` claim is true. Answers, each with a JSON body:
+
+    - 200 ``{"jti", "expires_at"}``: recorded and sent to every node, which closes the
+      connections using that token. Idempotent. Unknown token ids are revoked all the same:
+      the gateway never sees the tokens it does not verify, so there is no 404.
+    - 400: the body is not JSON, or ``jti`` / ``expires_at`` is missing or of the wrong type.
+    - 401 (with ``WWW-Authenticate: Bearer``): no bearer token, or it does not verify, or it is
+      revoked itself.
+    - 403: the token is not an admin token, or no keys are configured (development mode: no
+      token can be checked, so none may revoke).
+    - 413: the body is larger than 4 KiB.
+    - 503: the revocation could not be recorded (Redis unreachable); retry.
+    """
+    verifier: TokenVerifier | None = request.app.state.verifier
+    revocations: Revocations = request.app.state.revocations
+    if verifier is None:
+        return _error(403, "no keys configured: development mode cannot authorise revocations")
+    try:
+        claims = _authenticate(request, verifier, revocations)
+    except Unauthorized as exc:
+        return _error(401, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    if not claims.admin:
+        return _error(403, f"the token of {claims.subject!r} is not an admin token")
+    body = await _read_body(request)
+    if body is None:
+        return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    parsed = _parse_body(body)
+    if isinstance(parsed, str):
+        return _error(400, parsed)
+    jti, expires_at = parsed
+    try:
+        await revocations.revoke(jti, expires_at)
+    except BackendUnavailable as exc:
+        return _error(503, str(exc))
+    log.info("token_revoked", jti=jti, expires_at=expires_at, by=claims.subject)
+    return JSONResponse({"jti": jti, "expires_at": expires_at})
+
+
+def _authenticate(request: Request, verifier: TokenVerifier, revocations: Revocations) -> Claims:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("an Authorization: Bearer <token> header is required")
+    claims = verifier.verify(token.strip())
+    if revocations.is_revoked(claims.token_id):
+        raise Unauthorized("token revoked")
+    return claims
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read)."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return None
+    return body
+
+
+def _parse_body(body: bytes) -> tuple[str, float] | str:
+    """``(jti, expires_at)``, or why the body is refused."""
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        return 'the body must be JSON: {"jti": string, "expires_at": number}'
+    if not isinstance(data, dict):
+        return 'the body must be a JSON object: {"jti": string, "expires_at": number}'
+    jti, expires_at = data.get("jti"), data.get("expires_at")
+    if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
+        return f"jti must be a non-empty string of at most {MAX_JTI_CHARS} characters"
+    problem = "expires_at must be the token's exp: a positive number of Unix seconds"
+    if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+        return problem
+    try:
+        seconds = float(expires_at)
+    except OverflowError:  # an int beyond any float
+        return problem
+    return (jti, seconds) if math.isfinite(seconds) and seconds > 0 else problem
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
