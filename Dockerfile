@@ -13,9 +13,12 @@ RUN useradd --system --uid 10001 --home-dir /data gateway \
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER gateway
+# production: refuses to start without GATEWAY_JWT_SECRET or GATEWAY_JWT_PUBLIC_KEYS (a mounted
+# PEM/JWKS file); set GATEWAY_ENVIRONMENT=development to try the image without tokens
 ENV GATEWAY_HOST=0.0.0.0 \
     GATEWAY_PORT=8000 \
     GATEWAY_DATA_DIR=/data \
+    GATEWAY_ENVIRONMENT=production \
     PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 EXPOSE 8000

@@ -39,6 +39,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from starlette.datastructures import Secret
 
+from gateway.core import schema
 from gateway.core.policy import Grant, Role
 from gateway.errors import ConfigError, Forbidden, Unauthorized
 from gateway.settings import Settings
@@ -219,8 +220,8 @@ def parse_claims(payload: Mapping[str, Any]) -> Claims:
     """Our claims from a payload whose signature and registered claims PyJWT checked."""
     weddings = _weddings(payload["weddings"])
     vendor_id = payload.get("vendor_id")
-    if vendor_id is not None and not _is_id(vendor_id):
-        raise Unauthorized("claim vendor_id must be a non-empty string")
+    if vendor_id is not None and (not isinstance(vendor_id, str) or schema.IDENTIFIER(vendor_id)):
+        raise Unauthorized("claim vendor_id must match ^[A-Za-z0-9_-]{1,64}$ (proto/schema.md)")
     if vendor_id is None and Role.VENDOR in weddings.values():
         raise Unauthorized("claim vendor_id missing (required with role vendor)")
     admin = payload.get("admin", False)

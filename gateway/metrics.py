@@ -34,6 +34,11 @@ class NodeCollector(Collector):
             value=stats.updates_persisted,
         )
         yield CounterMetricFamily(
+            "gateway_changes_refused",
+            "Changes refused by the role and schema checks, and undone (proto/spec.md §7).",
+            value=stats.refusals,
+        )
+        yield CounterMetricFamily(
             "gateway_compactions", "Room logs compacted into snapshots.", value=stats.compactions
         )
         yield GaugeMetricFamily(

@@ -59,6 +59,7 @@ class NodeStatistics:
     loads: int
     repairs: int
     resets: int
+    refusals: int
     committer: CommitterStatistics
 
 
@@ -125,7 +126,7 @@ class Node:
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
         self._messages_received = self._updates_persisted = self._compactions = 0
-        self._loads = self._repairs = self._resets = 0
+        self._loads = self._repairs = self._resets = self._refusals = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -214,6 +215,7 @@ class Node:
             return
         if self.committer.full:
             raise BackendUnavailable("the store is too far behind; try again later")
+        refusals = slot.room.refusals
         try:
             effects = self._receive_update(slot.room, session, message)
         except RoomPoisoned as exc:
@@ -222,6 +224,16 @@ class Node:
         except MissingReference:
             self._repair_soon(slot)  # this node may lack a peer's update: the store has it
             raise
+        if slot.room.refusals != refusals:
+            self._refusals += slot.room.refusals - refusals
+            grant = session.grant
+            log.info(
+                "changes_refused",
+                room=slot.id,
+                count=slot.room.refusals - refusals,
+                subject=grant.subject,
+                role=grant.role.value,
+            )
         self.execute(slot, effects)
 
     def _receive_update(
@@ -455,6 +467,7 @@ class Node:
             loads=self._loads,
             repairs=self._repairs,
             resets=self._resets,
+            refusals=self._refusals,
             committer=self.committer.statistics(),
         )
 

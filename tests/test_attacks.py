@@ -13,6 +13,7 @@ import base64
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -591,3 +592,37 @@ async def test_audit_lists_who_changed_which_field(
     assert mine[-1]["role"] == "couple"
     assert mine[-1]["fields"] == ["core.guest_count"]
     assert any(line["subject"] == "planner-user" for line in lines)
+
+
+async def test_a_revocation_on_one_node_closes_the_token_on_another(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two nodes sharing Redis: revoked through node A, the token's connection on B closes."""
+    prefix = f"attacks-{uuid.uuid4().hex[:8]}"
+    shared = {
+        "jwt_secret": Secret(SECRET),
+        "redis_url": Secret(redis_url),
+        "redis_prefix": prefix,
+    }
+    a = await start_in_process(tmp_path / "a", **shared)
+    b = await start_in_process(tmp_path / "b", **shared)
+    try:
+        doomed = token(Role.COUPLE)
+        claims = jwt.decode(doomed, options={"verify_signature": False})
+        client = GatewayClient(b.ws_url, WEDDING, token=doomed, reconnect=False)
+        async with client:
+            await client.wait_synced()
+            async with httpx.AsyncClient(base_url=a.http_url) as http:
+                answer = await http.post(
+                    "/v1/revocations",
+                    json={"jti": claims["jti"], "expires_at": claims["exp"]},
+                    headers={"Authorization": f"Bearer {token(admin=True, subject='ops')}"},
+                )
+            assert answer.status_code == 200, answer.text
+            await eventually(lambda: client.last_close is not None)
+        assert client.last_close is not None
+        assert client.last_close[0] == 4401
+        assert (await refused(f"{b.ws_url}/{WEDDING}?token={doomed}")).code == 4401
+    finally:
+        await stop_in_process(b)
+        await stop_in_process(a)

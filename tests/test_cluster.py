@@ -204,9 +204,23 @@ def hhmm(n: int) -> str:
     return f"{(n // 60) % 24:02d}:{n % 60:02d}"
 
 
+COUPLE = {"partner_a": "Ana Silva", "partner_b": "Bea Costa", "status": "planning"}
+"""The core fields every wedding holds from its first update (proto/schema.md)."""
+
+
+async def create_wedding(clients: list[GatewayClient]) -> None:
+    """The first client creates the wedding; wait until every client (so every node serving
+    one) has it: a core write to a wedding without its couple is refused (proto/spec.md §7)."""
+    await asyncio.gather(*(c.wait_synced() for c in clients))
+    async with asyncio.timeout(LOADED):
+        await clients[0].wait_durable(clients[0].create_wedding(**COUPLE))
+    await eventually(lambda: all(c.core() == COUPLE for c in clients), timeout=LOADED)
+
+
 @dataclass
 class Writer:
-    """One client editing the wedding: timeline entries, and core fields every fifth edit."""
+    """One client editing a created wedding: timeline entries, and core fields every fifth
+    edit."""
 
     name: str
     client: GatewayClient
@@ -406,7 +420,7 @@ async def test_clients_on_three_nodes_converge_and_every_acknowledged_edit_is_in
             for i in range(2 * NODES)
         ]
         await asyncio.gather(*(c.wait_synced() for c in clients))
-        clients[0].set_core(partner_a="Ana Silva", partner_b="Bea Costa", status="planning")
+        clients[0].create_wedding(**COUPLE)
         clients[0].add_timeline_entry(id="ceremony", title="Ceremony", start="16:30")
         await clients[0].wait_durable()
         await eventually(lambda: all(entry_ids(c) == ["ceremony"] for c in clients))
@@ -470,6 +484,7 @@ async def test_kill_9_of_a_node_under_load_loses_no_acknowledged_edit(
             for i, urls in enumerate(failover)
         ]
         killed = [writers[0], writers[NODES]]  # the two writers that start on node 0
+        await create_wedding([w.client for w in writers])
         load = await stack.enter_async_context(Load(writers))
         await eventually(load.check(lambda: all(w.durable >= 150 for w in writers)), timeout=LOADED)
         cluster.kill(0)
@@ -519,6 +534,7 @@ async def test_redis_outage_under_load_keeps_acks_and_nodes_repair_from_postgres
             )
             for i in range(2 * NODES)
         ]
+        await create_wedding([w.client for w in writers])
         load = await stack.enter_async_context(Load(writers, rate=150))
         await eventually(load.check(lambda: all(w.durable >= 40 for w in writers)), timeout=LOADED)
         assert all(status == 200 for status, _ in await cluster.readiness())
@@ -590,7 +606,7 @@ async def test_postgres_outage_pauses_acks_not_fan_out_and_loses_nothing(
             for i in range(2 * NODES)
         ]
         clients = [w.client for w in writers]
-        await asyncio.gather(*(c.wait_synced() for c in clients))
+        await create_wedding(clients)
         for writer in writers:
             for _ in range(10):
                 writer.edit()

@@ -20,7 +20,8 @@ KEYS = ("notes", "venue", "venue_address")
 def clocks(doc: Doc[Any]) -> dict[int, int]:
     """The document's state vector as {client id: next clock}."""
     decoder = Decoder(doc.get_state())
-    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
+    count = decoder.read_var_uint()
+    return dict((decoder.read_var_uint(), decoder.read_var_uint()) for _ in range(count))
 
 
 async def write_until_killed(client: GatewayClient, key: str, sent: list[int]) -> None:

@@ -38,7 +38,8 @@ COUPLE = {"partner_a": "Ana Silva", "partner_b": "Bea Costa", "status": "plannin
 def clocks(doc: Doc[Any]) -> dict[int, int]:
     """The document's state vector as {client id: next clock}."""
     decoder = Decoder(doc.get_state())
-    return {decoder.read_var_uint(): decoder.read_var_uint() for _ in range(decoder.read_var_uint())}
+    count = decoder.read_var_uint()
+    return dict((decoder.read_var_uint(), decoder.read_var_uint()) for _ in range(count))
 
 
 async def send_raw(gateway: RunningGateway, room: str, message: bytes) -> tuple[int, str]:

@@ -30,6 +30,10 @@ MAX_SNAPSHOT_DEPTH = 4
 TIMELINE = 0  # first element of a timeline path in ``_Changes.deep`` (a core path starts with str)
 
 
+class Unjudgeable(Exception):
+    """pycrdt's events for an update could not be read (never seen; a safety net)."""
+
+
 class Shared(NamedTuple):
     """A shared type found where the schema allows only plain values."""
 
@@ -152,13 +156,16 @@ class Enforcer:
 
     def judge(self, grant: Grant, before: list[Entry] | None) -> Verdict:
         """Judge the changes collected since ``start``; ``before``: the timeline before them
-        (needed when a role that may not delete every entry sent a delete set)."""
+        (needed when the update deletes entries).
+
+        Raises Unjudgeable when pycrdt's events could not be read: the change can be neither
+        judged nor undone, so the room must be rebuilt from the store (which never saw it)."""
         changes, self._changes = self._changes, None
         verdict = Verdict()
         if changes is None:
             return verdict
         if changes.unreadable:
-            verdict.refusals.append(Refusal("document", "the change could not be read"))
+            raise Unjudgeable("the changes of the update could not be read")
         self._judge_core(grant, changes.core, verdict)
         for delta in changes.deltas:
             self._judge_delta(grant, delta, before, verdict)
@@ -207,11 +214,22 @@ class Enforcer:
     ) -> None:
         rights = grant.rights.timeline
         old = new = 0  # positions in the timeline before and after the update
-        deleted = any(op == "delete" for op, _ in delta)
-        # the ids before the update, if known and no entry left (a move deletes and re-inserts
-        # one id); else the ids after it, read from the Doc
-        ids = None if deleted else self._ids
-        after: Counter[Any] | None = None
+        # the ids the update did not add: the known ones less those of the entries it deleted
+        # (a move deletes and re-inserts one id); else read after it, less what it inserted
+        gone = _deleted_ids(delta, before)
+        known = self._ids
+        if known is None or gone is None:
+            ids = None
+        else:
+            ids = known - gone if gone else known
+        if ids is None and any(op == "insert" for op, _ in delta):
+            inserted = Counter(
+                item.get("id") if isinstance(item, dict) else None
+                for op, value in delta
+                if op == "insert"
+                for item in value
+            )
+            ids = Counter(_entry_id(e) for e in self.timeline) - inserted
         added: Counter[Any] = Counter()
         accepted: list[Any] = []
         for op, value in delta:
@@ -221,12 +239,8 @@ class Enforcer:
             elif op == "insert":
                 for item in value:
                     entry_id = item.get("id") if isinstance(item, dict) else None
-                    if ids is not None:
-                        taken = ids[entry_id] + added[entry_id] > 0
-                    else:
-                        if after is None:
-                            after = Counter(_entry_id(e) for e in self.timeline)
-                        taken = after[entry_id] > 1
+                    assert ids is not None
+                    taken = ids[entry_id] + added[entry_id] > 0  # the first of one id is kept
                     added[entry_id] += 1
                     reason = _insert_reason(grant, item, taken)
                     label = _label(item, new)
@@ -251,10 +265,10 @@ class Enforcer:
                         verdict.refusals.append(Refusal(label, reason))
                         verdict.reinsertions.append((new, old + k, entry))
                 old += value
-        if after is not None and not verdict.reinsertions:
-            self._ids = after - (added - Counter(accepted))  # as the Doc holds it after undoing
-        elif ids is not None and not deleted:
+        if ids is not None:  # as the Doc holds them once the refused changes are undone
             ids.update(accepted)
+            ids.update(_entry_id_of(entry) for _, _, entry in verdict.reinsertions)
+            self._ids = ids
         else:
             self._ids = None  # which ids left is unknown (no snapshot): read them next time
 
@@ -391,6 +405,25 @@ def _delta(delta: list[Mapping[str, Any]]) -> list[tuple[str, Any]]:
         for name, value in op.items():
             ops.append((name, [snapshot(v) for v in value] if name == "insert" else value))
     return ops
+
+
+def _deleted_ids(delta: list[tuple[str, Any]], before: list[Entry] | None) -> Counter[Any] | None:
+    """The ids of the entries ``delta`` deletes; None when unknown (no snapshot before it)."""
+    gone: Counter[Any] = Counter()
+    old = 0
+    for op, value in delta:
+        if op == "retain":
+            old += value
+        elif op == "delete":
+            if before is None or old + value > len(before):
+                return None
+            gone.update(_entry_id_of(entry) for entry in before[old : old + value])
+            old += value
+    return gone
+
+
+def _entry_id_of(entry: Any) -> Any:
+    return entry.get("id") if isinstance(entry, dict) else None
 
 
 def _entry_id(entry: Any) -> Any:

@@ -10,7 +10,7 @@ from pycrdt import Doc, get_update, merge_updates
 
 from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
-from gateway.core.enforcer import Enforcer, Refusal, Verdict
+from gateway.core.enforcer import Enforcer, Refusal, Unjudgeable, Verdict
 from gateway.core.guard import Guard, decode_state_vector, encode_state_vector
 from gateway.core.limits import Limits
 from gateway.core.messages import (
@@ -31,8 +31,8 @@ from gateway.core.messages import (
     SyncUpdate,
 )
 from gateway.core.policy import Awareness, Timeline
-from gateway.core.update_check import UpdateSummary
 from gateway.core.session import Session, SessionState
+from gateway.core.update_check import UpdateSummary
 from gateway.errors import InvalidState, ProtocolError, RoomPoisoned
 from gateway.types import RoomId
 
@@ -175,7 +175,11 @@ class Room:
                 # when it arrives (and judged then, as changes of the update completing them)
                 changed = self._apply_contained(update) or new
             finally:
-                verdict = enforcer.judge(grant, before)
+                try:
+                    verdict = enforcer.judge(grant, before)
+                except Unjudgeable as exc:
+                    self.poisoned = True
+                    raise RoomPoisoned(f"{exc}; the room is reset", update) from exc
         if not changed:
             # An echo or a resend: nothing to share. A client that asked for acks still gets
             # it stored: the Doc may hold it only from a peer that died before committing it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zoneinfo
 from typing import Any
 
 import pytest
@@ -269,15 +268,10 @@ def test_check_entry_checks_values_before_required_keys() -> None:
     )
 
 
-# -- known problems -------------------------------------------------------------------------------
+# -- time zones -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    "localtime" in zoneinfo.available_timezones(),  # only where the host has that file
-    strict=True,
-    reason="time_zone() accepts whatever the host's zoneinfo directory holds, e.g. 'localtime' "
-    "(a symlink to the node's /etc/localtime), which is no IANA name and means a different "
-    "zone on each node; JavaScript's Intl refuses it",
-)
-def test_localtime_is_not_an_iana_time_zone_name() -> None:
-    assert schema.time_zone("localtime") is not None
+@pytest.mark.parametrize("name", ["localtime", "posixrules", "Factory"])
+def test_host_files_that_are_no_time_zone_names_are_refused(name: str) -> None:
+    # 'localtime' is the node's own zone (a symlink to /etc/localtime): no IANA name
+    assert schema.time_zone(name) is not None
