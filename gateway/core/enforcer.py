@@ -217,11 +217,11 @@ class Enforcer:
         # the ids the update did not add: the known ones less those of the entries it deleted
         # (a move deletes and re-inserts one id); else read after it, less what it inserted
         gone = _deleted_ids(delta, before)
-        known = self._ids
-        if known is None or gone is None:
+        ids = self._ids
+        if ids is not None and gone:
+            ids = ids - gone
+        elif gone is None:
             ids = None
-        else:
-            ids = known - gone if gone else known
         if ids is None and any(op == "insert" for op, _ in delta):
             inserted = Counter(
                 item.get("id") if isinstance(item, dict) else None
