@@ -99,6 +99,8 @@ class History:
     snapshot_offset: int = 0
     updates: list[tuple[int, bytes]] = field(default_factory=list)
     """(offset, update) pairs with offset > snapshot_offset, in offset order."""
+    epoch: int = 1
+    """The room's history generation: ``Store.reset`` starts a new one (offsets keep growing)."""
 
     @property
     def last_offset(self) -> int:
@@ -127,6 +129,17 @@ class Store(Protocol):
 
     async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
         """The room's newest ``limit`` audit entries, oldest first."""
+        ...
+
+    async def load_since(self, room: RoomId, offset: int) -> History:
+        """What a client whose state covers offsets up to ``offset`` lacks: the updates after it
+        (``snapshot`` None), or, when compaction covered some of them, the snapshot and every
+        update after it (as ``load``)."""
+        ...
+
+    async def reset(self, room: RoomId) -> int:
+        """Drop the room's history (snapshot and log; audit rows stay) and start a new epoch;
+        returns it. Offsets keep growing across epochs."""
         ...
 
 
