@@ -12,7 +12,9 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.auth import Claims, TokenVerifier
 from gateway.errors import BackendUnavailable, Unauthorized
+from gateway.node import Node
 from gateway.ports import Revocations
+from gateway.types import parse_room_id
 
 log = structlog.get_logger(__name__)
 
@@ -106,3 +108,37 @@ def _parse_body(body: bytes) -> tuple[str, float] | str:
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+async def reset_history(request: Request) -> Response:
+    """``POST /v1/weddings/{wedding_id}/reset``: start a new epoch of the wedding's history.
+
+    The stored document is dropped (its audit rows stay); every node drops the room and closes
+    its members (4003); a client that resumes with the old epoch is told to drop its document
+    (proto/spec.md §4.6), so stale content never comes back. Authorised by an admin token (401,
+    403 as for revocations); in development mode (no keys) anyone may, as every connection may
+    write everything there. Answers 200 ``{"wedding_id", "epoch"}``, 404 for an invalid id,
+    503 when the store is unavailable.
+    """
+    room = parse_room_id(request.path_params["wedding_id"])
+    if room is None:
+        return _error(404, "no such wedding id")
+    verifier: TokenVerifier | None = request.app.state.verifier
+    revocations: Revocations = request.app.state.revocations
+    by = "development mode"
+    if verifier is not None:
+        try:
+            claims = _authenticate(request, verifier, revocations)
+        except Unauthorized as exc:
+            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            return _error(401, str(exc), headers=headers)
+        if not claims.admin:
+            return _error(403, f"the token of {claims.subject!r} is not an admin token")
+        by = claims.subject
+    node: Node = request.state.node
+    try:
+        epoch = await node.reset_history(room)
+    except BackendUnavailable as exc:
+        return _error(503, str(exc))
+    log.warning("history_reset_requested", room=room, epoch=epoch, by=by)
+    return JSONResponse({"wedding_id": room, "epoch": epoch})

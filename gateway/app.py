@@ -20,12 +20,13 @@ from gateway.adapters.postgres_store import PostgresStore
 from gateway.adapters.redis_bus import RedisBus
 from gateway.adapters.redis_revocations import RedisRevocations
 from gateway.adapters.sqlite_store import SqliteStore
-from gateway.admin import revoke_token
+from gateway.admin import reset_history, revoke_token
 from gateway.auth import TokenVerifier, log_development_mode
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
 from gateway.gatekeeper import Gatekeeper
+from gateway.http_api import wedding_resume, wedding_view
 from gateway.node import Node
 from gateway.ports import Bus, Revocations, Store
 from gateway.settings import Settings
@@ -154,6 +155,9 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/v1/revocations", revoke_token, methods=["POST"]),
+        Route("/v1/weddings/{wedding_id}", wedding_view, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}/resume", wedding_resume, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
     ]
     return GatewayApp(Starlette(routes=routes, lifespan=lifespan), websocket)
 

@@ -234,6 +234,8 @@ class WebSocketEndpoint:
                 counts["received"] += 1
                 if data[:1] == _AUTH_TYPE:
                     auth.refresh(auth.token_from(data, time.monotonic()))
+                elif data[:1] == _RESUME_TYPE:
+                    await node.resume(slot, session, data)  # may read the store's log
                 else:
                     node.receive(slot, session, data)
                 if driver.error is not None:
@@ -260,6 +262,7 @@ async def _receive_before(receive: Receive, deadline: float, what: str = "no syn
 
 
 _AUTH_TYPE = bytes((MessageType.AUTH,))
+_RESUME_TYPE = bytes((MessageType.RESUME,))
 
 
 def _query_token(scope: Scope) -> str | None:

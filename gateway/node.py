@@ -18,7 +18,16 @@ from gateway.committer import Committer, CommitterStatistics
 from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
-from gateway.core.messages import Ack, Drain, SyncStep2, SyncUpdate
+from gateway.core.messages import (
+    CATCH_UP_RESET,
+    EMPTY_UPDATE,
+    Ack,
+    CatchUp,
+    Drain,
+    Resume,
+    SyncStep2,
+    SyncUpdate,
+)
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
 from gateway.core.update_check import MissingReference
@@ -26,6 +35,7 @@ from gateway.crash_journal import CrashJournal
 from gateway.errors import (
     BackendUnavailable,
     GatewayError,
+    InvalidState,
     ProtocolError,
     RoomPoisoned,
     RoomReset,
@@ -67,11 +77,13 @@ class RoomSlot:
     """A room on this node, from its first joiner until it is unloaded."""
 
     __slots__ = (
+        "announcing",
         "appends_since_snapshot",
         "changed",
         "closed",
         "compacting",
         "id",
+        "in_flight",
         "loaded",
         "repairing",
         "room",
@@ -88,6 +100,9 @@ class RoomSlot:
         self.compacting = False
         self.repairing = False
         self.appends_since_snapshot = 0
+        self.in_flight = 0
+        """Appends of this room submitted and not yet durable."""
+        self.announcing = False
 
 
 class Node:
@@ -120,6 +135,7 @@ class Node:
         )
         self._rooms: dict[RoomId, RoomSlot] = {}
         self._unloading: dict[RoomId, RoomSlot] = {}
+        self._resetting: dict[RoomId, asyncio.Event] = {}
         self._outlets: dict[Session, Outlet] = {}
         self._room_tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
@@ -181,6 +197,10 @@ class Node:
         while True:
             if self._stopping.is_set():
                 raise ShuttingDown(f"node {self.node_id} is shutting down")
+            resetting = self._resetting.get(room_id)
+            if resetting is not None:
+                await resetting.wait()  # load the new epoch, not the history being dropped
+                continue
             slot = self._rooms.get(room_id)
             if slot is None:
                 slot = self._rooms[room_id] = RoomSlot(room_id)
@@ -309,11 +329,97 @@ class Node:
             future.add_done_callback(partial(_send_ack, self._outlets[session], seq))
         if update is None:
             return
+        slot.in_flight += 1
+        future.add_done_callback(partial(self._durable, slot))
         self._updates_persisted += 1
         slot.appends_since_snapshot += 1
         if slot.appends_since_snapshot >= self.snapshot_every and not slot.compacting:
             slot.compacting = True
             future.add_done_callback(partial(self._start_compaction, slot))
+
+    def _durable(self, slot: RoomSlot, future: asyncio.Future[int | None]) -> None:
+        """One of the room's appends is durable (or failed): advance its position."""
+        slot.in_flight -= 1
+        room = slot.room
+        if future.cancelled() or future.exception() is not None or room is None:
+            return
+        offset = future.result()
+        if offset is not None and room.advance(offset) and not slot.announcing:
+            slot.announcing = True  # one POSITION per room per loop tick
+            asyncio.get_running_loop().call_soon(self._announce, slot)
+
+    def _announce(self, slot: RoomSlot) -> None:
+        """Tell the room's LIVE resuming members the position their documents now cover."""
+        slot.announcing = False
+        room = slot.room
+        if room is None or slot.unloading:
+            return
+        data = room.position_message()
+        for member in room.members.values():
+            if member.live and member.resumes and member in self._outlets:
+                self._outlets[member].send_nowait(data)
+
+    async def resume(self, slot: RoomSlot, session: Session, data: bytes) -> None:
+        """RESUME (proto/spec.md §4.6): answer with one CATCH_UP, reading the store's log after
+        the client's offset when that can make the answer smaller."""
+        message = session.receive_data(data, time.monotonic())
+        if not isinstance(message, Resume):
+            raise InvalidState(f"resume() got a {type(message).__name__}")
+        room = slot.room
+        assert room is not None
+        missed: list[bytes] | None = None
+        through = 0
+        worth_reading = (
+            message.epoch == room.epoch
+            and 0 < message.offset <= room.position
+            and room.peer_changes == 0
+            and slot.in_flight == 0
+        )
+        if worth_reading:
+            try:
+                history = await self.store.load_since(slot.id, message.offset)
+            except BackendUnavailable:
+                history = None  # the diff alone answers
+            if history is not None and history.snapshot is None and history.epoch == room.epoch:
+                missed = [update for _, update in history.updates]
+                through = history.last_offset
+        if slot.room is not room or slot.unloading:
+            raise RoomReset(f"room {slot.id} is being reset; reconnect")
+        self.execute(slot, room.catch_up(session, message, missed, through, slot.in_flight))
+
+    async def reset_history(self, room_id: RoomId) -> int:
+        """Start a new epoch of the wedding's history (its document becomes empty): every node
+        drops the room and its members reconnect; resuming clients are told to reset.
+
+        The room is unloaded first, without the compaction an unload does (that would write the
+        old document back), and nobody joins it here until the store has the new epoch."""
+        resetting = self._resetting[room_id] = asyncio.Event()
+        try:
+            slot = self._rooms.get(room_id) or self._unloading.get(room_id)
+            if slot is not None:
+                self._drop(slot, RoomReset(f"the history of {room_id} was reset; reconnect"))
+                await slot.closed.wait()
+            epoch = await self.store.reset(room_id)
+        finally:
+            del self._resetting[room_id]
+            resetting.set()
+        notice = codec.encode(CatchUp(epoch, 0, CATCH_UP_RESET, EMPTY_UPDATE))
+        self.bus.publish_nowait(room_id, notice)
+        log.warning("history_reset", room=room_id, epoch=epoch)
+        return epoch
+
+    def _drop(self, slot: RoomSlot, error: RoomReset) -> None:
+        """The wedding's history was reset: unload the room now, without the compaction an
+        unload does (it would write the old document back), and close its members: they
+        reconnect to the new epoch."""
+        slot.appends_since_snapshot = 0
+        slot.compacting = True
+        slot.unloading = True
+        slot.changed.set()
+        if slot.room is not None:
+            for member in list(slot.room.members.values()):
+                if member in self._outlets:
+                    self._outlets[member].close_nowait(error)
 
     # -- room tasks -----------------------------------------------------------------------------
 
@@ -336,7 +442,13 @@ class Node:
         self._loads += 1
         try:
             history = await self.store.load(slot.id)
-            room = Room(slot.id, history.blobs(), limits=self.limits)
+            room = Room(
+                slot.id,
+                history.blobs(),
+                limits=self.limits,
+                epoch=history.epoch,
+                position=history.last_offset,
+            )
         except Exception as exc:
             error = BackendUnavailable(f"room {slot.id} could not be loaded: {exc}")
             slot.loaded.set_exception(error)
@@ -399,6 +511,9 @@ class Node:
                 self.execute(slot, room.receive_from_peer(message.payload))
             except RoomPoisoned as exc:
                 self._reset_room(slot, exc, sender=None)
+                return
+            except RoomReset as exc:  # another node reset the wedding's history
+                self._drop(slot, exc)
                 return
 
     def _repair_soon(self, slot: RoomSlot) -> None:

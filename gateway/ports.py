@@ -133,8 +133,10 @@ class Store(Protocol):
 
     async def load_since(self, room: RoomId, offset: int) -> History:
         """What a client whose state covers offsets up to ``offset`` lacks: the updates after it
-        (``snapshot`` None), or, when compaction covered some of them, the snapshot and every
-        update after it (as ``load``)."""
+        (``snapshot`` None, ``snapshot_offset`` = ``offset``), or, when compaction covered some
+        of them, the snapshot and every update after it (as ``load``). Read in one transaction;
+        an offset at or beyond the room's last one gives no updates. The store does not know
+        the epoch ``offset`` belongs to: the caller compares it with ``History.epoch``."""
         ...
 
     async def reset(self, room: RoomId) -> int:

@@ -3,7 +3,8 @@
 Tables, all in one schema (``public`` unless configured; tests use one schema each):
 
 - ``rooms``: one row per room holding ``last_offset``, the last offset ever assigned (it survives
-  compaction, so offsets never repeat), and ``epoch`` (default 1; reserved for offline resume).
+  compaction and reset, so offsets never repeat), and ``epoch`` (1 until ``reset`` bumps it; a
+  room without a row is in epoch 1).
 - ``updates``: the append-only log, primary key ``(room, "offset")``.
 - ``snapshots``: the newest snapshot per room and the offset it covers.
 - ``audit``: one row per appended update, ``(room, "offset")`` as in ``updates``, with when it was
@@ -14,7 +15,9 @@ Tables, all in one schema (``public`` unless configured; tests use one schema ea
 Offsets are assigned by incrementing ``rooms.last_offset`` inside the appending statement, so
 several nodes may append to one room at once: the row lock orders them, and each batch gets a
 consecutive range in batch order. An append is one statement (one round trip, one transaction,
-committed before it returns); so are ``compact`` and ``load``.
+committed before it returns); so are ``compact``, ``load`` and ``load_since``. ``reset`` is one
+transaction of two statements: it locks the ``rooms`` row first, so its deletes see every append
+committed before it, and appends waiting on the lock continue the offsets after it.
 
 Every asyncpg or socket failure reaches the caller as ``BackendUnavailable`` (retryable).
 
@@ -39,6 +42,7 @@ from gateway.types import RoomId
 
 T = TypeVar("T")
 
+MAX_OFFSET = 2**63 - 1  # bigint: a larger one is beyond any room's last offset anyway
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _FAILURES = (
     asyncpg.PostgresError,
@@ -255,14 +259,23 @@ class PostgresStore:
 
     async def load(self, room: RoomId) -> History:
         """The newest snapshot and every later update, read in one statement (one snapshot)."""
-        rows = await self._run("load", lambda pool: pool.fetch(self._sql.load, room))
-        history = History(room)
-        for row in rows:
-            if row["is_snapshot"]:
-                history = History(room, bytes(row["data"]), row["offset"])
-            else:
-                history.updates.append((row["offset"], bytes(row["data"])))
-        return history
+        return await self._load_since("load", room, -1)  # -1: before any snapshot
+
+    async def load_since(self, room: RoomId, offset: int) -> History:
+        """The updates after ``offset``, or ``load``'s answer when compaction covered some of
+        them; read in one statement (one snapshot)."""
+        return await self._load_since("load_since", room, min(offset, MAX_OFFSET))
+
+    async def reset(self, room: RoomId) -> int:
+        """Delete the room's snapshot and log (not its audit rows), bump its epoch, return it."""
+
+        async def transaction(pool: Any) -> int:
+            async with pool.acquire() as conn, conn.transaction():
+                epoch: int = await conn.fetchval(self._sql.bump_epoch, room)
+                await conn.execute(self._sql.drop_history, room)
+                return epoch
+
+        return await self._run("reset", transaction)
 
     async def append(self, batch: Sequence[Append]) -> list[int]:
         """Append the batch in one transaction; return each update's offset once committed."""
@@ -311,6 +324,12 @@ class PostgresStore:
         ]
 
     # -- helpers --------------------------------------------------------------------------------
+
+    async def _load_since(self, what: str, room: RoomId, offset: int) -> History:
+        row = await self._run(what, lambda pool: pool.fetchrow(self._sql.load_since, room, offset))
+        snapshot = bytes(row["snapshot"]) if row["snapshot"] is not None else None
+        updates = [(o, bytes(d)) for o, d in zip(row["offsets"], row["updates"], strict=True)]
+        return History(room, snapshot, row["snapshot_offset"], updates, row["epoch"])
 
     async def _run(self, what: str, query: Callable[[Any], Awaitable[T]]) -> T:
         if self._pool is None:
@@ -389,13 +408,32 @@ class _Statements:
             ) newest
             ORDER BY "offset"
         """
-        self.load = f"""
-            WITH snap AS (
-                SELECT "offset", data FROM {schema}.snapshots WHERE room = $1
+        # $1 room, $2 offset: always one row. The snapshot comes only when it covers offsets after
+        # $2 (then the updates follow it); otherwise the updates follow $2 (at least 0).
+        self.load_since = f"""
+            WITH head AS (
+                SELECT CASE WHEN s."offset" > $2::bigint THEN s.data END AS snapshot,
+                       CASE WHEN s."offset" > $2::bigint THEN s."offset"
+                            ELSE greatest($2::bigint, 0) END AS "offset"
+                FROM (SELECT) AS one LEFT JOIN {schema}.snapshots s ON s.room = $1
             )
-            SELECT true AS is_snapshot, "offset", data FROM snap
-            UNION ALL
-            SELECT false, u."offset", u.data FROM {schema}.updates u
-            WHERE u.room = $1 AND u."offset" > coalesce((SELECT "offset" FROM snap), 0)
-            ORDER BY is_snapshot DESC, "offset"
+            SELECT h.snapshot, h."offset" AS snapshot_offset, u.offsets, u.updates,
+                   coalesce((SELECT epoch FROM {schema}.rooms WHERE room = $1), 1) AS epoch
+            FROM head h, LATERAL (
+                SELECT coalesce(array_agg("offset" ORDER BY "offset"), '{{}}') AS offsets,
+                       coalesce(array_agg(data ORDER BY "offset"), '{{}}') AS updates
+                FROM {schema}.updates WHERE room = $1 AND "offset" > h."offset"
+            ) u
+        """
+        # $1 room. Locks the room's row (creating it in epoch 2 if the room never had one), so
+        # no append to the room commits between this and drop_history.
+        self.bump_epoch = f"""
+            INSERT INTO {schema}.rooms AS r (room, epoch) VALUES ($1, 2)
+            ON CONFLICT (room) DO UPDATE SET epoch = r.epoch + 1
+            RETURNING r.epoch
+        """
+        # $1 room. Audit rows stay: they are keyed by offsets, which never repeat.
+        self.drop_history = f"""
+            WITH snapshot AS (DELETE FROM {schema}.snapshots WHERE room = $1)
+            DELETE FROM {schema}.updates WHERE room = $1
         """

@@ -4,8 +4,12 @@ All SQLite work runs on one dedicated thread, so the connection is never shared 
 and writes are serialised in submission order.
 
 Tables: ``updates`` (the log, deleted up to a snapshot by ``compact``), ``snapshots`` (the newest
-per room) and ``audit`` (who wrote each appended update, and which fields it changed; one row per
-update, written in the update's transaction and never deleted by compaction).
+per room), ``audit`` (who wrote each appended update, and which fields it changed; one row per
+update, written in the update's transaction and never deleted by compaction or reset) and
+``rooms`` (a room's epoch and its last offset when it was last reset; written by ``reset`` only).
+
+A room's next offset is one more than the largest of its last log row, its snapshot's offset and
+its ``rooms.reset_offset``: offsets never repeat, across compaction and reset alike.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -61,11 +66,18 @@ CREATE TABLE IF NOT EXISTS audit (
     fields TEXT NOT NULL,
     PRIMARY KEY (room, offset)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rooms (
+    room TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    reset_offset INTEGER NOT NULL
+);
 """
-# ``audit.at`` is Unix seconds at commit; ``audit.fields`` a JSON array of strings. The table is
-# created on open, so a data directory from before the audit trail keeps working.
+# ``audit.at`` is Unix seconds at commit; ``audit.fields`` a JSON array of strings. Tables are
+# created on open, so a data directory from before the audit trail (or epochs) keeps working: a
+# room without a ``rooms`` row is in epoch 1 and was never reset.
 
 _NO_FIELDS = "[]"
+MAX_OFFSET = 2**63 - 1  # SQLite INTEGER: a larger one is beyond any room's last offset anyway
 
 
 class SqliteStore:
@@ -110,7 +122,13 @@ class SqliteStore:
             self._thread = None
 
     async def load(self, room: RoomId) -> History:
-        return await self._run(self._load, room)
+        return await self._run(self._load_since, room, -1)  # -1: before any snapshot
+
+    async def load_since(self, room: RoomId, offset: int) -> History:
+        return await self._run(self._load_since, room, min(offset, MAX_OFFSET))
+
+    async def reset(self, room: RoomId) -> int:
+        return await self._run(self._reset, room)
 
     async def append(self, batch: Sequence[Append]) -> list[int]:
         return await self._run(self._append, batch)
@@ -160,16 +178,37 @@ class SqliteStore:
             raise BackendUnavailable(f"SQLite store {self.path} is closed")
         return self._db
 
-    def _load(self, room: str) -> History:
-        row = self.db.execute(
-            "SELECT offset, data FROM snapshots WHERE room = ?", (room,)
-        ).fetchone()
-        snapshot, snapshot_offset = (row[1], row[0]) if row else (None, 0)
-        updates = self.db.execute(
-            "SELECT offset, data FROM updates WHERE room = ? AND offset > ? ORDER BY offset",
-            (room, snapshot_offset),
-        ).fetchall()
-        return History(RoomId(room), snapshot, snapshot_offset, [(o, d) for o, d in updates])
+    @contextmanager
+    def _transaction(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Connection]:
+        """Commit on exit, roll back on error. ``BEGIN`` (deferred) for a read-only one: its
+        statements share one snapshot even when another process writes the file meanwhile."""
+        db = self.db
+        db.execute(begin)
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _load_since(self, room: str, offset: int) -> History:
+        with self._transaction("BEGIN") as db:
+            epoch = db.execute("SELECT epoch FROM rooms WHERE room = ?", (room,)).fetchone()
+            row = db.execute(
+                "SELECT offset, data FROM snapshots WHERE room = ?", (room,)
+            ).fetchone()
+            if row is not None and row[0] > offset:  # compaction covered updates after offset
+                snapshot, since = row[1], row[0]
+            else:
+                snapshot, since = None, max(offset, 0)
+            updates = db.execute(
+                "SELECT offset, data FROM updates WHERE room = ? AND offset > ? ORDER BY offset",
+                (room, since),
+            ).fetchall()
+        return History(
+            RoomId(room), snapshot, since, [(o, d) for o, d in updates], epoch[0] if epoch else 1
+        )
 
     def _last_offsets(self, rooms: set[str]) -> dict[str, int]:
         """Each room's last offset, read inside the write transaction: another store on the
@@ -185,8 +224,9 @@ class SqliteStore:
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT room, max(offset) FROM updates WHERE room IN ({marks}) GROUP BY room"
-                f" UNION ALL SELECT room, offset FROM snapshots WHERE room IN ({marks})",
-                chunk + chunk,
+                f" UNION ALL SELECT room, offset FROM snapshots WHERE room IN ({marks})"
+                f" UNION ALL SELECT room, reset_offset FROM rooms WHERE room IN ({marks})",
+                chunk * 3,
             ).fetchall()
             for room, offset in rows:
                 if offset > last[room]:
@@ -194,9 +234,7 @@ class SqliteStore:
         return last
 
     def _append(self, batch: Sequence[Append]) -> list[int]:
-        db = self.db
-        try:
-            db.execute("BEGIN IMMEDIATE")
+        with self._transaction() as db:
             last = self._last_offsets({item.room for item in batch})
             offsets = []
             for item in batch:
@@ -211,11 +249,6 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 _audit_rows(batch, offsets, time.time()),
             )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         return offsets
 
     def _audit(self, room: str, limit: int) -> list[AuditEntry]:
@@ -231,24 +264,29 @@ class SqliteStore:
         ]
 
     def _compact(self, room: str, snapshot: bytes, through: int) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as db:
             row = db.execute("SELECT offset FROM snapshots WHERE room = ?", (room,)).fetchone()
             if row is not None and row[0] >= through:
-                db.execute("ROLLBACK")  # a newer snapshot already covers this one
-                return
+                return  # a newer snapshot already covers this one
             db.execute(
                 "INSERT INTO snapshots (room, offset, data) VALUES (?, ?, ?) "
                 "ON CONFLICT (room) DO UPDATE SET offset = excluded.offset, data = excluded.data",
                 (room, through, snapshot),
             )
             db.execute("DELETE FROM updates WHERE room = ? AND offset <= ?", (room, through))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+
+    def _reset(self, room: str) -> int:
+        with self._transaction() as db:
+            last = self._last_offsets({room})[room]  # before the rows that tell it go
+            (epoch,) = db.execute(
+                "INSERT INTO rooms (room, epoch, reset_offset) VALUES (?, 2, ?) ON CONFLICT (room)"
+                " DO UPDATE SET epoch = epoch + 1, reset_offset = excluded.reset_offset"
+                " RETURNING epoch",
+                (room, last),
+            ).fetchone()
+            db.execute("DELETE FROM snapshots WHERE room = ?", (room,))
+            db.execute("DELETE FROM updates WHERE room = ?", (room,))
+        return int(epoch)
 
 
 def _audit_rows(

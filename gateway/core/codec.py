@@ -17,13 +17,16 @@ from gateway.core.messages import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,
+    CatchUp,
     Drain,
     Feature,
     Hello,
     Message,
     MessageType,
+    Position,
     QueryAwareness,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncType,
@@ -129,7 +132,15 @@ def decode(data: bytes) -> Message:
         message = Auth(reader.read_varuint(), reader.read_var_string())
     elif kind == MessageType.HELLO:
         message = Hello(reader.read_varuint(), Feature(reader.read_varuint() & ALL_FEATURES))
-    elif kind in (MessageType.ACK, MessageType.REJECT, MessageType.DRAIN):
+    elif kind == MessageType.RESUME:
+        epoch, offset, state_vector = (
+            reader.read_varuint(),
+            reader.read_varuint(),
+            reader.read_var_bytes(),
+        )
+        check_state_vector(state_vector)
+        message = Resume(epoch, offset, state_vector)
+    elif kind in SERVER_ONLY:
         raise ProtocolError(f"message type {kind} is sent by the server only")
     else:
         raise ProtocolError(f"unknown message type {kind}")
@@ -148,10 +159,26 @@ def decode_server_message(data: bytes) -> Message:
         message = Reject(reader.read_varuint(), reader.read_var_string(), reader.read_var_string())
     elif kind == MessageType.DRAIN:
         message = Drain(reader.read_varuint())
+    elif kind == MessageType.CATCH_UP:
+        epoch, offset, flags = reader.read_varuint(), reader.read_varuint(), reader.read_varuint()
+        message = CatchUp(epoch, offset, flags, reader.read_var_bytes())
+    elif kind == MessageType.POSITION:
+        message = Position(reader.read_varuint(), reader.read_varuint())
     else:
         return decode(data)
     reader.expect_end(type(message).__name__)
     return message
+
+
+SERVER_ONLY = frozenset(
+    {
+        MessageType.ACK,
+        MessageType.REJECT,
+        MessageType.DRAIN,
+        MessageType.CATCH_UP,
+        MessageType.POSITION,
+    }
+)
 
 
 def _decode_sync(reader: Reader) -> Message:
@@ -260,5 +287,22 @@ def encode(message: Message) -> bytes:
             )
         case Drain(retry_ms):
             return bytes((MessageType.DRAIN,)) + write_varuint(retry_ms)
+        case Resume(epoch, offset, state_vector):
+            return (
+                bytes((MessageType.RESUME,))
+                + write_varuint(epoch)
+                + write_varuint(offset)
+                + write_var_bytes(state_vector)
+            )
+        case CatchUp(epoch, offset, flags, update):
+            return (
+                bytes((MessageType.CATCH_UP,))
+                + write_varuint(epoch)
+                + write_varuint(offset)
+                + write_varuint(flags)
+                + write_var_bytes(update)
+            )
+        case Position(epoch, offset):
+            return bytes((MessageType.POSITION,)) + write_varuint(epoch) + write_varuint(offset)
         case _:
             assert_never(message)

@@ -21,6 +21,9 @@ class MessageType(enum.IntEnum):
     ACK = 101
     REJECT = 102
     DRAIN = 103
+    RESUME = 104
+    CATCH_UP = 105
+    POSITION = 106
 
 
 class SyncType(enum.IntEnum):
@@ -36,9 +39,10 @@ class Feature(enum.IntFlag):
 
     ACKS = 1
     REJECTS = 2
+    RESUME = 4
 
 
-ALL_FEATURES = Feature.ACKS | Feature.REJECTS
+ALL_FEATURES = Feature.ACKS | Feature.REJECTS | Feature.RESUME
 """The bits this version knows; others in a HELLO are ignored."""
 
 
@@ -121,6 +125,44 @@ class Reject:
 
 
 @dataclass(frozen=True, slots=True)
+class Resume:
+    """Client → server, instead of sync step 1 (proto §4.6): where the client's document stands.
+
+    ``epoch`` and ``offset`` are the last POSITION (or CATCH_UP) the client received, 0 and 0 if
+    none; ``state_vector`` is its document's."""
+
+    epoch: int
+    offset: int
+    state_vector: bytes
+
+
+CATCH_UP_RESET = 1
+"""CATCH_UP flag: the wedding's history was reset; drop the document, ``update`` is all of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """Server → client, the answer to RESUME: everything the client lacks, in one message."""
+
+    epoch: int
+    offset: int
+    flags: int
+    update: bytes
+
+    @property
+    def reset(self) -> bool:
+        return bool(self.flags & CATCH_UP_RESET)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Server → client: the client's document now holds every stored update up to ``offset``."""
+
+    epoch: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class Drain:
     """This node is shutting down; reconnect (to another node) after ``retry_ms``."""
 
@@ -138,6 +180,9 @@ Message = (
     | Ack
     | Reject
     | Drain
+    | Resume
+    | CatchUp
+    | Position
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
@@ -14,18 +14,22 @@ from gateway.core.enforcer import Enforcer, Refusal, Unjudgeable, Verdict
 from gateway.core.guard import Guard, decode_state_vector, encode_state_vector
 from gateway.core.limits import Limits
 from gateway.core.messages import (
+    ALL_FEATURES,
+    CATCH_UP_RESET,
     EMPTY_UPDATE,
     EXTENSION_VERSION,
     Ack,
     Auth,
     AwarenessEntry,
     AwarenessUpdate,
+    CatchUp,
     Drain,
-    Feature,
     Hello,
     Message,
+    Position,
     QueryAwareness,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -33,7 +37,7 @@ from gateway.core.messages import (
 from gateway.core.policy import Awareness, Timeline
 from gateway.core.session import Session, SessionState
 from gateway.core.update_check import UpdateSummary
-from gateway.errors import InvalidState, ProtocolError, RoomPoisoned
+from gateway.errors import InvalidState, ProtocolError, RoomPoisoned, RoomReset
 from gateway.types import RoomId
 
 MAX_AWARENESS_CLOCKS = 10_000
@@ -54,7 +58,14 @@ class Room:
     """A room's Doc, awareness table and members. Call it from one task only."""
 
     def __init__(
-        self, room_id: RoomId, history: Iterable[bytes], *, limits: Limits, enforce: bool = True
+        self,
+        room_id: RoomId,
+        history: Iterable[bytes],
+        *,
+        limits: Limits,
+        enforce: bool = True,
+        epoch: int = 1,
+        position: int = 0,
     ) -> None:
         """Build the room's Doc from its stored ``history`` (snapshot, then log updates).
 
@@ -79,6 +90,15 @@ class Room:
         self._subscription = self.doc.observe(self._on_change)
         self.enforcer = Enforcer(self.doc) if enforce else None
         self.refusals = 0
+        self.epoch = epoch
+        """The history generation of the stored log this room was built from (proto §4.6)."""
+        self.position = position
+        """Every stored update up to this offset is in the Doc: the loaded history, then this
+        node's own commits while their offsets follow on without a gap (``advance``)."""
+        self.position_final = False
+        """A gap showed another node appending: ``position`` no longer advances."""
+        self.peer_changes = 0
+        """Changes applied from other nodes or a repair since the room was built."""
         self.members: dict[int, Session] = {}
         self.poisoned = False
         self.updates_applied = 0
@@ -140,11 +160,13 @@ class Room:
                 entries = self._awareness.values() if session.receives_awareness else ()
                 return [Send(session, self._awareness_message(entries))]
             case Hello(_, features):
-                session.features = features & (Feature.ACKS | Feature.REJECTS)
+                session.features = features & ALL_FEATURES
                 return [Send(session, codec.encode(Hello(EXTENSION_VERSION, session.features)))]
             case Auth():  # the connection handles tokens before the room sees a message
                 raise InvalidState("an auth message reached the room")
-            case Ack() | Reject() | Drain():
+            case Resume():
+                raise InvalidState("a resume must go through the node (it reads the store)")
+            case Ack() | Reject() | Drain() | CatchUp() | Position():
                 return [Close(session, ProtocolError(f"{type(message).__name__} is server-only"))]
             case _:
                 assert_never(message)
@@ -257,6 +279,62 @@ class Room:
         data = codec.encode(AwarenessUpdate(payload))
         return [Broadcast(data, exclude=session, live_only=False, awareness=True), Publish(data)]
 
+    # -- resuming (proto/spec.md §4.6) -------------------------------------------------------------
+
+    def catch_up(
+        self,
+        session: Session,
+        resume: Resume,
+        missed: Sequence[bytes] | None = None,
+        missed_through: int = 0,
+        in_flight: int = 0,
+    ) -> list[Effect]:
+        """Answer RESUME with one CATCH_UP holding everything the client lacks.
+
+        ``missed``: the stored updates after the client's offset, read through ``missed_through``
+        (None when not read). They are a candidate only when provably complete: same epoch, no
+        change from another node since the room was built, nothing of this node still waiting
+        for the store, and the read reaches this room's position. Then the smaller of their
+        merge and the state-vector diff is sent (the diff carries the Doc's whole delete set,
+        the merge only the deletions the client missed). A client of another epoch gets the
+        whole document with the RESET flag: its state is of a history that no longer exists.
+        """
+        session.state = SessionState.LIVE
+        if resume.epoch not in (0, self.epoch):
+            update = self.doc.get_update()
+            message = CatchUp(self.epoch, self.position, CATCH_UP_RESET, update)
+            return [Send(session, codec.encode(message))]
+        update = self.doc.get_update(resume.state_vector)
+        complete = (
+            missed is not None
+            and resume.epoch == self.epoch
+            and resume.offset <= self.position
+            and missed_through == self.position
+            and self.peer_changes == 0
+            and in_flight == 0
+        )
+        if complete and missed:
+            merged = get_update(merge_updates(*missed), resume.state_vector)
+            if len(merged) < len(update):
+                update = merged
+        elif complete:  # nothing was stored since the client's position
+            update = EMPTY_UPDATE
+        message = CatchUp(self.epoch, self.position, 0, update)
+        return [Send(session, codec.encode(message))]
+
+    def advance(self, offset: int) -> bool:
+        """This node's append got ``offset``; returns whether ``position`` moved."""
+        if self.position_final or offset <= self.position:
+            return False
+        if offset != self.position + 1:  # another node appended in between
+            self.position_final = True
+            return False
+        self.position = offset
+        return True
+
+    def position_message(self) -> bytes:
+        return codec.encode(Position(self.epoch, self.position))
+
     # -- messages from peers (the bus) --------------------------------------------------------
 
     def receive_from_peer(self, data: bytes) -> list[Effect]:
@@ -264,7 +342,12 @@ class Room:
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
-                return [Broadcast(data, exclude=None)] if self._apply_trusted(update) else []
+                if not self._apply_trusted(update):
+                    return []
+                self.peer_changes += 1
+                return [Broadcast(data, exclude=None)]
+            case CatchUp(epoch, _, flags) if flags & CATCH_UP_RESET:
+                raise RoomReset(f"the wedding's history was reset (epoch {epoch}); reconnect")
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
@@ -289,6 +372,7 @@ class Room:
         before = self.doc.get_state()
         if not self._apply_trusted(missing):
             return []
+        self.peer_changes += 1
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
         return [Broadcast(data, exclude=None)]
 

@@ -71,6 +71,11 @@ class Session:
         return Feature.ACKS in self.features
 
     @property
+    def resumes(self) -> bool:
+        """Opted in to RESUME: receives POSITION (proto §4.6)."""
+        return Feature.RESUME in self.features
+
+    @property
     def wants_rejects(self) -> bool:
         return Feature.REJECTS in self.features
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map
 
-from gateway.ports import Append, AuditEntry, Author, Bus, BusMessage, Store
+from gateway.ports import Append, AuditEntry, Author, Bus, BusMessage, History, Store
 from gateway.types import NodeId, RoomId
 
 BusFactory = Callable[[str], Awaitable[Bus]]
@@ -139,7 +139,8 @@ def rebuild(blobs: list[bytes]) -> dict[str, Any]:
 
 
 class StoreContract:
-    """What every Store must do: a durable, ordered log per room, compacted by snapshots."""
+    """What every Store must do: a durable, ordered log per room, compacted by snapshots, reset
+    into a new epoch without reusing an offset, and read from an offset for catch-up."""
 
     async def test_append_returns_increasing_offsets_per_room_in_batch_order(
         self, make_store: StoreFactory
@@ -344,6 +345,137 @@ class StoreContract:
             entries = await first.audit(room)
             assert [e.offset for e in entries] == sorted(expected[room])
             assert {e.offset: e.subject for e in entries} == expected[room]
+
+    # -- epochs and catch-up reads ------------------------------------------------------------
+
+    async def test_a_room_starts_in_epoch_one(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        assert (await store.load(ROOM)).epoch == 1
+        assert (await store.load_since(ROOM, 0)).epoch == 1
+        await store.append([Append(ROOM, b"1")])
+        assert (await store.load(ROOM)).epoch == 1
+        assert (await store.load_since(ROOM, 1)).epoch == 1
+
+    async def test_reset_empties_the_history_and_starts_the_next_epoch(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i) for i in range(1, 5)])
+        await store.compact(ROOM, b"snapshot-2", 2)
+        assert await store.reset(ROOM) == 2
+        assert await store.load(ROOM) == History(ROOM, epoch=2)
+        assert await make_store_and_load(make_store) == History(ROOM, epoch=2)
+        assert await store.load_since(ROOM, 4) == History(ROOM, snapshot_offset=4, epoch=2)
+        assert await store.reset(ROOM) == 3
+        assert (await store.load(ROOM)).epoch == 3
+
+    async def test_appends_after_a_reset_get_larger_offsets_and_both_epochs_are_audited(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i, PLANNER) for i in range(1, 4)])
+        await store.reset(ROOM)
+        assert await store.append([Append(ROOM, b"4", COUPLE), Append(ROOM, b"5")]) == [4, 5]
+        assert await make_store_and_load(make_store) == History(
+            ROOM, updates=[(4, b"4"), (5, b"5")], epoch=2
+        )
+        assert [(e.offset, e.subject) for e in await store.audit(ROOM)] == [
+            (1, "ada"),
+            (2, "ada"),
+            (3, "ada"),
+            (4, "grace"),
+            (5, None),
+        ]
+
+    async def test_offsets_continue_after_a_reset_of_a_fully_compacted_room(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"1"), Append(ROOM, b"2"), Append(ROOM, b"3")])
+        await store.compact(ROOM, b"snapshot-3", 3)  # no log row left: only the snapshot knows 3
+        await store.reset(ROOM)
+        await store.reset(ROOM)  # nothing left at all: the second reset must still know 3
+        assert await (await make_store()).append([Append(ROOM, b"4")]) == [4]
+        assert [e.offset for e in await store.audit(ROOM)] == [1, 2, 3, 4]
+
+    async def test_reset_of_a_room_never_seen_starts_epoch_two_at_offset_one(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        assert await store.reset(ROOM) == 2
+        assert await store.append([Append(ROOM, b"1")]) == [1]
+        assert await store.load(ROOM) == History(ROOM, updates=[(1, b"1")], epoch=2)
+
+    async def test_reset_leaves_other_rooms_alone(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"a1"), Append(OTHER_ROOM, b"b1")])
+        await store.compact(OTHER_ROOM, b"snapshot-b1", 1)
+        await store.append([Append(ROOM, b"a2"), Append(OTHER_ROOM, b"b2")])
+        await store.reset(ROOM)
+        assert await store.load(OTHER_ROOM) == History(OTHER_ROOM, b"snapshot-b1", 1, [(2, b"b2")])
+        assert await store.append([Append(OTHER_ROOM, b"b3"), Append(ROOM, b"a3")]) == [3, 3]
+        assert [e.offset for e in await store.audit(OTHER_ROOM)] == [1, 2, 3]
+        assert (await store.load(ROOM)).updates == [(3, b"a3")]
+
+    async def test_resets_racing_appends_never_reuse_an_offset(
+        self, make_store: StoreFactory
+    ) -> None:
+        first, second = await make_store(), await make_store()
+        batches = [[Append(ROOM, b"%d-%d" % (t, i)) for i in range(3)] for t in range(20)]
+        appends = [(first if t % 2 else second).append(b) for t, b in enumerate(batches)]
+        resets = [(second if t % 2 else first).reset(ROOM) for t in range(5)]
+        *results, epochs = await asyncio.gather(*appends, asyncio.gather(*resets))
+        every = sorted(o for offsets in results for o in offsets)
+        assert every == list(range(1, 61))
+        assert [e.offset for e in await first.audit(ROOM)] == every
+        assert sorted(epochs) == [2, 3, 4, 5, 6]
+        history = await second.load(ROOM)
+        assert history.epoch == 6
+        left = [o for o, _ in history.updates]  # what the last reset did not drop: a suffix
+        assert left == every[len(every) - len(left) :]
+
+    async def test_load_since_returns_the_updates_after_the_offset(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i) for i in range(1, 6)])
+        since = await (await make_store()).load_since(ROOM, 2)
+        assert since == History(ROOM, None, 2, [(3, b"3"), (4, b"4"), (5, b"5")])
+        assert since.last_offset == 5
+        assert await store.load_since(ROOM, 0) == await store.load(ROOM)
+
+    async def test_load_since_after_compaction(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"%d" % i) for i in range(1, 6)])
+        await store.compact(ROOM, b"snapshot-3", 3)
+        loaded = await store.load(ROOM)
+        for covered in (0, 1, 2):  # the snapshot covers updates the client lacks: all of it
+            assert await store.load_since(ROOM, covered) == loaded
+        assert loaded == History(ROOM, b"snapshot-3", 3, [(4, b"4"), (5, b"5")])
+        assert await store.load_since(ROOM, 3) == History(ROOM, None, 3, [(4, b"4"), (5, b"5")])
+        since = await store.load_since(ROOM, 4)
+        assert (since.snapshot, since.updates, since.last_offset) == (None, [(5, b"5")], 5)
+
+    async def test_load_since_the_last_offset_or_beyond_returns_no_updates(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"1"), Append(ROOM, b"2")])
+        assert await store.load_since(ROOM, 2) == History(ROOM, None, 2)
+        await store.compact(ROOM, b"snapshot-2", 2)
+        assert await store.load_since(ROOM, 2) == History(ROOM, None, 2)
+        for beyond in (3, 100, 2**64):  # 2**64: beyond a 64-bit column, still just "beyond"
+            since = await store.load_since(ROOM, beyond)
+            assert (since.snapshot, since.updates) == (None, [])
+
+    async def test_load_since_reads_only_that_room(self, make_store: StoreFactory) -> None:
+        store = await make_store()
+        await store.append([Append(ROOM, b"a1"), Append(OTHER_ROOM, b"b1")])
+        await store.append([Append(OTHER_ROOM, b"b2"), Append(ROOM, b"a2")])
+        await store.compact(ROOM, b"snapshot-a2", 2)
+        await store.reset(ROOM)
+        assert await store.load_since(OTHER_ROOM, 1) == History(OTHER_ROOM, None, 1, [(2, b"b2")])
+        assert await store.load_since(RoomId("never-seen"), 0) == History(RoomId("never-seen"))
 
     @staticmethod
     async def _assert_consecutive(

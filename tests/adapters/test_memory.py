@@ -11,7 +11,7 @@ import pytest
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.adapters.sqlite_store import SqliteStore
-from gateway.ports import Append, Author, Bus, Store
+from gateway.ports import Append, Author, Bus, History, Store
 from gateway.types import NodeId
 from tests.adapters.contracts import ROOM, BusContract, BusFactory, StoreContract, StoreFactory
 
@@ -25,13 +25,6 @@ class TestMemoryBus(BusContract):
             return MemoryBus(NodeId(node_id), broker)
 
         return make
-
-
-SHARED_FILE_BUG = (
-    "SqliteStore caches each room's last offset per instance, so a second instance on the same"
-    " file (two processes sharing a data dir) reuses offsets: UNIQUE constraint failed."
-    " Remove these overrides once the offset is read inside BEGIN IMMEDIATE."
-)
 
 
 class TestSqliteStore(StoreContract):
@@ -60,3 +53,19 @@ class TestSqliteStore(StoreContract):
             assert await store.append([Append(ROOM, b"2", Author("ada", "planner"))]) == [2]
             assert (await store.load(ROOM)).updates == [(1, b"1"), (2, b"2")]
             assert [(e.offset, e.subject) for e in await store.audit(ROOM)] == [(2, "ada")]
+
+    async def test_a_data_dir_from_before_epochs_starts_at_epoch_one_and_keeps_its_offsets(
+        self, tmp_path: Path
+    ) -> None:
+        async with SqliteStore.open(tmp_path) as store:
+            await store.append([Append(ROOM, b"1"), Append(ROOM, b"2"), Append(ROOM, b"3")])
+            await store.compact(ROOM, b"snapshot-2", 2)
+        db = sqlite3.connect(tmp_path / "gateway.sqlite3")
+        with db:  # what the previous release had: no rooms table
+            db.execute("DROP TABLE rooms")
+        db.close()
+        async with SqliteStore.open(tmp_path) as store:
+            assert await store.load(ROOM) == History(ROOM, b"snapshot-2", 2, [(3, b"3")])
+            assert await store.reset(ROOM) == 2
+            assert await store.append([Append(ROOM, b"4")]) == [4]
+            assert await store.load(ROOM) == History(ROOM, updates=[(4, b"4")], epoch=2)

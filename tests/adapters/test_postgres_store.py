@@ -16,9 +16,10 @@ import pytest
 from gateway.adapters import postgres_store
 from gateway.adapters.postgres_store import MIGRATIONS, PostgresStore, migrate
 from gateway.errors import BackendUnavailable, ConfigError, InvalidState
-from gateway.ports import Append, Author, Store
+from gateway.ports import Append, Author, History, Store
 from gateway.types import RoomId
 from tests.adapters.contracts import ROOM, StoreContract, StoreFactory
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -59,6 +60,16 @@ async def schema_exists(dsn: str, schema: str) -> bool:
         await conn.close()
 
 
+async def blocked_by(holder: asyncpg.Connection) -> bool:
+    """Whether some backend waits for a lock that ``holder``'s backend holds."""
+    return bool(
+        await holder.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            holder.get_server_pid(),
+        )
+    )
+
+
 class TestPostgresStore(StoreContract):
     async def test_appends_naming_rooms_in_opposite_orders_do_not_deadlock(
         self, make_store: StoreFactory
@@ -93,6 +104,27 @@ class TestPostgresStore(StoreContract):
         finally:
             await conn.close()
         assert (row["last_offset"], row["epoch"]) == (1, 1)
+
+    async def test_reset_drops_an_append_that_committed_while_it_waited_for_the_room(
+        self, make_store: StoreFactory, postgres_dsn: str
+    ) -> None:
+        store = await make_store()
+        assert isinstance(store, PostgresStore)
+        await store.append([Append(ROOM, b"1")])
+        holder = await asyncpg.connect(postgres_dsn)
+        try:
+            # The transaction commits (leaving the room's row) before the group awaits reset.
+            async with asyncio.TaskGroup() as tasks, holder.transaction():
+                args = ([ROOM], [b"2"], [None], [None], [None])  # an append in flight
+                offsets = [r["offset"] for r in await holder.fetch(store._sql.append, *args)]
+                reset = tasks.create_task(store.reset(ROOM))
+                await eventually(lambda: blocked_by(holder), message="reset waits for it")
+        finally:
+            await holder.close()
+        assert (offsets, reset.result()) == ([2], 2)
+        assert await store.load(ROOM) == History(ROOM, epoch=2)  # the late append went too
+        assert await store.append([Append(ROOM, b"3")]) == [3]
+        assert [e.offset for e in await store.audit(ROOM)] == [1, 2, 3]
 
     async def test_a_killed_connection_is_backend_unavailable_then_the_store_recovers(
         self, make_store: StoreFactory, postgres_dsn: str

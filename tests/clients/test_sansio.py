@@ -14,12 +14,17 @@ from pycrdt import Doc, Map
 from gateway.core import codec
 from gateway.core.messages import (
     AUTH_TOKEN,
+    CATCH_UP_RESET,
+    EMPTY_UPDATE,
     Ack,
     Auth,
+    CatchUp,
     Drain,
     Feature,
     Hello,
+    Position,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -33,8 +38,8 @@ FROM_SERVER_VALID = [v for v in VECTORS if "decoded" in v and v["sender"] in ("s
 FROM_SERVER_INVALID = [v for v in VECTORS if "error" in v and v["sender"] in ("server", "any")]
 
 
-def new_client(*, acks: bool = True) -> ClientProtocol:
-    return ClientProtocol(Doc(), acks=acks)
+def new_client(*, acks: bool = True, resume: bool = True) -> ClientProtocol:
+    return ClientProtocol(Doc(), acks=acks, resume=resume)
 
 
 def edit(client: ClientProtocol, **fields: Any) -> None:
@@ -65,12 +70,33 @@ def test_client_refuses_every_invalid_server_vector(vector: dict[str, Any]) -> N
         client.receive_data(bytes.fromhex(vector["hex"]))
 
 
-def test_connection_opens_with_hello_then_step1() -> None:
+def test_connection_opens_with_hello_then_resume() -> None:
     client = new_client()
     messages = decoded(client.connection_made())
-    features = Feature.ACKS | Feature.REJECTS
-    assert messages == [Hello(1, features), SyncStep1(client.doc.get_state())]
+    features = Feature.ACKS | Feature.REJECTS | Feature.RESUME
+    assert messages == [Hello(1, features), Resume(0, 0, client.doc.get_state())]
     assert decoded(new_client(acks=False).connection_made()) == [SyncStep1(b"\x00")]
+    plain = ClientProtocol(Doc(), resume=False)
+    assert decoded(plain.connection_made())[1] == SyncStep1(b"\x00")
+
+
+def test_catch_up_and_position_move_the_resume_point_and_a_reset_replaces_the_doc() -> None:
+    client = new_client()
+    client.connection_made()
+    source: Doc[Any] = Doc()
+    source.get("core", type=Map)["venue"] = "Hall"
+    client.receive_data(codec.encode(CatchUp(3, 17, 0, source.get_update())))
+    assert (client.epoch, client.position, client.synced) == (3, 17, True)
+    client.receive_data(codec.encode(Position(3, 20)))
+    assert client.position == 20
+    old = client.doc
+    old.get("core", type=Map)["notes"] = "local, never acknowledged"
+    fresh: Doc[Any] = Doc()
+    fresh.get("core", type=Map)["venue"] = "Barn"
+    client.receive_data(codec.encode(CatchUp(4, 2, CATCH_UP_RESET, fresh.get_update())))
+    assert client.doc is not old
+    assert client.doc.get("core", type=Map).to_py() == {"venue": "Barn"}
+    assert (client.epoch, client.position, client.resets, client.unacked) == (4, 2, 1, 0)
 
 
 def test_a_token_is_sent_first_on_each_connection_and_a_refresh_at_once() -> None:
@@ -83,7 +109,7 @@ def test_a_token_is_sent_first_on_each_connection_and_a_refresh_at_once() -> Non
 
 
 def test_server_step1_is_answered_and_step2_marks_synced() -> None:
-    client = new_client()
+    client = new_client(resume=False)  # the y-websocket flow: step 1 answered at once
     client.connection_made()
     (reply,) = client.receive_data(codec.encode(SyncStep1(b"\x00")))
     assert isinstance(codec.decode(reply), SyncStep2)
@@ -108,7 +134,7 @@ def test_cumulative_ack_makes_edits_durable_in_order() -> None:
 
 
 def test_step2_reply_counts_in_seq_but_makes_no_edit_durable() -> None:
-    client = new_client()
+    client = new_client(resume=False)  # the y-websocket flow: step 1 answered at once
     client.connection_made()
     client.receive_data(codec.encode(SyncStep1(b"\x00")))  # reply is seq 1
     edit(client, venue="Hall")  # seq 2
@@ -127,13 +153,28 @@ def test_edits_made_offline_are_resent_merged_on_reconnect() -> None:
     client.connection_lost()
     edit(client, notes="offline")
     assert client.data_to_send() == []  # nothing is sent while offline
-    _hello, _step1, resend = decoded(client.connection_made())
+    _hello, resume = decoded(client.connection_made())
+    assert isinstance(resume, Resume)
+    assert client.receive_data(codec.encode(SyncStep1(b"\x00"))) == []  # held until caught up
+    # resent once the server said where the document stands (it may have been reset)
+    step2, resend = decoded(client.receive_data(codec.encode(CatchUp(1, 5, 0, EMPTY_UPDATE))))
+    assert isinstance(step2, SyncStep2)
     assert isinstance(resend, SyncUpdate)
     other: Doc[Any] = Doc()
     other.apply_update(resend.update)
     assert other.get("core", type=Map).to_py() == {"venue": "Hall", "notes": "offline"}
-    client.receive_data(codec.encode(Ack(1)))  # the resend is this connection's seq 1
+    client.receive_data(codec.encode(Ack(2)))  # the resend is this connection's seq 2
     assert (client.durable_version, client.unacked) == (2, 0)
+
+
+def test_without_resume_the_resend_follows_step_1() -> None:
+    client = ClientProtocol(Doc(), resume=False)
+    client.connection_made()
+    edit(client, venue="Hall")
+    client.connection_lost()
+    _hello, step1, resend = decoded(client.connection_made())
+    assert isinstance(step1, SyncStep1)
+    assert isinstance(resend, SyncUpdate)
 
 
 def test_remote_updates_are_not_echoed_as_local_edits() -> None:

@@ -50,13 +50,15 @@ class GatewayClient:
         reconnect: bool = True,
         delays: Iterator[float] | None = None,
         token: str | None = None,
+        resume: bool = True,
     ) -> None:
         bases = [base_url] if isinstance(base_url, str) else list(base_url)
         self.urls = [f"{base.rstrip('/')}/{wedding_id}" for base in bases]
         self.url = self.urls[0]
         """The URL of the current (or next) connection; reconnects rotate through ``urls``."""
-        self.doc: Doc[Any] = doc if doc is not None else Doc()
-        self.protocol = ClientProtocol(self.doc, acks=acks, token=token)
+        self.protocol = ClientProtocol(
+            doc if doc is not None else Doc(), acks=acks, token=token, resume=resume
+        )
         self.reconnect = reconnect
         self._delays = delays
         self._changed = asyncio.Event()
@@ -95,6 +97,11 @@ class GatewayClient:
         if self._ws is not None:
             await self._ws.close()
         await self._wait(lambda: self._ws is None)
+
+    @property
+    def doc(self) -> Doc[Any]:
+        """The wedding document (a new one after the server reset the wedding's history)."""
+        return self.protocol.doc
 
     def go_online(self) -> None:
         """Reconnect after ``go_offline``."""

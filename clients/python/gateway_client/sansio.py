@@ -20,12 +20,15 @@ from gateway.core.messages import (
     Ack,
     Auth,
     AwarenessUpdate,
+    CatchUp,
     Drain,
     Feature,
     Hello,
     Message,
+    Position,
     QueryAwareness,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -35,9 +38,20 @@ from gateway.core.messages import (
 class ClientProtocol:
     """Sync state of one client Doc across connections."""
 
-    def __init__(self, doc: Doc[Any], *, acks: bool = True, token: str | None = None) -> None:
+    def __init__(
+        self, doc: Doc[Any], *, acks: bool = True, token: str | None = None, resume: bool = True
+    ) -> None:
         self.doc = doc
         self.acks = acks
+        self.resume = resume and acks
+        """Resume with RESUME (epoch, offset, state vector) instead of sync step 1 (§4.6)."""
+        self.epoch = 0
+        self.position = 0
+        """The last (epoch, offset) the server said this document covers; 0, 0 at first."""
+        self.resets = 0
+        """Times the server said the wedding's history was reset (the document was replaced)."""
+        self.catch_up_bytes: list[int] = []
+        """Size of each CATCH_UP update received (the resume payloads)."""
         self.token = token
         """Sent in an auth message first on each connection (proto/spec.md §2.4)."""
         self.synced = False
@@ -51,6 +65,9 @@ class ClientProtocol:
         self._seq = 0  # document-bearing messages sent on this connection
         self._in_flight: deque[tuple[int, int]] = deque()  # (seq, local version it covers)
         self._applying_remote = False
+        self._caught_up = False
+        self._server_state: bytes | None = None
+        """The server's sync step 1, held until the CATCH_UP (resume mode)."""
         self._outbox: list[bytes] = []
         self._subscription = doc.observe(self._on_transaction)
 
@@ -60,6 +77,8 @@ class ClientProtocol:
         """Call once a WebSocket is open; send the returned messages in order."""
         self.synced = False
         self.connected = True
+        self._caught_up = False
+        self._server_state = None
         self.acks_enabled = False
         self._seq = 0
         self._in_flight.clear()
@@ -69,13 +88,23 @@ class ClientProtocol:
             out.append(codec.encode(Auth(AUTH_TOKEN, self.token)))
         if self.acks:
             features = Feature.ACKS | Feature.REJECTS
+            if self.resume:
+                features |= Feature.RESUME
             out.append(codec.encode(Hello(EXTENSION_VERSION, features)))
+        if self.resume:  # resent after the CATCH_UP: they may belong to a history now reset
+            out.append(codec.encode(Resume(self.epoch, self.position, self.doc.get_state())))
+            return out
         out.append(codec.encode(SyncStep1(self.doc.get_state())))
-        if self._unacked:  # resend: the server may have lost them (proto/spec.md §4.3)
-            version = self._unacked[-1][0]
-            merged = merge_updates(*(u for _, u in self._unacked))
-            out.append(self._document_message(SyncUpdate(merged), version))
+        out.extend(self._resend())
         return out
+
+    def _resend(self) -> list[bytes]:
+        """Unacknowledged edits, merged: the server may have lost them (proto/spec.md §4.3)."""
+        if not self._unacked:
+            return []
+        version = self._unacked[-1][0]
+        merged = merge_updates(*(u for _, u in self._unacked))
+        return [self._document_message(SyncUpdate(merged), version)]
 
     def refresh_token(self, token: str) -> list[bytes]:
         """Replace the token (a later expiry, a new role); returns the message to send now."""
@@ -99,6 +128,9 @@ class ClientProtocol:
     def _handle(self, message: Message) -> list[bytes]:
         match message:
             case SyncStep1(state_vector):
+                if self.resume and not self._caught_up:
+                    self._server_state = state_vector  # answered after the CATCH_UP: the
+                    return []  # document may belong to a history the server has reset
                 return [self._document_message(SyncStep2(self.doc.get_update(state_vector)), 0)]
             case SyncStep2(update):
                 self._apply_remote(update)
@@ -119,6 +151,23 @@ class ClientProtocol:
             case Drain():
                 self.drain = message
                 return []
+            case CatchUp(epoch, offset, _, update):
+                if message.reset:
+                    self._reset()
+                self.catch_up_bytes.append(len(update))
+                self._apply_remote(update)
+                self.epoch, self.position = epoch, offset
+                self.synced = True
+                self._caught_up = True
+                out = []
+                if self._server_state is not None:
+                    answer = SyncStep2(self.doc.get_update(self._server_state))
+                    out.append(self._document_message(answer, 0))
+                    self._server_state = None
+                return out + self._resend()
+            case Position(epoch, offset):
+                self.epoch, self.position = epoch, offset
+                return []
             case AwarenessUpdate() | QueryAwareness():
                 return []
             case _:
@@ -130,6 +179,17 @@ class ClientProtocol:
         return out
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        """The server's history was reset: this document belongs to a history that no longer
+        exists. Start from a new, empty Doc (edits not yet acknowledged are dropped with it:
+        merging them would bring the old history back)."""
+        self.doc.unobserve(self._subscription)
+        self.doc = Doc()
+        self._subscription = self.doc.observe(self._on_transaction)
+        self._unacked.clear()
+        self.durable_version = self.local_version
+        self.resets += 1
 
     def _apply_remote(self, update: bytes) -> None:
         if update == EMPTY_UPDATE:
