@@ -14,7 +14,7 @@ import pytest
 from gateway_client import GatewayClient
 from pycrdt import Doc
 from starlette.datastructures import Secret
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
@@ -34,6 +34,12 @@ async def created(client: GatewayClient) -> None:
     for i in range(5):
         client.add_timeline_entry(id=f"e{i}", title=f"Entry {i}", start=f"1{i}:00")
     await client.wait_durable()
+
+
+async def drain(ws: ClientConnection) -> None:
+    """Read until the server closes the connection (raises ConnectionClosed)."""
+    while True:
+        await ws.recv()
 
 
 def state(client: GatewayClient) -> dict[str, Any]:
@@ -174,8 +180,7 @@ async def test_a_malformed_state_vector_is_refused_cleanly(
     async with connect(f"{gateway.ws_url}/{WEDDING}") as ws:
         await ws.send(message)
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await ws.recv()
+            await drain(ws)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4500
     async with GatewayClient(gateway.ws_url, WEDDING) as healthy:  # the node is unharmed
