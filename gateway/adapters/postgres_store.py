@@ -414,7 +414,12 @@ class _Statements:
             WITH head AS (
                 SELECT CASE WHEN s."offset" > $2::bigint THEN s.data END AS snapshot,
                        CASE WHEN s."offset" > $2::bigint THEN s."offset"
-                            ELSE greatest($2::bigint, 0) END AS "offset"
+                            -- the offset the log starts after (a snapshot's, a reset's): the
+                            -- rows left are exactly the last ones, offsets never repeat
+                            ELSE greatest($2::bigint, 0, coalesce(
+                                (SELECT r.last_offset FROM {schema}.rooms r WHERE r.room = $1), 0
+                            ) - (SELECT count(*) FROM {schema}.updates WHERE room = $1)) END
+                       AS "offset"
                 FROM (SELECT) AS one LEFT JOIN {schema}.snapshots s ON s.room = $1
             )
             SELECT h.snapshot, h."offset" AS snapshot_offset, u.offsets, u.updates,

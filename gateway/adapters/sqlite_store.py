@@ -194,14 +194,17 @@ class SqliteStore:
 
     def _load_since(self, room: str, offset: int) -> History:
         with self._transaction("BEGIN") as db:
-            epoch = db.execute("SELECT epoch FROM rooms WHERE room = ?", (room,)).fetchone()
+            epoch = db.execute(
+                "SELECT epoch, reset_offset FROM rooms WHERE room = ?", (room,)
+            ).fetchone()
             row = db.execute(
                 "SELECT offset, data FROM snapshots WHERE room = ?", (room,)
             ).fetchone()
             if row is not None and row[0] > offset:  # compaction covered updates after offset
                 snapshot, since = row[1], row[0]
-            else:
-                snapshot, since = None, max(offset, 0)
+            else:  # the log starts after the snapshot's offset, or the reset's
+                base = max(row[0] if row else 0, epoch[1] if epoch else 0)
+                snapshot, since = None, max(offset, base, 0)
             updates = db.execute(
                 "SELECT offset, data FROM updates WHERE room = ? AND offset > ? ORDER BY offset",
                 (room, since),

@@ -68,4 +68,5 @@ class TestSqliteStore(StoreContract):
             assert await store.load(ROOM) == History(ROOM, b"snapshot-2", 2, [(3, b"3")])
             assert await store.reset(ROOM) == 2
             assert await store.append([Append(ROOM, b"4")]) == [4]
-            assert await store.load(ROOM) == History(ROOM, updates=[(4, b"4")], epoch=2)
+            expected = History(ROOM, snapshot_offset=3, updates=[(4, b"4")], epoch=2)
+            assert await store.load(ROOM) == expected
