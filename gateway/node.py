@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Protocol, Self, assert_never
 
 import structlog
+from pycrdt import merge_updates
 
 from gateway.committer import Committer, CommitterStatistics
 from gateway.core import codec
@@ -24,6 +25,7 @@ from gateway.core.messages import (
     Ack,
     CatchUp,
     Drain,
+    MessageType,
     Resume,
     SyncStep2,
     SyncUpdate,
@@ -73,12 +75,28 @@ class NodeStatistics:
     committer: CommitterStatistics
 
 
+class PendingBroadcast:
+    """A room's document broadcasts held for one merged write (``broadcast_batch_ms``)."""
+
+    __slots__ = ("announce", "messages", "sender", "timer")
+
+    def __init__(self, timer: asyncio.TimerHandle, sender: Session | None) -> None:
+        self.timer = timer
+        self.messages: list[bytes] = []
+        """Encoded sync updates, in the order the room applied them."""
+        self.sender: Session | None = sender
+        """The one client every held update came from (it has them all), else None."""
+        self.announce = False
+        """A POSITION waits for this write: it promises the client's document holds these."""
+
+
 class RoomSlot:
     """A room on this node, from its first joiner until it is unloaded."""
 
     __slots__ = (
         "announcing",
         "appends_since_snapshot",
+        "batch",
         "changed",
         "closed",
         "compacting",
@@ -103,6 +121,7 @@ class RoomSlot:
         self.in_flight = 0
         """Appends of this room submitted and not yet durable."""
         self.announcing = False
+        self.batch: PendingBroadcast | None = None
 
 
 class Node:
@@ -121,6 +140,7 @@ class Node:
         max_pending_appends: int = 10_000,
         drain_seconds: float = 10.0,
         journal: CrashJournal | None = None,
+        broadcast_batch_ms: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.bus = bus
@@ -130,6 +150,8 @@ class Node:
         self.snapshot_every = snapshot_every
         self.drain_seconds = drain_seconds
         self.journal = journal
+        self.broadcast_batch = broadcast_batch_ms / 1000
+        """Seconds a room's document broadcasts are held to be merged into one write; 0: none."""
         self.committer = Committer(
             store, max_batch=commit_batch_max, max_pending=max_pending_appends
         )
@@ -175,6 +197,8 @@ class Node:
                 await self.committer.wait_flushed(RoomId(""))  # acks are queued before closes
         except (TimeoutError, GatewayError):
             log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
+        for slot in list(self._rooms.values()):
+            self._flush_batch(slot)  # queued before the DRAIN and the close
         for session, outlet in list(self._outlets.items()):
             if session.wants_acks:
                 outlet.send_nowait(codec.encode(Drain(retry_ms=0)))
@@ -297,15 +321,14 @@ class Node:
         for effect in effects:
             match effect:
                 case Send(session, data):
+                    if slot.batch is not None and data[0] == MessageType.REJECT:
+                        self._flush_batch(slot)  # the undo goes first (see _hold)
                     self._outlets[session].send_nowait(data)
                 case Broadcast(data, exclude, live_only, awareness):
-                    assert slot.room is not None
-                    outlets = self._outlets
-                    for member in slot.room.members.values():
-                        if member is not exclude and (member.live or not live_only):
-                            if awareness and not member.receives_awareness:
-                                continue
-                            outlets[member].send_nowait(data)
+                    if self.broadcast_batch and live_only and not awareness:
+                        self._hold(slot, data, exclude)
+                    else:
+                        self._broadcast(slot, data, exclude, live_only, awareness)
                 case Publish(data):
                     self.bus.publish_nowait(slot.id, data)
                 case Persist(update, session, seq, author, fields):
@@ -314,6 +337,53 @@ class Node:
                     self._outlets[session].close_nowait(error)
                 case _:
                     assert_never(effect)
+
+    def _broadcast(
+        self, slot: RoomSlot, data: bytes, exclude: Session | None, live_only: bool, awareness: bool
+    ) -> None:
+        assert slot.room is not None
+        outlets = self._outlets
+        for member in slot.room.members.values():
+            if member is not exclude and (member.live or not live_only):
+                if awareness and not member.receives_awareness:
+                    continue
+                outlets[member].send_nowait(data)
+
+    # -- batched document broadcasts (broadcast_batch_ms) ----------------------------------------
+    #
+    # A room's sync updates wait up to ``broadcast_batch`` seconds from the first one, then go
+    # out merged, as one message, to every LIVE member. Everything else is written at once and
+    # may overtake them, which is safe because: an ACK promises durability, not delivery; a
+    # sync step 2 or CATCH_UP is computed from the Doc, which already holds the held updates
+    # (a member that turns LIVE meanwhile receives them twice, and CRDT updates are
+    # idempotent); awareness is presence, not document. Two messages must not overtake them:
+    # a REJECT (its undo is among the held updates) flushes the batch first, and a POSITION
+    # (it says the client's document holds every stored update up to an offset) waits for the
+    # write. Publishing to the bus and persisting are never held.
+
+    def _hold(self, slot: RoomSlot, data: bytes, sender: Session | None) -> None:
+        batch = slot.batch
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self.broadcast_batch, self._flush_batch, slot)
+            batch = slot.batch = PendingBroadcast(timer, sender)
+        elif batch.sender is not sender:
+            batch.sender = None  # several senders: everyone gets the merge (one message)
+        batch.messages.append(data)
+
+    def _flush_batch(self, slot: RoomSlot) -> None:
+        """Write the room's held document updates now, merged; then a POSITION that waited."""
+        batch = slot.batch
+        if batch is None:
+            return
+        slot.batch = None
+        batch.timer.cancel()
+        if slot.room is None:
+            return
+        for data in _merged(batch.messages):
+            self._broadcast(slot, data, batch.sender, True, False)
+        if batch.announce:
+            self._announce(slot)
 
     def _persist(
         self,
@@ -353,6 +423,9 @@ class Node:
         slot.announcing = False
         room = slot.room
         if room is None or slot.unloading:
+            return
+        if slot.batch is not None:
+            slot.batch.announce = True  # after the held updates (see _hold)
             return
         data = room.position_message()
         for member in room.members.values():
@@ -484,6 +557,7 @@ class Node:
 
     async def _unload(self, slot: RoomSlot) -> None:
         slot.unloading = True
+        self._flush_batch(slot)
         if self._rooms.get(slot.id) is slot:
             del self._rooms[slot.id]
         self._unloading[slot.id] = slot
@@ -590,6 +664,30 @@ class Node:
         """The loaded room, if this node has it."""
         slot = self._rooms.get(room_id)
         return slot.room if slot is not None and not slot.unloading else None
+
+
+def _merged(messages: list[bytes]) -> list[bytes]:
+    """One sync-update message holding every update of ``messages`` (each one a sync update).
+
+    Should pycrdt fail to merge updates it accepted before, they go out one by one instead:
+    a held update is never dropped.
+    """
+    if len(messages) == 1:
+        return messages
+    updates = []
+    for data in messages:
+        message = codec.decode(data)
+        if not isinstance(message, SyncUpdate):
+            raise InvalidState(f"a {type(message).__name__} was held as a document broadcast")
+        updates.append(message.update)
+    try:
+        merged = merge_updates(*updates)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # pyo3 panics are BaseExceptions (DESIGN.md §7)
+        log.warning("broadcast_merge_failed", updates=len(updates), error=repr(exc))
+        return messages
+    return [codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(merged)]
 
 
 def _send_ack(outlet: Outlet, seq: int, future: asyncio.Future[int | None]) -> None:

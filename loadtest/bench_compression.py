@@ -6,7 +6,9 @@ edit their entries' notes and times, core fields change, some entries are delete
 measures what ``GET /v1/weddings/{id}/resume`` does with it (gateway/http_api.py):
 
 1. rebuilding a Doc from the stored log (every update, then the compacted snapshot) and
-   encoding it, to decide whether the rebuild leaves the event loop (``asyncio.to_thread``);
+   rendering it (the update, the JSON view), the same renderings on a loaded room's Doc, and the
+   event loop's longest stall while the log is rebuilt on it or in ``asyncio.to_thread``: what
+   decides ``THREAD_HISTORY_BYTES``;
 2. each coding and level on the whole document (a first sync) and on a catch-up (what a client
    50 edits behind lacks): bytes, compression ms and decompression ms (median of repeats).
 """

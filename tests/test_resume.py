@@ -74,7 +74,7 @@ async def test_offline_edits_on_both_sides_converge_after_a_resume(
         assert 0 < phone.protocol.catch_up_bytes[-1] < whole, "only what was missed"
 
 
-async def test_the_log_answer_is_chosen_when_it_is_smaller(gateway: RunningGateway) -> None:
+async def test_a_resume_through_the_log_converges(gateway: RunningGateway) -> None:
     """A long-lived document with many deletions: the diff carries its whole delete set, the
     stored updates after the client's offset only what it missed."""
     async with (
@@ -90,16 +90,15 @@ async def test_the_log_answer_is_chosen_when_it_is_smaller(gateway: RunningGatew
             planner.remove_timeline_entry(f"tmp{i}")
         await planner.wait_durable()
         await eventually(lambda: state(planner) == state(phone))
-        position = planner.protocol.position
-        await eventually(lambda: phone.protocol.position == position and position > 0)
+        room = gateway.node.room(RoomId(WEDDING))
+        await eventually(lambda: phone.protocol.position == room.position > 0)
         await phone.go_offline()
         planner.set_core(guest_count=42)
         await planner.wait_durable()
-        room = gateway.node.room(RoomId(WEDDING))
         diff = len(room.doc.get_update(phone.doc.get_state()))
         phone.go_online()
         await eventually(lambda: phone.core().get("guest_count") == 42)
-        assert phone.protocol.catch_up_bytes[-1] < diff
+        assert phone.protocol.catch_up_bytes[-1] <= diff  # which is smaller: tests/core
         assert state(phone) == state(planner)
 
 
