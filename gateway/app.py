@@ -139,6 +139,7 @@ def create_app(
                 max_pending_appends=settings.max_pending_appends,
                 drain_seconds=settings.drain_seconds,
                 journal=journal,
+                broadcast_batch_ms=settings.broadcast_batch_ms,
             )
             await stack.enter_async_context(node)
             app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes

@@ -83,10 +83,10 @@ MIN_COMPRESSED_BYTES = 256
 BROTLI_QUALITY = 5
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
-"""Measured with ``python -m loadtest.bench_compression`` on a 5,000-edit wedding (a 115 KB
-document): each is the knee of its coding's size/time curve. br 5: 36.0 KB in 2.5-3.5 ms (4 is
-no smaller than 3; 6 saves 2 % for 20 % more time; 9 takes 25 ms); zstd 3: 38.0 KB in 0.5 ms
-(6 saves 2 % for 3x the time); gzip 6: 36.4 KB in 3.9 ms (9 saves nothing)."""
+"""Measured with ``python -m loadtest.bench_compression`` on a 5,000-edit wedding (a 103 KB
+document): each is the knee of its coding's size/time curve. br 5: 32.7 KB in 2.4 ms (4 is no
+smaller than 3; 6 saves 2 % for 20 % more time; 9 takes 19 ms); zstd 3: 34.7 KB in 0.4 ms (6
+saves 3 % for 3x the time); gzip 6: 32.9 KB in 3.5 ms (9 saves nothing)."""
 LEVELS = {"br": BROTLI_QUALITY, "zstd": ZSTD_LEVEL, "gzip": GZIP_LEVEL, "identity": 0}
 PREFERENCE = ("br", "zstd", "gzip", "identity")
 """Codings we can send, preferred first among equal q-values."""

@@ -48,6 +48,7 @@ class Settings:
     client_queue_limit: int = 256  # outbound messages per client; overflow → close 4001
     ws_per_message_deflate: bool = False  # measured choice: DESIGN.md §10
     ws_ping_interval: float = 20.0  # seconds between keepalive pings; 0 disables
+    broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
     snapshot_every: int = 500  # compact a room's log after this many appended updates
     commit_batch_max: int = 512  # appends per store transaction
@@ -110,6 +111,8 @@ class Settings:
             )
             if getattr(self, name) <= 0
         ]
+        if self.broadcast_batch_ms < 0:
+            problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
         if self.byte_burst < self.max_message_bytes:
             problems.append("GATEWAY_BYTE_BURST must be at least GATEWAY_MAX_MESSAGE_BYTES.")
         if min(self.messages_per_second, self.bytes_per_second) <= 0:

@@ -20,7 +20,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 # Message types and sync sub-types (proto/spec.md §2, §4).
 SYNC, AWARENESS, AUTH, QUERY_AWARENESS = 0, 1, 2, 3
-HELLO, ACK, REJECT, DRAIN = 100, 101, 102, 103
+HELLO, ACK, REJECT, DRAIN, RESUME, CATCH_UP, POSITION = 100, 101, 102, 103, 104, 105, 106
 STEP1, STEP2, UPDATE = 0, 1, 2
 
 
@@ -222,6 +222,36 @@ def valid_vectors() -> list[dict[str, Any]]:
             },
         ),
         valid(
+            "resume, epoch 2 offset 300 with a state vector",
+            "client",
+            var_uint(RESUME) + var_uint(2) + var_uint(300) + var_bytes(sv),
+            {"type": "Resume", "epoch": 2, "offset": 300, "state_vector": sv.hex()},
+        ),
+        valid(
+            "resume, first contact (epoch 0, offset 0, empty state vector)",
+            "client",
+            var_uint(RESUME) + var_uint(0) + var_uint(0) + var_bytes(var_uint(0)),
+            {"type": "Resume", "epoch": 0, "offset": 0, "state_vector": "00"},
+        ),
+        valid(
+            "catch-up, epoch 2 offset 301, empty update",
+            "server",
+            var_uint(CATCH_UP) + var_uint(2) + var_uint(301) + var_uint(0) + var_bytes(b"\x00\x00"),
+            {"type": "CatchUp", "epoch": 2, "offset": 301, "flags": 0, "update": "0000"},
+        ),
+        valid(
+            "catch-up with the reset flag",
+            "server",
+            var_uint(CATCH_UP) + var_uint(3) + var_uint(0) + var_uint(1) + var_bytes(b"\x00\x00"),
+            {"type": "CatchUp", "epoch": 3, "offset": 0, "flags": 1, "update": "0000"},
+        ),
+        valid(
+            "position, epoch 1 offset 128",
+            "server",
+            var_uint(POSITION) + var_uint(1) + var_uint(128),
+            {"type": "Position", "epoch": 1, "offset": 128},
+        ),
+        valid(
             "drain, retry now",
             "server",
             var_uint(DRAIN) + var_uint(0),
@@ -305,6 +335,18 @@ def invalid_vectors() -> list[dict[str, Any]]:
             "server_only",
         ),
         invalid("drain sent by a client", "client", var_uint(DRAIN) + var_uint(0), "server_only"),
+        invalid(
+            "position sent by a client",
+            "client",
+            var_uint(POSITION) + var_uint(1) + var_uint(1),
+            "server_only",
+        ),
+        invalid(
+            "resume whose state vector claims more clients than it has bytes",
+            "client",
+            var_uint(RESUME) + var_uint(1) + var_uint(1) + var_bytes(var_uint(5) + b"\x01"),
+            "invalid_state_vector",
+        ),
         invalid(
             "auth text is not UTF-8",
             "any",

@@ -18,12 +18,15 @@ from gateway.core.messages import (
     Auth,
     AwarenessEntry,
     AwarenessUpdate,
+    CatchUp,
     Drain,
     Feature,
     Hello,
     Message,
+    Position,
     QueryAwareness,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -78,6 +81,13 @@ def to_message(decoded: dict[str, Any]) -> Message:
             return Reject(fields["seq"], fields["field"], fields["reason"])
         case "Drain":
             return Drain(fields["retry_ms"])
+        case "Resume":
+            return Resume(fields["epoch"], fields["offset"], bytes.fromhex(fields["state_vector"]))
+        case "CatchUp":
+            update = bytes.fromhex(fields["update"])
+            return CatchUp(fields["epoch"], fields["offset"], fields["flags"], update)
+        case "Position":
+            return Position(fields["epoch"], fields["offset"])
     raise AssertionError(f"unknown decoded type {decoded['type']!r}")
 
 
@@ -110,6 +120,9 @@ def test_vectors_cover_every_message_type_and_error_category() -> None:
         "Ack",
         "Reject",
         "Drain",
+        "Resume",
+        "CatchUp",
+        "Position",
     }
     assert {v["error"] for v in INVALID} == set(ERROR_PATTERNS)
 
