@@ -65,6 +65,7 @@ from starlette.responses import Response
 
 from gateway.core.codec import check_state_vector
 from gateway.core.guard import decode_state_vector, encode_state_vector
+from gateway.core.room import Room
 from gateway.errors import BackendUnavailable, Forbidden, ProtocolError, Unauthorized
 from gateway.gatekeeper import Gatekeeper
 from gateway.node import Node
@@ -301,14 +302,13 @@ def render_json(doc: Doc[Any]) -> dict[str, Any]:
     return {"core": core, "timeline": timeline}
 
 
-def _room_epoch(room: object) -> int:
-    return int(getattr(room, "epoch", 1))
+def _room_epoch(room: Room) -> int:
+    return room.epoch
 
 
-def _room_offset(room: object) -> int:
-    """The last offset the node knows durable. ``durable_offset`` is the agreed name; the room
-    currently calls it ``position``."""
-    return int(getattr(room, "durable_offset", getattr(room, "position", 0)))
+def _room_offset(room: Room) -> int:
+    """The room's position: every stored update up to it is in its Doc (proto §4.6)."""
+    return room.position
 
 
 def _json_default(value: object) -> object:

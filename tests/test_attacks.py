@@ -382,7 +382,7 @@ async def test_an_entry_id_never_changes_and_end_never_precedes_start(
         c.update_timeline_entry("dinner", id="renamed", end="08:00")
 
     await attempt(
-        secured, wedding, Role.PLANNER, edit, bad=b"renamed", field_name="timeline[renamed].id"
+        secured, wedding, Role.PLANNER, edit, bad=b"renamed", field_name="timeline[dinner].id"
     )
 
 

@@ -365,9 +365,7 @@ class StoreContract:
         assert await store.reset(ROOM) == 2
         # the empty log starts after offset 4: a reader's position follows on from there
         assert await store.load(ROOM) == History(ROOM, snapshot_offset=4, epoch=2)
-        assert await make_store_and_load(make_store) == History(
-            ROOM, snapshot_offset=4, epoch=2
-        )
+        assert await make_store_and_load(make_store) == History(ROOM, snapshot_offset=4, epoch=2)
         assert await store.load_since(ROOM, 4) == History(ROOM, snapshot_offset=4, epoch=2)
         assert await store.load_since(ROOM, 1) == History(ROOM, snapshot_offset=4, epoch=2)
         assert await store.reset(ROOM) == 3
