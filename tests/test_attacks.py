@@ -370,7 +370,7 @@ async def test_timeline_schema_violations_are_refused(
         wedding,
         Role.PLANNER,
         edit,
-        bad=entry["title"].encode() or b"\xff",
+        bad=entry["title"].encode() or b"\xff-an-empty-title-has-no-bytes-\xff",
         field_name=label,
     )
 
