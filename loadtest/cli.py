@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
         help="send the gateway's HELLO to measure durable acks (auto: if answered)",
     )
     run.add_argument(
+        "--deflate",
+        action="store_true",
+        help="offer permessage-deflate (the server decides; wire bytes are counted compressed)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="connect with RESUME instead of sync step 1 (gateway only: a stock server "
+        "ignores RESUME and never syncs)",
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=_default_workers(),
@@ -118,6 +129,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
     weddings = 1 if args.scenario is Scenario.BIG_WEDDING else args.weddings
     if weddings < 1 or args.clients < 1 or args.duration <= 0 or args.rate < 0:
         raise ValueError("--weddings, --clients and --duration must be positive, --rate >= 0")
+    if args.resume and args.acks is AckMode.OFF:
+        raise ValueError("--resume is announced in the HELLO: it needs --acks auto or on")
     if args.scenario is Scenario.OFFLINE_RESUME and args.clients < 2:
         raise ValueError("offline-resume needs --clients >= 2 (one resumes, the others write)")
     total = weddings * args.clients
@@ -130,6 +143,8 @@ def _config(args: argparse.Namespace) -> RunConfig:
         duration=args.duration,
         target=args.target,
         acks=args.acks,
+        deflate=args.deflate,
+        resume=args.resume,
         workers=max(1, min(args.workers, total)),
         run_id=secrets.token_hex(4),
         connect_concurrency=args.connect_concurrency,

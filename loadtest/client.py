@@ -31,9 +31,12 @@ from gateway.core.messages import (
     EXTENSION_VERSION,
     Ack,
     AwarenessUpdate,
+    CatchUp,
     Feature,
     Hello,
+    Position,
     Reject,
+    Resume,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -109,6 +112,12 @@ class LoadClient:
         self.expected = 0  # set once the run's final sent counts are known
         self.updates_received = 0
         self._caught_up_at = -1  # updates_received when the state vector was last read
+        # RESUME (--resume, proto/spec.md §4.6): the last position the server gave, the server's
+        # sync step 1 held until the CATCH_UP, and the size of the last catch-up payload (the
+        # update of the CATCH_UP, or of the sync step 2 answering this client's step 1).
+        self.epoch = self.offset = 0
+        self._server_state: bytes | None = None
+        self.catch_up_bytes = 0
 
     @property
     def is_resumer(self) -> bool:
@@ -119,16 +128,27 @@ class LoadClient:
     async def connect(self) -> tuple[int, int]:
         """Open the socket and finish the initial sync; returns (connect µs, sync µs)."""
         started = time.monotonic_ns()
-        self.conn = await open_connection(self.url, self, timeout=CONNECT_TIMEOUT)
+        self.conn = await open_connection(
+            self.url, self, timeout=CONNECT_TIMEOUT, deflate=self.config.deflate
+        )
+        if self.conn.deflate:
+            self.tally.deflate_connections += 1
         self.closed.clear()
         opened = time.monotonic_ns()
         self.message_seq = 0
         self._hello_answered = False
+        self._server_state = None
         self._synced = asyncio.get_running_loop().create_future()
         if self.config.acks is not AckMode.OFF:
             features = Feature.ACKS | Feature.REJECTS
+            if self.config.resume:
+                features |= Feature.RESUME
             self.conn.send(codec.encode(Hello(EXTENSION_VERSION, features)))
-        self.conn.send(codec.encode(SyncStep1(self.doc.get_state())))
+        state = self.doc.get_state()
+        if self.config.resume:
+            self.conn.send(codec.encode(Resume(self.epoch, self.offset, state)))
+        else:
+            self.conn.send(codec.encode(SyncStep1(state)))
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await self._synced
         self.acks = self._hello_answered
@@ -205,14 +225,20 @@ class LoadClient:
                 self.updates_received += 1
                 self._read_markers(update, now, live=True)
             case SyncStep2(update):
-                self.doc.apply_update(update)
-                self.updates_received += 1
-                self._read_markers(update, now, live=False)
-                self.catch_up()
-                if self._synced is not None and not self._synced.done():
-                    self._synced.set_result(None)
+                self._synced_with(update, now)
+            case CatchUp(epoch, offset, _, update):
+                self.epoch, self.offset = epoch, offset
+                self._synced_with(update, now)
+                if self._server_state is not None:  # answered after the CATCH_UP (§4.6)
+                    self._send_document(SyncStep2(self.doc.get_update(self._server_state)), None)
+                    self._server_state = None
+            case Position(epoch, offset):
+                self.epoch, self.offset = epoch, offset
             case SyncStep1(state_vector):
-                self._send_document(SyncStep2(self.doc.get_update(state_vector)), None)
+                if self.config.resume and not self._is_synced:
+                    self._server_state = state_vector
+                else:
+                    self._send_document(SyncStep2(self.doc.get_update(state_vector)), None)
             case Hello(_, features):
                 self._hello_answered = Feature.ACKS in features
             case Ack(seq):
@@ -223,6 +249,20 @@ class LoadClient:
                 pass
             case _:
                 tally.errors[f"unexpected_{type(message).__name__}"] += 1
+
+    @property
+    def _is_synced(self) -> bool:
+        return self._synced is not None and self._synced.done()
+
+    def _synced_with(self, update: bytes, now: int) -> None:
+        """A sync step 2 or CATCH_UP: the initial sync of this connection (or a later resync)."""
+        self.doc.apply_update(update)
+        self.updates_received += 1
+        self._read_markers(update, now, live=False)
+        self.catch_up()
+        if self._synced is not None and not self._synced.done():
+            self.catch_up_bytes = len(update)
+            self._synced.set_result(None)
 
     def connection_lost(self, code: int | None, expected: bool) -> None:
         self.live = False

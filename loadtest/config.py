@@ -50,6 +50,8 @@ class RunConfig:
     duration: float  # seconds of editing
     target: Target = Target.CORE
     acks: AckMode = AckMode.AUTO
+    deflate: bool = False  # offer permessage-deflate (the server decides)
+    resume: bool = False  # reconnect with RESUME (gateway only, proto/spec.md §4.6)
     workers: int = 1
     run_id: str = "run"
     connect_concurrency: int = 50  # per worker; 0 = all at once

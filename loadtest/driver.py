@@ -46,6 +46,8 @@ class RunResult:
     connect_failures: int
     connect_seconds: float
     started_at: float
+    server_cpu_seconds: float | None = None
+    """CPU time the server used from the start of the load until every worker settled."""
 
 
 class Driver:
@@ -80,6 +82,7 @@ class Driver:
         workers = [ProcessSampler(p.pid or 0, children=False) for p in self.processes]
         self.progress.worker_cpu = [[] for _ in workers]
         t0 = time.monotonic_ns() + START_DELAY_NS
+        cpu_before = self.server.cpu_seconds() if self.server else None
         self._broadcast("start", t0)
         sent: dict[int, int] = {}
         for part in self._collect("sent", self.config.duration + 60.0, samplers=workers):
@@ -87,6 +90,9 @@ class Driver:
         self._broadcast("expect", sent)
         self._say("settling: waiting for the last deliveries and acks …")
         finals = self._collect("final", self.config.settle_timeout + 120.0)
+        cpu = None
+        if self.server is not None and cpu_before is not None:
+            cpu = self.server.cpu_seconds() - cpu_before
         self._broadcast("close", None)
         return RunResult(
             self.config,
@@ -97,6 +103,7 @@ class Driver:
             failures,
             connect_seconds,
             started_at,
+            cpu,
         )
 
     # -- workers -----------------------------------------------------------------------------------

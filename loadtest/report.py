@@ -68,10 +68,11 @@ def build_report(
         "connect_phase_s": round(result.connect_seconds, 3),
         "resume": _resume_summary(tallies) if config.scenario is Scenario.OFFLINE_RESUME else None,
         "bytes": {"in": total["bytes_in"], "out": total["bytes_out"]},
+        "wire": _wire(config.deflate, tallies, total["delivered"]),
         "errors": errors,
         "refused": sum(n for key, n in errors.items() if key.startswith(REFUSED)),
         "refusals": [r for t in tallies for r in t["refusals"]][:MAX_REFUSAL_SAMPLES],
-        "server": _server_summary(result, server_pid),
+        "server": _server_summary(result, server_pid, total["delivered"]),
         "generator_cpu_percent": mean(result.progress.generator_cpu),
         "generator_cpu_percent_per_worker": [mean(w) for w in result.progress.worker_cpu],
         "timeseries": _timeseries(result),
@@ -124,12 +125,29 @@ def _resume_summary(tallies: list[dict[str, Any]]) -> dict[str, Any] | None:
         "clients": count,
         "missed_edits_mean": round(sum(r["missed_edits"] for r in resumes) / count, 1),
         "bytes_in_mean": round(sum(r["bytes_in"] for r in resumes) / count),
+        "payload_bytes_mean": round(sum(r["payload_bytes"] for r in resumes) / count),
         "ms_mean": round(sum(r["ms"] for r in resumes) / count, 3),
         "ms_max": max(r["ms"] for r in resumes),
     }
 
 
-def _server_summary(result: RunResult, pid: int | None) -> dict[str, Any]:
+def _wire(deflate: bool, tallies: list[dict[str, Any]], delivered: int) -> dict[str, Any]:
+    """What crossed the wire from the start of the load to the end of settling (after the
+    connections and initial syncs): TCP bytes, so after permessage-deflate if negotiated."""
+    keys = ("bytes_in", "bytes_out", "messages_in")
+    load = {k: sum(t[k] - t["load_start"].get(k, 0) for t in tallies) for k in keys}
+    return {
+        "deflate_offered": deflate,
+        "deflate_connections": sum(t["deflate_connections"] for t in tallies),
+        **load,
+        "bytes_in_per_delivery": round(load["bytes_in"] / delivered, 1) if delivered else None,
+        "messages_in_per_delivery": (
+            round(load["messages_in"] / delivered, 3) if delivered else None
+        ),
+    }
+
+
+def _server_summary(result: RunResult, pid: int | None, delivered: int) -> dict[str, Any]:
     progress = result.progress
     mb = 1024 * 1024
     rss_mb = round(max(progress.server_rss) / mb, 1) if progress.server_rss else None
@@ -139,8 +157,11 @@ def _server_summary(result: RunResult, pid: int | None) -> dict[str, Any]:
         if connections:
             delta = result.server_rss_connected - result.server_rss_before
             per_connection = round(delta / connections / 1024, 1)
+    cpu = result.server_cpu_seconds
     return {
         "pid": pid,
+        "cpu_seconds": round(cpu, 3) if cpu is not None else None,
+        "cpu_us_per_delivery": round(cpu * 1e6 / delivered, 1) if cpu and delivered else None,
         "cpu_percent": mean(progress.server_cpu),
         "cpu_percent_max": max(progress.server_cpu) if progress.server_cpu else None,
         "rss_mb": rss_mb,

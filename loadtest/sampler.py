@@ -46,6 +46,17 @@ class ProcessSampler:
         self.rss.append(rss)
         return cpu, rss
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process tree has used so far, in seconds."""
+        total = 0.0
+        for proc in self.processes():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
     def rss_now(self) -> int:
         total = 0
         for proc in self.processes():

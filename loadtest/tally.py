@@ -29,6 +29,10 @@ class Tally:
     messages_in: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    deflate_connections: int = 0  # connections on which the server accepted permessage-deflate
+    load_start: dict[str, int] = field(default_factory=dict)
+    """bytes_in, bytes_out and messages_in when the load started (connections and initial syncs
+    are behind): the report's ``wire`` section counts from here."""
     errors: Counter[str] = field(default_factory=Counter)
     latency: HdrHistogram = field(default_factory=stats.new_histogram)
     wire_latency: HdrHistogram = field(default_factory=stats.new_histogram)  # from actual send
@@ -74,6 +78,8 @@ class Tally:
         out["messages_in"] = self.messages_in
         out["bytes_in"] = self.bytes_in
         out["bytes_out"] = self.bytes_out
+        out["deflate_connections"] = self.deflate_connections
+        out["load_start"] = self.load_start
         out["errors"] = dict(self.errors)
         out["histograms"] = {name: stats.encode(getattr(self, name)) for name in histograms}
         out["resumes"] = self.resumes

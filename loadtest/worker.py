@@ -58,6 +58,7 @@ class Worker:
         gc.set_threshold(50_000, 50, 1000)
         self.pipe.send(("ready", {"failed": failed}))
         self.t0 = int(await self._expect_command("start"))
+        self.tally.load_start = self._wire_counts()
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._ticks())
             await self._run_scenario(tg)
@@ -187,6 +188,7 @@ class Worker:
             {
                 "missed_edits": client.covered - covered_before,
                 "bytes_in": conn.bytes_in if conn else 0,
+                "payload_bytes": client.catch_up_bytes,
                 "ms": round((time.monotonic_ns() - started) / 1e6, 3),
             }
         )
@@ -235,6 +237,20 @@ class Worker:
                 tally["bytes_out"] += client.conn.bytes_out
                 tally["unacked"] += len(client.pending_acks)
         return {"tally": tally, "clients": clients}
+
+    def _wire_counts(self) -> dict[str, int]:
+        """Bytes and messages moved so far, closed connections included."""
+        tally = self.tally
+        counts = {
+            "bytes_in": tally.bytes_in,
+            "bytes_out": tally.bytes_out,
+            "messages_in": tally.messages_in,
+        }
+        for client in self.clients:
+            if client.conn is not None:
+                counts["bytes_in"] += client.conn.bytes_in
+                counts["bytes_out"] += client.conn.bytes_out
+        return counts
 
     async def _close_all(self) -> None:
         for client in self.clients:

@@ -2,8 +2,11 @@
 
 The load generator must cost less per message than the server it measures, so frames are
 handled in ``data_received`` callbacks (no task switch or future per message) and payloads
-go straight to a handler. No permessage-deflate is offered (DESIGN.md §10: compression is a
-measured choice); servers that do not negotiate it send plain frames.
+go straight to a handler. permessage-deflate (RFC 7692) is offered only when asked for
+(``deflate=True``, the kit's ``--deflate``), with websockets' default client offer
+(``client_max_window_bits``, as browsers send it): compression is a measured choice (DESIGN.md
+§10), and a server that does not negotiate it sends plain frames. Byte counts are taken at the
+TCP level, so they are what crossed the wire, after compression.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from websockets.client import ClientProtocol
+from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
@@ -32,8 +36,11 @@ class Handler(Protocol):
 class WsConnection(asyncio.Protocol):
     """One client WebSocket. Counts the bytes it moves at the TCP level."""
 
-    def __init__(self, url: str, handler: Handler) -> None:
-        self.protocol = ClientProtocol(parse_uri(url), max_size=MAX_MESSAGE_BYTES)
+    def __init__(self, url: str, handler: Handler, *, deflate: bool = False) -> None:
+        extensions = enable_client_permessage_deflate(None) if deflate else None
+        self.protocol = ClientProtocol(
+            parse_uri(url), extensions=extensions, max_size=MAX_MESSAGE_BYTES
+        )
         self.handler = handler
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -64,6 +71,11 @@ class WsConnection(asyncio.Protocol):
             self.opened.set_exception(exc or ConnectionError("closed during the handshake"))
             return
         self.handler.connection_lost(self.protocol.close_code, self.closing)
+
+    @property
+    def deflate(self) -> bool:
+        """Whether the server accepted permessage-deflate on this connection."""
+        return bool(self.protocol.extensions)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -116,7 +128,9 @@ class WsConnection(asyncio.Protocol):
             transport.close()
 
 
-async def open_connection(url: str, handler: Handler, *, timeout: float) -> WsConnection:
+async def open_connection(
+    url: str, handler: Handler, *, timeout: float, deflate: bool = False
+) -> WsConnection:
     """Connect and complete the opening handshake; raises OSError or websockets errors."""
     loop = asyncio.get_running_loop()
     uri = parse_uri(url)
@@ -124,7 +138,7 @@ async def open_connection(url: str, handler: Handler, *, timeout: float) -> WsCo
 
     def factory() -> WsConnection:
         nonlocal connection
-        connection = WsConnection(url, handler)
+        connection = WsConnection(url, handler, deflate=deflate)
         return connection
 
     make: Callable[[], WsConnection] = factory

@@ -204,9 +204,12 @@ class Room:
                     raise RoomPoisoned(f"{exc}; the room is reset", update) from exc
         if not changed:
             # An echo or a resend: nothing to share. A client that asked for acks still gets
-            # it stored: the Doc may hold it only from a peer that died before committing it
-            # (a failover resend), and an ack must mean durable here.
-            return [Persist(update, ack_to, seq, grant.author)] if ack_to else []
+            # a resend stored: the Doc may hold it only from a peer that died before committing
+            # it (a failover resend), and an ack must mean durable here. A sync step 2 that
+            # changes nothing is not stored (it carries the whole delete set, on every
+            # reconnect); clients resend what they need acknowledged as updates (§4.3).
+            stored = None if catch_up else update
+            return [Persist(stored, ack_to, seq, grant.author)] if ack_to else []
         fields = tuple(verdict.fields)
         rights = grant.rights
         if not rights.writes and not verdict.refusals and enforcer is not None:

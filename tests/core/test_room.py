@@ -644,3 +644,13 @@ def test_compaction_keeps_updates_whose_dependency_is_missing() -> None:
     later.apply_update(snapshot)
     later.apply_update(updates[0])  # it arrives: nothing was lost
     assert later.get("core", type=Map).to_py() == {"a": 1, "b": 2}
+
+
+def test_a_sync_step2_that_changes_nothing_is_acknowledged_but_not_stored() -> None:
+    """A reconnecting client's answer to the server's step 1 carries its whole delete set: it is
+    not appended again when it brings nothing new (a resend as an update still is, §4.3)."""
+    room = new_room()
+    session = joined(room, acks=True)
+    known = room.doc.get_update()
+    assert room.receive(session, SyncStep2(known)) == [Persist(None, session, 1, DEV)]
+    assert room.receive(session, SyncUpdate(known)) == [Persist(known, session, 2, DEV)]

@@ -6,7 +6,9 @@ in the gateway: none may be refused, and the document it builds must satisfy pro
 
 from __future__ import annotations
 
+import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,9 +19,12 @@ from gateway.core.effects import Broadcast, Effect, Send
 from gateway.core.limits import Limits
 from gateway.core.messages import (
     EXTENSION_VERSION,
+    CatchUp,
     Feature,
     Hello,
+    Position,
     Reject,
+    SyncStep1,
     SyncStep2,
     SyncUpdate,
 )
@@ -177,3 +182,23 @@ def test_the_wedding_update_sets_exactly_the_required_core_fields() -> None:
     core = doc.get("core", type=Map).to_py() or {}
     assert set(core) == set(schema.REQUIRED_CORE)
     assert_schema_valid(doc)
+
+
+async def test_a_resuming_client_answers_the_server_step_1_only_after_the_catch_up() -> None:
+    """--resume (proto/spec.md §4.6): the CATCH_UP completes the sync and its payload is
+    measured; the server's sync step 1 is answered after it; POSITION moves the offset."""
+    client, connection = connected_client(1, replace(run_config(), resume=True))
+    client._synced = asyncio.get_running_loop().create_future()
+    server: Doc[Any] = Doc()
+    server.apply_update(wedding_update())
+
+    client.message_received(codec.encode(SyncStep1(server.get_state())))
+    assert connection.sent == []
+    client.message_received(codec.encode(CatchUp(1, 7, 0, server.get_update())))
+    client.message_received(codec.encode(Position(1, 9)))
+
+    assert client._synced.done()
+    assert client.catch_up_bytes == len(server.get_update())
+    assert (client.epoch, client.offset) == (1, 9)
+    assert [type(codec.decode(m)) for m in connection.sent] == [SyncStep2]
+    assert client.digest() != LoadClient(2, run_config(), Tally()).digest()  # it holds the wedding

@@ -96,6 +96,34 @@ async def test_steady_run_against_the_gateway_reports_acks_and_converges(
 
 
 @pytest.mark.slow
+async def test_a_deflating_batching_gateway_is_measured_in_compressed_wire_bytes(
+    tmp_path: Path, gateway_processes: list[RunningGateway]
+) -> None:
+    gateway = spawn_gateway(
+        tmp_path / "data",
+        GATEWAY_WS_PER_MESSAGE_DEFLATE="true",
+        GATEWAY_BROADCAST_BATCH_MS="10",
+    )
+    gateway_processes.append(gateway)
+    await wait_listening(gateway)
+    assert gateway.process is not None
+    report_path = tmp_path / "deflate.json"
+    args = smoke_args(gateway.ws_url, report_path, gateway.process.pid, "--deflate", "--no-plots")
+
+    code, output = await run_loadtest(*args)
+
+    assert code == 0, output
+    report = json.loads(report_path.read_text())
+    check_report(report)
+    wire = report["wire"]
+    assert wire["deflate_offered"] is True
+    assert wire["deflate_connections"] == report["clients"]
+    assert 0 < wire["bytes_in"] <= report["bytes"]["in"]
+    assert wire["bytes_in_per_delivery"] > 0
+    assert report["server"]["cpu_seconds"] > 0
+
+
+@pytest.mark.slow
 async def test_timeline_reconnect_storm_against_the_gateway_loses_nothing(
     tmp_path: Path, gateway_processes: list[RunningGateway]
 ) -> None:
