@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -15,6 +16,9 @@ from gateway.core.guard import Guard, decode_state_vector, encode_state_vector
 from gateway.core.limits import Limits
 from gateway.core.messages import (
     ALL_FEATURES,
+    CATCH_UP_GZIP,
+    CATCH_UP_GZIP_BYTES,
+    CATCH_UP_GZIP_LEVEL,
     CATCH_UP_RESET,
     EMPTY_UPDATE,
     EXTENSION_VERSION,
@@ -24,6 +28,7 @@ from gateway.core.messages import (
     AwarenessUpdate,
     CatchUp,
     Drain,
+    Feature,
     Hello,
     Message,
     Position,
@@ -305,8 +310,8 @@ class Room:
         session.state = SessionState.LIVE
         if resume.epoch not in (0, self.epoch):
             update = self.doc.get_update()
-            message = CatchUp(self.epoch, self.position, CATCH_UP_RESET, update)
-            return [Send(session, codec.encode(message))]
+            data = _catch_up(session, self.epoch, self.position, CATCH_UP_RESET, update)
+            return [Send(session, data)]
         update = self.doc.get_update(resume.state_vector)
         complete = (
             missed is not None
@@ -322,8 +327,7 @@ class Room:
                 update = merged
         elif complete:  # nothing was stored since the client's position
             update = EMPTY_UPDATE
-        message = CatchUp(self.epoch, self.position, 0, update)
-        return [Send(session, codec.encode(message))]
+        return [Send(session, _catch_up(session, self.epoch, self.position, 0, update))]
 
     def advance(self, offset: int) -> bool:
         """This node's append got ``offset``; returns whether ``position`` moved."""
@@ -465,6 +469,14 @@ class Room:
             updates_applied=self.updates_applied,
             awareness_entries=len(self._awareness),
         )
+
+
+def _catch_up(session: Session, epoch: int, offset: int, flags: int, update: bytes) -> bytes:
+    """An encoded CATCH_UP, its update gzip-compressed when large and the client accepts it."""
+    if Feature.GZIP in session.features and len(update) >= CATCH_UP_GZIP_BYTES:
+        update = gzip.compress(update, compresslevel=CATCH_UP_GZIP_LEVEL, mtime=0)
+        flags |= CATCH_UP_GZIP
+    return codec.encode(CatchUp(epoch, offset, flags, update))
 
 
 def _rejects(seq: int, verdict: Verdict) -> list[Reject]:

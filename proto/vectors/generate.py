@@ -22,6 +22,8 @@ MAX_SAFE_INTEGER = 2**53 - 1
 SYNC, AWARENESS, AUTH, QUERY_AWARENESS = 0, 1, 2, 3
 HELLO, ACK, REJECT, DRAIN, RESUME, CATCH_UP, POSITION = 100, 101, 102, 103, 104, 105, 106
 STEP1, STEP2, UPDATE = 0, 1, 2
+GZIPPED_EMPTY = bytes.fromhex("1f8b080000000000040363600000ff12d94102000000")
+"""gzip (level 1, mtime 0) of the empty update 00 00, fixed bytes: the codec never decompresses."""
 
 
 # -- lib0 writer -------------------------------------------------------------------------------
@@ -244,6 +246,12 @@ def valid_vectors() -> list[dict[str, Any]]:
             "server",
             var_uint(CATCH_UP) + var_uint(3) + var_uint(0) + var_uint(1) + var_bytes(b"\x00\x00"),
             {"type": "CatchUp", "epoch": 3, "offset": 0, "flags": 1, "update": "0000"},
+        ),
+        valid(
+            "catch-up with the gzip flag (the update is a gzip member)",
+            "server",
+            var_uint(CATCH_UP) + var_uint(1) + var_uint(7) + var_uint(2) + var_bytes(GZIPPED_EMPTY),
+            {"type": "CatchUp", "epoch": 1, "offset": 7, "flags": 2, "update": GZIPPED_EMPTY.hex()},
         ),
         valid(
             "position, epoch 1 offset 128",

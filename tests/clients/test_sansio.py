@@ -73,7 +73,7 @@ def test_client_refuses_every_invalid_server_vector(vector: dict[str, Any]) -> N
 def test_connection_opens_with_hello_then_resume() -> None:
     client = new_client()
     messages = decoded(client.connection_made())
-    features = Feature.ACKS | Feature.REJECTS | Feature.RESUME
+    features = Feature.ACKS | Feature.REJECTS | Feature.RESUME | Feature.GZIP
     assert messages == [Hello(1, features), Resume(0, 0, client.doc.get_state())]
     assert decoded(new_client(acks=False).connection_made()) == [SyncStep1(b"\x00")]
     plain = ClientProtocol(Doc(), resume=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 from pycrdt import Array, Doc, Map
@@ -9,7 +10,7 @@ from pycrdt import Array, Doc, Map
 from gateway.core import codec
 from gateway.core.effects import Send
 from gateway.core.limits import Limits
-from gateway.core.messages import CatchUp, Resume
+from gateway.core.messages import CATCH_UP_GZIP_BYTES, CatchUp, Feature, Resume
 from gateway.core.room import Room
 from gateway.core.session import Session, SessionState
 from gateway.types import RoomId
@@ -83,3 +84,35 @@ def test_a_client_of_another_epoch_gets_the_whole_document_with_reset() -> None:
     assert message.reset
     assert (message.epoch, message.offset) == (3, 9)
     assert message.update == room.doc.get_update()
+
+
+def test_a_large_catch_up_is_gzip_compressed_for_clients_that_accept_it() -> None:
+    updates, _ = history_with_many_deletions()
+    room = Room(RoomId("w"), updates, limits=LIMITS, position=len(updates))
+    whole = room.doc.get_update()
+    assert len(whole) >= CATCH_UP_GZIP_BYTES
+    plain = answer(room, Resume(0, 0, b"\x00"), None, 0)
+    assert (plain.gzip, plain.update) == (False, whole)
+    session = Session(max_message_bytes=LIMITS.max_message_bytes)
+    session.features = Feature.RESUME | Feature.GZIP
+    room.join(session)
+    (effect,) = room.catch_up(session, Resume(0, 0, b"\x00"), None, 0, 0)
+    assert isinstance(effect, Send)
+    message = codec.decode_server_message(effect.data)
+    assert isinstance(message, CatchUp)
+    assert message.gzip
+    assert len(message.update) < len(whole) // 2
+    assert gzip.decompress(message.update) == whole
+    small = answer_with(room, Feature.RESUME | Feature.GZIP, Resume(1, 0, room.doc.get_state()))
+    assert not small.gzip, "below the threshold compression would only add bytes"
+
+
+def answer_with(room: Room, features: Feature, resume: Resume) -> CatchUp:
+    session = Session(max_message_bytes=LIMITS.max_message_bytes)
+    session.features = features
+    room.join(session)
+    (effect,) = room.catch_up(session, resume, None, 0, 0)
+    assert isinstance(effect, Send)
+    message = codec.decode_server_message(effect.data)
+    assert isinstance(message, CatchUp)
+    return message

@@ -336,7 +336,7 @@ def test_hello_with_acks_is_answered_and_turns_acks_on() -> None:
 def test_hello_answer_keeps_only_known_features_and_version_1() -> None:
     room = new_room()
     session = joined(room)
-    effects = room.receive(session, Hello(2, Feature(0b11000)))
+    effects = room.receive(session, Hello(2, Feature(0b110000)))
     assert effects == [Send(session, codec.encode(Hello(1, Feature(0))))]
     assert session.features == Feature(0)
 
@@ -344,8 +344,8 @@ def test_hello_answer_keeps_only_known_features_and_version_1() -> None:
 def test_hello_keeps_acks_rejects_and_resume() -> None:
     room = new_room()
     session = joined(room)
-    effects = room.receive(session, Hello(1, Feature(0b1111)))
-    known = Feature.ACKS | Feature.REJECTS | Feature.RESUME
+    effects = room.receive(session, Hello(1, Feature(0b11111)))
+    known = Feature.ACKS | Feature.REJECTS | Feature.RESUME | Feature.GZIP
     assert effects == [Send(session, codec.encode(Hello(1, known)))]
     assert session.wants_acks
     assert session.wants_rejects

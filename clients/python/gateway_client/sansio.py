@@ -7,6 +7,7 @@ reconnect, so an edit is never lost while the client lives.
 
 from __future__ import annotations
 
+import gzip
 from collections import deque
 from typing import Any
 
@@ -89,7 +90,7 @@ class ClientProtocol:
         if self.acks:
             features = Feature.ACKS | Feature.REJECTS
             if self.resume:
-                features |= Feature.RESUME
+                features |= Feature.RESUME | Feature.GZIP
             out.append(codec.encode(Hello(EXTENSION_VERSION, features)))
         if self.resume:  # resent after the CATCH_UP: they may belong to a history now reset
             out.append(codec.encode(Resume(self.epoch, self.position, self.doc.get_state())))
@@ -154,7 +155,9 @@ class ClientProtocol:
             case CatchUp(epoch, offset, _, update):
                 if message.reset:
                     self._reset()
-                self.catch_up_bytes.append(len(update))
+                self.catch_up_bytes.append(len(update))  # as received: compressed if gzip
+                if message.gzip:
+                    update = gzip.decompress(update)
                 self._apply_remote(update)
                 self.epoch, self.position = epoch, offset
                 self.synced = True
