@@ -224,10 +224,7 @@ class Enforcer:
             ids = None
         if ids is None and any(op == "insert" for op, _ in delta):
             inserted = Counter(
-                item.get("id") if isinstance(item, dict) else None
-                for op, value in delta
-                if op == "insert"
-                for item in value
+                _entry_id(item) for op, value in delta if op == "insert" for item in value
             )
             ids = Counter(_entry_id(e) for e in self.timeline) - inserted
         added: Counter[Any] = Counter()
@@ -238,7 +235,7 @@ class Enforcer:
                 new += value
             elif op == "insert":
                 for item in value:
-                    entry_id = item.get("id") if isinstance(item, dict) else None
+                    entry_id = _entry_id(item)
                     assert ids is not None
                     taken = ids[entry_id] + added[entry_id] > 0  # the first of one id is kept
                     added[entry_id] += 1
@@ -267,7 +264,7 @@ class Enforcer:
                 old += value
         if ids is not None:  # as the Doc holds them once the refused changes are undone
             ids.update(accepted)
-            ids.update(_entry_id_of(entry) for _, _, entry in verdict.reinsertions)
+            ids.update(_entry_id(entry) for _, _, entry in verdict.reinsertions)
             self._ids = ids
         else:
             self._ids = None  # which ids left is unknown (no snapshot): read them next time
@@ -417,17 +414,14 @@ def _deleted_ids(delta: list[tuple[str, Any]], before: list[Entry] | None) -> Co
         elif op == "delete":
             if before is None or old + value > len(before):
                 return None
-            gone.update(_entry_id_of(entry) for entry in before[old : old + value])
+            gone.update(_entry_id(entry) for entry in before[old : old + value])
             old += value
     return gone
 
 
-def _entry_id_of(entry: Any) -> Any:
-    return entry.get("id") if isinstance(entry, dict) else None
-
-
 def _entry_id(entry: Any) -> Any:
-    return entry.get("id") if isinstance(entry, Map) else None
+    """The id of an entry, read from the Doc (a Map) or from a snapshot (a dict)."""
+    return entry.get("id") if isinstance(entry, Map | dict) else None
 
 
 def _label(entry: Any, index: int) -> str:
