@@ -140,6 +140,7 @@ def create_app(
                 drain_seconds=settings.drain_seconds,
                 journal=journal,
                 broadcast_batch_ms=settings.broadcast_batch_ms,
+                resume_log_max_updates=settings.resume_log_max_updates,
             )
             await stack.enter_async_context(node)
             app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes

@@ -61,6 +61,14 @@ class Outlet(Protocol):
         ...
 
 
+RESUME_LOG_MAX_UPDATES = 500
+"""Default of GATEWAY_RESUME_LOG_MAX_UPDATES.
+
+A RESUME further behind than this many stored updates gets the state-vector diff without a
+read of the log: merging the missed updates runs on the event loop (500 took 1.6 ms, 5,000 took
+165 ms), and the diff only loses to them on documents with large delete sets."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeStatistics:
     rooms: int
@@ -141,6 +149,7 @@ class Node:
         drain_seconds: float = 10.0,
         journal: CrashJournal | None = None,
         broadcast_batch_ms: float = 0.0,
+        resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
     ) -> None:
         self.node_id = node_id
         self.bus = bus
@@ -151,6 +160,7 @@ class Node:
         self.drain_seconds = drain_seconds
         self.journal = journal
         self.broadcast_batch = broadcast_batch_ms / 1000
+        self.resume_log_max_updates = resume_log_max_updates
         """Seconds a room's document broadcasts are held to be merged into one write; 0: none."""
         self.committer = Committer(
             store, max_batch=commit_batch_max, max_pending=max_pending_appends
@@ -445,6 +455,7 @@ class Node:
         worth_reading = (
             message.epoch == room.epoch
             and 0 < message.offset <= room.position
+            and room.position - message.offset <= self.resume_log_max_updates
             and room.peer_changes == 0
             and slot.in_flight == 0
         )

@@ -49,6 +49,7 @@ class Settings:
     ws_per_message_deflate: bool = False  # measured choice: DESIGN.md §10
     ws_ping_interval: float = 20.0  # seconds between keepalive pings; 0 disables
     broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
+    resume_log_max_updates: int = 500  # RESUME further behind: the diff, no log read and merge
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
     snapshot_every: int = 500  # compact a room's log after this many appended updates
     commit_batch_max: int = 512  # appends per store transaction
@@ -107,6 +108,7 @@ class Settings:
                 "message_burst",
                 "handshake_timeout_seconds",
                 "database_pool_max",
+                "resume_log_max_updates",
                 "database_timeout",
             )
             if getattr(self, name) <= 0

@@ -236,3 +236,43 @@ def test_a_doc_of_the_reset_is_a_new_object() -> None:
     first = client.doc
     client.protocol.receive_data(codec.encode(CatchUp(2, 0, 1, Doc().get_update())))
     assert client.doc is not first
+
+
+async def test_a_client_far_behind_gets_the_diff_without_a_read_of_the_log(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(tmp_path / "data", resume_log_max_updates=3)
+    reads: list[int] = []
+    store = running.node.store
+    load_since = store.load_since
+
+    async def counting(room: RoomId, offset: int) -> Any:
+        reads.append(offset)
+        return await load_since(room, offset)
+
+    store.load_since = counting
+    try:
+        async with (
+            GatewayClient(running.ws_url, WEDDING) as phone,
+            GatewayClient(running.ws_url, WEDDING) as planner,
+        ):
+            await created(phone)
+            room = running.node.room(RoomId(WEDDING))
+            await eventually(lambda: phone.protocol.position == room.position > 0)
+            await phone.go_offline()
+            for i in range(2):  # within the bound: the log is read
+                planner.set_core(guest_count=i)
+            await planner.wait_durable()
+            phone.go_online()
+            await eventually(lambda: state(phone) == state(planner))
+            assert len(reads) == 1
+            await eventually(lambda: phone.protocol.position == room.position)
+            await phone.go_offline()
+            for i in range(10):  # beyond it: the diff answers at once
+                planner.set_core(guest_count=100 + i)
+            await planner.wait_durable()
+            phone.go_online()
+            await eventually(lambda: state(phone) == state(planner))
+            assert len(reads) == 1
+    finally:
+        await stop_in_process(running)
