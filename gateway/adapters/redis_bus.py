@@ -55,13 +55,15 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from gateway.adapters.redis_common import reconnect_logger, safe_url
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.ports import LOSS_SEQ, BusMessage, loss_marker
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
+_log_reconnect_failure = reconnect_logger("bus_reconnect_failed")
 
 ENVELOPE_VERSION = 1
 MAX_PIPELINE = 256  # messages per round trip from the publisher task
@@ -221,7 +223,9 @@ class RedisBus:
             await self._open_subscriber()
         except _FAILURES as exc:
             await self._redis.aclose()
-            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+            raise BackendUnavailable(
+                f"Redis at {safe_url(self.url)} is unreachable: {exc}"
+            ) from exc
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._tasks = [
             tasks.create_task(self._read_forever()),
@@ -584,13 +588,3 @@ class RedisBus:
             for name, envelope in batch:
                 pipe.execute_command(self._publish_cmd, name, envelope)
             await pipe.execute()
-
-    @property
-    def _safe_url(self) -> str:
-        """The URL without credentials, for messages."""
-        return self.url.rpartition("@")[2]
-
-
-def _log_reconnect_failure(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("bus_reconnect_failed", attempt=state.attempt_number, error=str(error))

@@ -33,11 +33,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from gateway.adapters.redis_common import reconnect_logger, safe_url
 from gateway.errors import BackendUnavailable, ConfigError
 
 log = structlog.get_logger(__name__)
+_log_reconnect_failure = reconnect_logger("revocations_reconnect_failed")
 
 ENVELOPE_VERSION = 1
 DEFAULT_GRACE = 300.0
@@ -92,7 +94,9 @@ class RedisRevocations:
             pubsub = await self._subscribe()
         except _FAILURES as exc:
             await self._close_clients()
-            raise BackendUnavailable(f"Redis at {self._safe_url} is unreachable: {exc}") from exc
+            raise BackendUnavailable(
+                f"Redis at {safe_url(self.url)} is unreachable: {exc}"
+            ) from exc
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._task = tasks.create_task(self._follow_forever(pubsub))
         log.info("revocations_loaded", revoked=len(self._revoked))
@@ -255,13 +259,3 @@ class RedisRevocations:
         for client in (self._redis, self._subscriber):
             if client is not None:
                 await client.aclose()
-
-    @property
-    def _safe_url(self) -> str:
-        """The URL without credentials, for messages."""
-        return self.url.rpartition("@")[2]
-
-
-def _log_reconnect_failure(state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    log.warning("revocations_reconnect_failed", attempt=state.attempt_number, error=str(error))
