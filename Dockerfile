@@ -2,10 +2,11 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY proto/python ./proto/python
 COPY gateway ./gateway
-COPY clients/python/gateway_client ./clients/python/gateway_client
 COPY loadtest ./loadtest
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# two wheels: the protocol package (a dependency of the gateway) and the gateway itself
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./proto/python .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /data gateway \

@@ -7,10 +7,10 @@ NODE_STAMP := node_modules/.installed-stamp
 
 .PHONY: serve test install lint typecheck unit
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml proto/python/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,loadtest]'
+	$(BIN)/python -m pip install --quiet -e ./proto/python -e ./clients/python -e '.[dev,loadtest]'
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway clients/python/gateway_client loadtest
+	$(BIN)/mypy gateway clients/python/gateway_client proto/python/wedsync_protocol loadtest
 
 unit: install
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -15,8 +15,6 @@ import structlog
 from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.websocket import Writer, writer_for
-from gateway.core import codec
-from gateway.core.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, MessageType
 from gateway.core.policy import Grant
 from gateway.core.session import Session
 from gateway.errors import (
@@ -28,10 +26,14 @@ from gateway.errors import (
     ShuttingDown,
     SlowClient,
     Unauthorized,
+    WireProtocolError,
+    as_gateway_error,
 )
 from gateway.gatekeeper import Gatekeeper, Watch
 from gateway.node import Node, RoomSlot
 from gateway.types import RoomId, parse_room_id
+from wedsync_protocol import codec
+from wedsync_protocol.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, MessageType
 
 log = structlog.get_logger(__name__)
 
@@ -243,6 +245,10 @@ class WebSocketEndpoint:
         except GatewayError as exc:
             driver.close_nowait(exc)
             return exc.close_code
+        except WireProtocolError as exc:
+            refused = as_gateway_error(exc)
+            driver.close_nowait(refused)
+            return refused.close_code
         except Exception as exc:
             log.exception("client_failed")
             error = InvalidState(f"internal error: {type(exc).__name__}")

@@ -25,6 +25,10 @@ place, ``gateway/connection.py``.
 
 from __future__ import annotations
 
+from wedsync_protocol.errors import ProtocolError as WireProtocolError
+
+__all__ = ["WireProtocolError"]  # re-exported: the protocol package's error, caught with ours
+
 
 class GatewayError(Exception):
     """Base class of every error the gateway raises on purpose."""
@@ -33,8 +37,12 @@ class GatewayError(Exception):
     retryable: bool = True
 
 
-class ProtocolError(GatewayError):
-    """The peer sent bytes that break proto/spec.md."""
+class ProtocolError(GatewayError, WireProtocolError):
+    """The peer sent bytes that break proto/spec.md.
+
+    Also a ``wedsync_protocol.ProtocolError``, which the protocol package's codec raises:
+    ``except WireProtocolError`` catches both, ``as_gateway_error`` turns the latter into this.
+    """
 
     close_code = 4500
     retryable = False
@@ -125,3 +133,8 @@ class InvalidState(GatewayError, AssertionError):
     """The gateway broke one of its own invariants (a bug)."""
 
     close_code = 1011
+
+
+def as_gateway_error(exc: WireProtocolError) -> ProtocolError:
+    """The gateway's ProtocolError for an error of the protocol package's codec."""
+    return exc if isinstance(exc, ProtocolError) else ProtocolError(str(exc))

@@ -63,13 +63,12 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway.core.codec import check_state_vector
-from gateway.core.guard import decode_state_vector, encode_state_vector
 from gateway.core.room import Room
-from gateway.errors import BackendUnavailable, Forbidden, ProtocolError, Unauthorized
+from gateway.errors import BackendUnavailable, Forbidden, Unauthorized, WireProtocolError
 from gateway.gatekeeper import Gatekeeper
 from gateway.node import Node
 from gateway.types import RoomId, parse_room_id
+from wedsync_protocol.codec import check_state_vector, decode_state_vector, encode_state_vector
 
 log = structlog.get_logger(__name__)
 
@@ -240,7 +239,7 @@ def parse_state_vector(text: str) -> bytes:
         raise HttpError(400, f"sv is not base64url: {exc}") from None
     try:
         check_state_vector(raw)
-    except ProtocolError as exc:
+    except WireProtocolError as exc:
         raise HttpError(400, f"sv is not a state vector: {exc}") from None
     clocks = decode_state_vector(raw)
     too_big = [client for client, clock in clocks.items() if clock > MAX_CLOCK]

@@ -16,20 +16,8 @@ import structlog
 from pycrdt import merge_updates
 
 from gateway.committer import Committer, CommitterStatistics
-from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
-from gateway.core.messages import (
-    CATCH_UP_RESET,
-    EMPTY_UPDATE,
-    Ack,
-    CatchUp,
-    Drain,
-    MessageType,
-    Resume,
-    SyncStep2,
-    SyncUpdate,
-)
 from gateway.core.room import Room, compact_updates
 from gateway.core.session import Session
 from gateway.core.update_check import MissingReference
@@ -45,6 +33,18 @@ from gateway.errors import (
 )
 from gateway.ports import Author, Bus, BusMessage, Store, is_loss_marker
 from gateway.types import NodeId, RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
+    CATCH_UP_RESET,
+    EMPTY_UPDATE,
+    Ack,
+    CatchUp,
+    Drain,
+    MessageType,
+    Resume,
+    SyncStep2,
+    SyncUpdate,
+)
 
 log = structlog.get_logger(__name__)
 

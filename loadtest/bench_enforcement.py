@@ -21,14 +21,14 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-from gateway.core import codec
 from gateway.core.effects import Broadcast, Effect
 from gateway.core.limits import Limits
-from gateway.core.messages import SyncUpdate
 from gateway.core.policy import Grant, Role
 from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.types import RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.messages import SyncUpdate
 
 VENDOR_ID = "florist-7"
 PLANNER = Grant("planner-1", Role.PLANNER)

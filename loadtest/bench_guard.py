@@ -17,8 +17,8 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map, Text
 
-from gateway.core.codec import Reader
 from gateway.core.update_check import DocIndex, check_update
+from wedsync_protocol.codec import Reader
 
 
 def state_of(doc: Doc[Any]) -> dict[int, int]:

@@ -25,9 +25,14 @@ from typing import Any
 import orjson
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-from gateway.core import codec
-from gateway.core.guard import decode_state_vector
-from gateway.core.messages import (
+from gateway.errors import ProtocolError
+from loadtest.config import WEDDING_AUTHOR_CLIENT_ID, AckMode, RunConfig, Target
+from loadtest.stats import record_us
+from loadtest.tally import Tally
+from loadtest.wsclient import WsConnection, open_connection
+from wedsync_protocol import codec
+from wedsync_protocol.codec import decode_state_vector
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     Ack,
     AwarenessUpdate,
@@ -41,11 +46,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.errors import ProtocolError
-from loadtest.config import WEDDING_AUTHOR_CLIENT_ID, AckMode, RunConfig, Target
-from loadtest.stats import record_us
-from loadtest.tally import Tally
-from loadtest.wsclient import WsConnection, open_connection
 
 MARKER = re.compile(rb"LT\|(\d+)\|(\d+)\|(\d+)\|(\d+)\|")
 CONNECT_TIMEOUT = 30.0

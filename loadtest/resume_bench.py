@@ -46,9 +46,13 @@ from urllib.parse import urlsplit
 
 from pycrdt import Array, Doc, Map
 
-from gateway.core import codec
-from gateway.core.guard import decode_state_vector
-from gateway.core.messages import (
+from gateway.http_api import compress
+from loadtest.client import timeline_entry, wedding_update
+from loadtest.config import FIRST_DOC_CLIENT_ID, Target
+from loadtest.wsclient import WsConnection, open_connection
+from wedsync_protocol import codec
+from wedsync_protocol.codec import decode_state_vector
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     Ack,
     CatchUp,
@@ -60,10 +64,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.http_api import compress
-from loadtest.client import timeline_entry, wedding_update
-from loadtest.config import FIRST_DOC_CLIENT_ID, Target
-from loadtest.wsclient import WsConnection, open_connection
 
 CODINGS = ("gzip", "br", "zstd")
 CHUNK = 100

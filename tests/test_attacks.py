@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Array, Doc, Map, TransactionEvent
 from starlette.datastructures import Secret
 from websockets.asyncio.client import connect
@@ -30,8 +29,14 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway import audit
 from gateway.auth import issue_token
-from gateway.core import codec
-from gateway.core.messages import (
+from gateway.core.policy import Role
+from gateway.settings import Settings
+from gateway.types import RoomId
+from gateway_client import GatewayClient
+from tests.conftest import RunningGateway, start_in_process, stop_in_process
+from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     AUTH_PERMISSION_DENIED,
     AUTH_TOKEN,
     Auth,
@@ -39,11 +44,6 @@ from gateway.core.messages import (
     AwarenessUpdate,
     SyncStep1,
 )
-from gateway.core.policy import Role
-from gateway.settings import Settings
-from gateway.types import RoomId
-from tests.conftest import RunningGateway, start_in_process, stop_in_process
-from tests.helpers import eventually
 
 SECRET = "attack-suite-secret-0123456789-abcdef"
 WEDDING = "wed-1"

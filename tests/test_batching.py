@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.core import codec
-from gateway.core.messages import (
+from gateway_client import GatewayClient
+from tests.conftest import RunningGateway, start_in_process, stop_in_process
+from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     Ack,
     AwarenessEntry,
@@ -29,8 +31,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from tests.conftest import RunningGateway, start_in_process, stop_in_process
-from tests.helpers import eventually
 
 EDITS = 40
 HELD_FOR_THE_TEST_MS = 600_000.0

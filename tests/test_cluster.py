@@ -31,16 +31,21 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from gateway.adapters.postgres_store import PostgresStore, quote_schema
-from gateway.core import codec
 from gateway.core.effects import Broadcast
 from gateway.core.limits import Limits
-from gateway.core.messages import (
+from gateway.core.room import Room
+from gateway.types import RoomId
+from gateway_client import GatewayClient
+from tests.conftest import ROOT, RunningGateway, spawn_gateway, wait_listening
+from tests.helpers import eventually
+from tests.tcp_proxy import TcpProxy
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     Ack,
     Feature,
@@ -49,11 +54,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.core.room import Room
-from gateway.types import RoomId
-from tests.conftest import ROOT, RunningGateway, spawn_gateway, wait_listening
-from tests.helpers import eventually
-from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 

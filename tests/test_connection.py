@@ -7,16 +7,16 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.core import codec
-from gateway.core.messages import SyncStep1, SyncStep2
 from gateway.errors import SlowClient
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import SyncStep1, SyncStep2
 
 
 async def close_code_after(gateway: RunningGateway, payload: bytes | str) -> tuple[int, str]:

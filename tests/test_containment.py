@@ -6,19 +6,19 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from gateway_client import GatewayClient
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.core import codec
 from gateway.core.guard import Guard
-from gateway.core.messages import SyncUpdate
 from gateway.core.update_check import check_update
 from gateway.crash_journal import CrashJournal
 from gateway.types import RoomId
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway
 from tests.core import update_builder as ub
 from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import SyncUpdate
 
 
 async def read_until_closed(ws: ClientConnection) -> None:

@@ -46,9 +46,9 @@ async def test_gateway_refuses_a_denied_update_with_4500(tmp_path: Path) -> None
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
 
-    from gateway.core import codec
-    from gateway.core.messages import SyncUpdate
     from tests.conftest import start_in_process, stop_in_process
+    from wedsync_protocol import codec
+    from wedsync_protocol.messages import SyncUpdate
 
     doc: Doc = Doc()  # type: ignore[type-arg]
     doc.get("core", type=Map)["venue"] = "Hall"

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Decoder, Doc
 
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, spawn_gateway, wait_listening
 
 KEYS = ("notes", "venue", "venue_address")

@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 from gateway_client import GatewayClient
-
 from tests.conftest import RunningGateway
 from tests.helpers import eventually
 

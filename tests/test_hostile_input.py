@@ -7,13 +7,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Decoder, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.core import codec
-from gateway.core.messages import (
+from gateway.ports import Append
+from gateway.types import RoomId
+from gateway_client import GatewayClient
+from tests.conftest import RunningGateway
+from tests.core import update_builder as ub
+from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     AwarenessUpdate,
     Feature,
@@ -21,11 +26,6 @@ from gateway.core.messages import (
     Reject,
     SyncUpdate,
 )
-from gateway.ports import Append
-from gateway.types import RoomId
-from tests.conftest import RunningGateway
-from tests.core import update_builder as ub
-from tests.helpers import eventually
 
 CORPUS = {
     path.stem.rsplit("-", 1)[0]: [line.strip() for line in path.read_text().split("\n")]

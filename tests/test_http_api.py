@@ -16,20 +16,19 @@ import brotli  # type: ignore[import-untyped]
 import httpx
 import pytest
 import zstandard
-from gateway_client import GatewayClient
 from pycrdt import Array, Doc, Map
 from starlette.datastructures import Secret
 
 from gateway import http_api
 from gateway.auth import issue_token
-from gateway.core.codec import write_varuint
-from gateway.core.guard import encode_state_vector
 from gateway.core.policy import Role
 from gateway.http_api import negotiate, parse_state_vector
 from gateway.settings import Settings
 from gateway.types import RoomId
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
+from wedsync_protocol.codec import encode_state_vector, write_varuint
 
 WEDDING = "http-1"
 SECRET = "http-api-test-secret-0123456789-abcdef"

@@ -11,7 +11,6 @@ from uuid import uuid4
 import asyncpg
 import httpx
 import pytest
-from gateway_client import GatewayClient
 from pycrdt import Doc
 from starlette.datastructures import Secret
 from websockets.asyncio.client import ClientConnection, connect
@@ -19,11 +18,12 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.adapters.postgres_store import migrate
-from gateway.core import codec
-from gateway.core.messages import CatchUp, Feature, Hello, Resume
 from gateway.types import NodeId, RoomId
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
+from wedsync_protocol import codec
+from wedsync_protocol.messages import CatchUp, Feature, Hello, Resume
 
 WEDDING = "resume-1"
 

@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from gateway_client import GatewayClient
 
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.types import NodeId
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from gateway.core.codec import Reader, write_varuint
 from gateway.core.session import Session
 from gateway.core.update_check import (
     DEFAULT_LIMITS,
@@ -21,6 +20,7 @@ from gateway.core.update_check import (
     summarize_trusted,
 )
 from gateway.errors import ClientIdInUse, ProtocolError
+from wedsync_protocol.codec import decode_state_vector
 
 CLAIM_WINDOW_SECONDS = 3600.0
 
@@ -129,18 +129,3 @@ class Guard:
     def summarize_trusted(self, update: bytes) -> UpdateSummary:
         """The summary of an update checked elsewhere (a peer node, the store)."""
         return summarize_trusted(update, self.index, self.limits)
-
-
-def encode_state_vector(clocks: dict[int, int]) -> bytes:
-    """A Yjs state vector ({client: next clock}), as ``Doc.get_state`` encodes it."""
-    parts = [write_varuint(len(clocks))]
-    for client, clock in clocks.items():
-        parts.append(write_varuint(client))
-        parts.append(write_varuint(clock))
-    return b"".join(parts)
-
-
-def decode_state_vector(data: bytes) -> dict[int, int]:
-    """{client: next clock} from an encoded state vector (trusted: pycrdt's own output)."""
-    reader = Reader(data)
-    return {reader.read_varuint(): reader.read_varuint() for _ in range(reader.read_varuint())}

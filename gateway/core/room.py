@@ -9,12 +9,26 @@ from typing import Any, assert_never
 
 from pycrdt import Doc, get_update, merge_updates
 
-from gateway.core import codec
+from gateway.core.awareness import check_json
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.enforcer import Enforcer, Refusal, Unjudgeable, Verdict
-from gateway.core.guard import Guard, decode_state_vector, encode_state_vector
+from gateway.core.guard import Guard
 from gateway.core.limits import Limits
-from gateway.core.messages import (
+from gateway.core.policy import Awareness, Timeline
+from gateway.core.session import Session, SessionState
+from gateway.core.update_check import UpdateSummary
+from gateway.errors import (
+    InvalidState,
+    ProtocolError,
+    RoomPoisoned,
+    RoomReset,
+    WireProtocolError,
+    as_gateway_error,
+)
+from gateway.types import RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.codec import decode_state_vector, encode_state_vector
+from wedsync_protocol.messages import (
     ALL_FEATURES,
     CATCH_UP_GZIP,
     CATCH_UP_GZIP_BYTES,
@@ -39,11 +53,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.core.policy import Awareness, Timeline
-from gateway.core.session import Session, SessionState
-from gateway.core.update_check import UpdateSummary
-from gateway.errors import InvalidState, ProtocolError, RoomPoisoned, RoomReset
-from gateway.types import RoomId
 
 MAX_AWARENESS_CLOCKS = 10_000
 """Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
@@ -268,7 +277,10 @@ class Room:
             raise RoomPoisoned(f"a refused change could not be undone: {exc!r}", b"") from exc
 
     def _apply_client_awareness(self, session: Session, payload: bytes) -> list[Effect]:
-        entries = codec.decode_awareness(payload, max_entries=self.limits.max_awareness_entries)
+        try:
+            entries = codec.decode_awareness(payload, max_entries=self.limits.max_awareness_entries)
+        except WireProtocolError as exc:
+            raise as_gateway_error(exc) from None
         if session.grant.rights.awareness is not Awareness.PUBLISH:
             if not session.wants_rejects:
                 return []
@@ -280,7 +292,7 @@ class Room:
                     f"awareness state of {len(entry.state)} characters exceeds the limit of "
                     f"{self.limits.max_awareness_state_bytes}"
                 )
-            codec.check_json(entry.state, max_depth=self.limits.max_awareness_depth)
+            check_json(entry.state, max_depth=self.limits.max_awareness_depth)
         # _merge_awareness: a connection sets or clears only its own entries
         if not self._merge_awareness(entries, owner=session):
             return []
@@ -411,7 +423,7 @@ class Room:
         """Apply an update checked elsewhere (a peer, the store); return whether it was new."""
         try:
             summary = self.guard.summarize_trusted(update)
-        except ProtocolError as exc:  # checked elsewhere, unreadable here: rebuild the room
+        except WireProtocolError as exc:  # checked elsewhere, unreadable here: rebuild the room
             self.poisoned = True
             raise RoomPoisoned(f"peer update unreadable by the guard: {exc}", update) from exc
         new = self.guard.adds_structs(summary)

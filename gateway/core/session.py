@@ -6,11 +6,11 @@ import enum
 import itertools
 from collections import deque
 
-from gateway.core import codec
 from gateway.core.limits import Limits, TokenBucket
-from gateway.core.messages import Feature, Message
 from gateway.core.policy import DEVELOPMENT_GRANT, Awareness, Grant
-from gateway.errors import MessageTooBig, RateLimited
+from gateway.errors import MessageTooBig, RateLimited, WireProtocolError, as_gateway_error
+from wedsync_protocol import codec
+from wedsync_protocol.messages import Feature, Message
 
 _ids = itertools.count(1)
 
@@ -108,7 +108,10 @@ class Session:
             raise RateLimited(
                 f"more than {self.byte_rate.rate:g} bytes/s (burst {self.byte_rate.burst:g})"
             )
-        return codec.decode(data)
+        try:
+            return codec.decode(data)
+        except WireProtocolError as exc:
+            raise as_gateway_error(exc) from None
 
     def next_seq(self) -> int:
         """Count one document-bearing message and return its sequence number (1-based)."""

@@ -27,8 +27,8 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import NamedTuple
 
-from gateway.core.codec import MAX_SAFE_INTEGER, Reader
-from gateway.errors import ProtocolError
+from gateway.errors import ProtocolError, WireProtocolError
+from wedsync_protocol.codec import MAX_SAFE_INTEGER, Reader
 
 CLOCK_LIMIT = 2**31
 """yrs computes clock offsets in i32: every clock (and clock + length) must stay below this."""
@@ -154,7 +154,7 @@ def read_update(update: bytes, limits: UpdateLimits = DEFAULT_LIMITS) -> ParsedU
         return walker.run()
     except InvalidUpdate:
         raise
-    except ProtocolError as exc:  # the Reader's own bounds
+    except WireProtocolError as exc:  # the Reader's own bounds
         raise InvalidUpdate(f"{exc} (update byte {walker.reader.pos})") from None
 
 

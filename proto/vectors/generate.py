@@ -3,7 +3,7 @@
 Run by hand after changing the spec: ``.venv/bin/python proto/vectors/generate.py``.
 
 The bytes are assembled here from the spec, with a lib0 writer of our own, and never by
-``gateway.core.codec``: the vectors check the codec, so they must not be its output. Document
+``wedsync_protocol.codec``: the vectors check the codec, so they must not be its output. Document
 updates are hand-encoded Yjs v1 updates (proto/schema.md roots), then applied to a pycrdt Doc
 to prove they are real updates.
 """

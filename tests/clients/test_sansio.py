@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gateway_client import ClientProtocol, backoff
 from pycrdt import Doc, Map
 
-from gateway.core import codec
-from gateway.core.messages import (
+from gateway_client import ClientProtocol, backoff
+from wedsync_protocol import codec
+from wedsync_protocol.errors import ProtocolError
+from wedsync_protocol.messages import (
     AUTH_TOKEN,
     CATCH_UP_RESET,
     EMPTY_UPDATE,
@@ -29,7 +30,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.errors import ProtocolError
 
 VECTORS = json.loads(
     (Path(__file__).resolve().parents[2] / "proto" / "vectors" / "messages.json").read_text()

@@ -7,13 +7,13 @@ from typing import Any
 
 from pycrdt import Array, Doc, Map
 
-from gateway.core import codec
 from gateway.core.effects import Send
 from gateway.core.limits import Limits
-from gateway.core.messages import CATCH_UP_GZIP_BYTES, CatchUp, Feature, Resume
 from gateway.core.room import Room
 from gateway.core.session import Session, SessionState
 from gateway.types import RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.messages import CATCH_UP_GZIP_BYTES, CatchUp, Feature, Resume
 
 LIMITS = Limits(max_message_bytes=1 << 20)
 

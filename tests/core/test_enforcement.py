@@ -13,10 +13,15 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map, Text
 
-from gateway.core import codec
 from gateway.core.effects import Broadcast, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
-from gateway.core.messages import (
+from gateway.core.policy import Grant, Role
+from gateway.core.room import MAX_REJECTS, Room
+from gateway.core.session import Session
+from gateway.errors import ProtocolError
+from gateway.types import RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     AwarenessEntry,
     AwarenessUpdate,
     Feature,
@@ -27,11 +32,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.core.policy import Grant, Role
-from gateway.core.room import MAX_REJECTS, Room
-from gateway.core.session import Session
-from gateway.errors import ProtocolError
-from gateway.types import RoomId
 
 LIMITS = Limits(max_message_bytes=1 << 20, max_awareness_entries=4, max_awareness_state_bytes=64)
 VENDOR = "caterer-42"

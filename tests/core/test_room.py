@@ -10,10 +10,15 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map
 
-from gateway.core import codec
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
-from gateway.core.messages import (
+from gateway.core.policy import Author
+from gateway.core.room import Room, compact_updates
+from gateway.core.session import Session, SessionState
+from gateway.errors import ClientIdInUse, InvalidState, ProtocolError
+from gateway.types import RoomId
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     EMPTY_UPDATE,
     Ack,
     Auth,
@@ -28,11 +33,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.core.policy import Author
-from gateway.core.room import Room, compact_updates
-from gateway.core.session import Session, SessionState
-from gateway.errors import ClientIdInUse, InvalidState, ProtocolError
-from gateway.types import RoomId
 
 LIMITS = Limits(max_message_bytes=1 << 16, max_awareness_entries=4, max_awareness_state_bytes=64)
 DEV = Author("dev", "planner")

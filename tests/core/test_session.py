@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.messages import Feature, Hello, SyncUpdate
 from gateway.core.session import Session, SessionState
 from gateway.errors import MessageTooBig, ProtocolError
+from wedsync_protocol.messages import Feature, Hello, SyncUpdate
 
 EMPTY_SYNC_UPDATE = bytes.fromhex("0002020000")
 

@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycrdt import Array, Doc, Map, Text, merge_updates
 
-from gateway.core.codec import Reader
 from gateway.core.update_check import (
     CLOCK_LIMIT,
     ContentRef,
@@ -33,6 +32,7 @@ from gateway.core.update_check import (
 )
 from gateway.errors import ProtocolError
 from tests.core import update_builder as b
+from wedsync_protocol.codec import Reader
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATOR = Path(__file__).resolve().parent / "js" / "gen_updates.mjs"

@@ -18,8 +18,8 @@ from typing import Any, BinaryIO
 
 from pycrdt import Array, Doc, Map
 
-from gateway.core.codec import Reader
 from gateway.core.update_check import DocIndex, InvalidUpdate, check_update
+from wedsync_protocol.codec import Reader
 
 
 def state_of(doc: Doc[Any]) -> dict[int, int]:

@@ -14,10 +14,17 @@ from typing import Any
 import pytest
 from pycrdt import Array, Doc, Map
 
-from gateway.core import codec, schema
+from gateway.core import schema
 from gateway.core.effects import Broadcast, Effect, Send
 from gateway.core.limits import Limits
-from gateway.core.messages import (
+from gateway.core.room import Room
+from gateway.core.session import Session
+from gateway.types import RoomId
+from loadtest.client import LoadClient, timeline_entry, wedding_update
+from loadtest.config import RunConfig, Scenario, Target
+from loadtest.tally import Tally
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     EXTENSION_VERSION,
     CatchUp,
     Feature,
@@ -28,12 +35,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.core.room import Room
-from gateway.core.session import Session
-from gateway.types import RoomId
-from loadtest.client import LoadClient, timeline_entry, wedding_update
-from loadtest.config import RunConfig, Scenario, Target
-from loadtest.tally import Tally
 
 LIMITS = Limits()
 

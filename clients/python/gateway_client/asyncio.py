@@ -13,14 +13,10 @@ from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from gateway.core.messages import Reject
 from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
-
-TERMINAL_CLOSE_CODES = range(4500, 5000)
-"""proto/spec.md §6: do not reconnect after these (nor after 1009, nor after 4401 with the same
-token: ``refresh_token`` first)."""
-UNAUTHORIZED = 4401
+from wedsync_protocol.close_codes import needs_new_token, reconnects
+from wedsync_protocol.messages import Reject
 
 
 class GatewayClosed(Exception):
@@ -246,7 +242,8 @@ class GatewayClient:
         self._ws = None
         self.last_close = (code, reason)
         self.protocol.connection_lost()
-        if code in TERMINAL_CLOSE_CODES or code in (1009, UNAUTHORIZED):
+        # proto/spec.md §6; after 4401 the same token fails again: ``refresh_token`` first
+        if not reconnects(code) or needs_new_token(code):
             self._closed = GatewayClosed(code, reason)
         self._notify()
 

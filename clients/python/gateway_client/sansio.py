@@ -13,8 +13,8 @@ from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
-from gateway.core import codec
-from gateway.core.messages import (
+from wedsync_protocol import codec
+from wedsync_protocol.messages import (
     AUTH_TOKEN,
     EMPTY_UPDATE,
     EXTENSION_VERSION,

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import assert_never
 
-import orjson
-
-from gateway.core.messages import (
+from wedsync_protocol.errors import ProtocolError
+from wedsync_protocol.messages import (
     ALL_FEATURES,
     Ack,
     Auth,
@@ -32,7 +31,6 @@ from gateway.core.messages import (
     SyncType,
     SyncUpdate,
 )
-from gateway.errors import ProtocolError
 
 MAX_VARUINT_BYTES = 10
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -206,6 +204,22 @@ def check_state_vector(data: bytes) -> None:
     reader.expect_end("state vector")
 
 
+def encode_state_vector(clocks: dict[int, int]) -> bytes:
+    """A Yjs state vector ({client: next clock}), as ``Doc.get_state`` encodes it."""
+    parts = [write_varuint(len(clocks))]
+    for client, clock in clocks.items():
+        parts.append(write_varuint(client))
+        parts.append(write_varuint(clock))
+    return b"".join(parts)
+
+
+def decode_state_vector(data: bytes) -> dict[int, int]:
+    """{client: next clock} from an encoded state vector; ProtocolError unless it is exactly
+    one (check it first with ``check_state_vector`` when it comes from a peer)."""
+    reader = Reader(data)
+    return {reader.read_varuint(): reader.read_varuint() for _ in range(reader.read_varuint())}
+
+
 def decode_awareness(payload: bytes, *, max_entries: int) -> list[AwarenessEntry]:
     """Decode the entries of an awareness update (y-protocols awareness encoding)."""
     reader = Reader(payload)
@@ -220,28 +234,6 @@ def decode_awareness(payload: bytes, *, max_entries: int) -> list[AwarenessEntry
     ]
     reader.expect_end("awareness update")
     return entries
-
-
-def check_json(text: str, *, max_depth: int) -> None:
-    """Refuse ``text`` unless it is JSON nested at most ``max_depth`` deep (awareness states are
-    parsed by every stock client: malformed JSON there breaks them)."""
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError(f"awareness state is not valid JSON: {exc}") from None
-    level: list[object] = [value]
-    for depth in range(max_depth + 1):
-        children: list[object] = []
-        for item in level:
-            if isinstance(item, dict):
-                children.extend(item.values())
-            elif isinstance(item, list):
-                children.extend(item)
-        if not children:
-            return
-        level = children
-        if depth == max_depth - 1 and any(isinstance(c, dict | list) for c in level):
-            raise ProtocolError(f"awareness state is nested deeper than {max_depth}")
 
 
 def encode_awareness(entries: list[AwarenessEntry]) -> bytes:

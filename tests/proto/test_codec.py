@@ -1,4 +1,4 @@
-"""gateway.core.codec against proto/vectors/messages.json, plus fuzzing (STYLE.md habit 1)."""
+"""wedsync_protocol.codec against proto/vectors/messages.json, plus fuzzing (STYLE.md habit 1)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core import codec
-from gateway.core.messages import (
+from wedsync_protocol import codec
+from wedsync_protocol.errors import ProtocolError
+from wedsync_protocol.messages import (
     Ack,
     Auth,
     AwarenessEntry,
@@ -31,7 +32,6 @@ from gateway.core.messages import (
     SyncStep2,
     SyncUpdate,
 )
-from gateway.errors import ProtocolError
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "proto" / "vectors" / "messages.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
