@@ -40,11 +40,18 @@ class MemoryBroker:
 
 
 class MemoryBus:
-    """A Bus whose peers live in the same process. Overflowing subscribers lose messages."""
+    """A Bus whose peers live in the same process. Overflowing subscribers lose messages.
 
-    def __init__(self, node_id: NodeId, broker: MemoryBroker | None = None) -> None:
+    ``queue_limit`` bounds each of this node's subscriptions (default: the broker's); a
+    subscriber that falls that far behind gets a loss marker and must resync from the Store.
+    """
+
+    def __init__(
+        self, node_id: NodeId, broker: MemoryBroker | None = None, *, queue_limit: int | None = None
+    ) -> None:
         self.node_id = node_id
         self.broker = broker or MemoryBroker()
+        self.queue_limit = self.broker.queue_limit if queue_limit is None else queue_limit
         self._seq: dict[RoomId, itertools.count[int]] = defaultdict(lambda: itertools.count(1))
         self._published = self._delivered = self._dropped = 0
 
@@ -66,7 +73,7 @@ class MemoryBus:
 
     @asynccontextmanager
     async def subscribe(self, room: RoomId) -> AsyncIterator[AsyncIterator[BusMessage]]:
-        subscriber = _Subscriber(self.node_id, self.broker.queue_limit)
+        subscriber = _Subscriber(self.node_id, self.queue_limit)
         self.broker.subscribers[room].add(subscriber)
         try:
             yield _drain(room, subscriber)

@@ -1,7 +1,8 @@
 """The guarantees of gateway/ports.py as tests. Every adapter runs the contract of its port.
 
-A subclass provides one fixture: ``make_bus`` (a coroutine function: node id → a Bus entered for
-the test, all sharing one medium) or ``make_store`` (a coroutine function: → a Store entered for
+A subclass provides one fixture: ``make_bus`` (a coroutine function: node id, and optionally
+``queue_limit``, the bound of each of that node's subscriptions → a Bus entered for the test, all
+sharing one medium) or ``make_store`` (a coroutine function: → a Store entered for
 the test; every call opens another instance on the same storage, as another node would).
 """
 
@@ -9,15 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from pycrdt import Array, Doc, Map
 
-from gateway.ports import Append, AuditEntry, Author, Bus, BusMessage, History, Store
+from gateway.ports import (
+    Append,
+    AuditEntry,
+    Author,
+    Bus,
+    BusMessage,
+    History,
+    Store,
+    is_loss_marker,
+)
 from gateway.types import NodeId, RoomId
 
-BusFactory = Callable[[str], Awaitable[Bus]]
+
+class BusFactory(Protocol):
+    def __call__(self, node_id: str, *, queue_limit: int | None = None) -> Awaitable[Bus]:
+        """A Bus for ``node_id``; ``queue_limit`` bounds each subscription (None: the default)."""
+        ...
+
+
 StoreFactory = Callable[[], Awaitable[Store]]
 
 ROOM = RoomId("wedding-1")
@@ -110,6 +126,87 @@ class BusContract:
                 if message.seq:  # a Bus may report possible loss (seq 0) on a resubscription
                     payloads.append(message.payload)
         assert payloads == [b"back"]
+
+    # -- loss: a gap must reach the subscriber as a marker, or the room is never repaired ----
+
+    async def test_a_subscriber_that_does_not_read_gets_a_loss_marker_then_messages_again(
+        self, make_bus: BusFactory
+    ) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b", queue_limit=LIMIT)
+        async with b.subscribe(ROOM) as messages, b.subscribe(OTHER_ROOM) as barrier:
+            await publish_unread(a, barrier, range(1, SENT + 1))
+            overflowed = [await next_message(messages) for _ in range(LIMIT + 1)]
+            await publish_unread(a, barrier, range(SENT + 1, SENT + 1 + LIMIT))
+            after = [await next_message(messages) for _ in range(LIMIT)]
+        assert sum(map(is_loss_marker, overflowed)) == 1  # the queue held LIMIT, then lost
+        assert not any(map(is_loss_marker, after))  # one marker per loss, not one per message
+        assert [m.seq for m in after] == list(range(SENT + 1, SENT + 1 + LIMIT))
+        assert_ordered_and_losses_reported(overflowed + after)
+
+    async def test_each_overflow_gets_its_own_loss_marker(self, make_bus: BusFactory) -> None:
+        a, b = await make_bus("node-a"), await make_bus("node-b", queue_limit=LIMIT)
+        received: list[BusMessage] = []
+        async with b.subscribe(ROOM) as messages, b.subscribe(OTHER_ROOM) as barrier:
+            for start in (1, 1 + SENT):
+                await publish_unread(a, barrier, range(start, start + SENT))
+                drained = [await next_message(messages) for _ in range(LIMIT + 1)]
+                assert sum(map(is_loss_marker, drained)) == 1
+                received += drained
+            await publish_unread(a, barrier, [1 + 2 * SENT])
+            received.append(await next_message(messages))
+        assert received[-1].seq == 1 + 2 * SENT
+        assert_ordered_and_losses_reported(received)
+
+    async def test_only_the_subscriber_that_overflowed_gets_a_loss_marker(
+        self, make_bus: BusFactory
+    ) -> None:
+        a = await make_bus("node-a")
+        slow, fast = await make_bus("node-b", queue_limit=LIMIT), await make_bus("node-c")
+        async with (
+            slow.subscribe(ROOM) as lossy,
+            slow.subscribe(OTHER_ROOM) as barrier,
+            fast.subscribe(ROOM) as complete,
+        ):
+            await publish_unread(a, barrier, range(1, SENT + 1))
+            got_all = [await next_message(complete) for _ in range(SENT)]
+            assert is_loss_marker(await next_message(lossy))
+        assert [(m.seq, m.payload) for m in got_all] == [(i, b"%d" % i) for i in range(1, SENT + 1)]
+
+
+LIMIT = 4  # a slow subscriber's queue bound in the loss tests
+SENT = 10  # messages published while it does not read: more than LIMIT
+
+
+async def publish_unread(
+    publisher: Bus, barrier: AsyncIterator[BusMessage], seqs: Iterable[int]
+) -> None:
+    """Publish one ROOM message per seq (its payload the seq), then wait until they reached the
+    subscribing node, without reading them.
+
+    The wait is a message to OTHER_ROOM on that node (``barrier``): both buses deliver one
+    publisher's messages to one node in publish order, whatever the room (the memory bus on
+    publish, the Redis bus over one publisher connection and one pub/sub connection per node).
+    """
+    for seq in seqs:
+        publisher.publish_nowait(ROOM, b"%d" % seq)
+    publisher.publish_nowait(OTHER_ROOM, b"barrier")
+    assert (await next_message(barrier)).payload == b"barrier"
+
+
+def assert_ordered_and_losses_reported(received: list[BusMessage]) -> None:
+    """One publisher's messages only move forward, and every gap in their seq was reported: by
+    the time a message after a gap arrives, a loss marker has arrived for it (gateway/ports.py
+    ``Bus``: a marker before the next message)."""
+    last = gaps = markers = 0
+    for message in received:
+        if is_loss_marker(message):
+            markers += 1
+            continue
+        assert message.seq > last, f"seq {message.seq} after {last}: out of order or repeated"
+        assert (message.origin, message.payload) == ("node-a", b"%d" % message.seq)
+        gaps += message.seq != last + 1
+        assert markers >= gaps, f"seq {message.seq} follows an unreported gap after {last}"
+        last = message.seq
 
 
 def document_updates() -> tuple[Doc[Any], list[bytes]]:

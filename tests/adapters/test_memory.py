@@ -21,8 +21,8 @@ class TestMemoryBus(BusContract):
     def make_bus(self) -> BusFactory:
         broker = MemoryBroker()
 
-        async def make(node_id: str) -> Bus:
-            return MemoryBus(NodeId(node_id), broker)
+        async def make(node_id: str, *, queue_limit: int | None = None) -> Bus:
+            return MemoryBus(NodeId(node_id), broker, queue_limit=queue_limit)
 
         return make
 

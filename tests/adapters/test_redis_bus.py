@@ -55,6 +55,11 @@ async def admin(redis_url: str) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+def limit(queue_limit: int | None) -> dict[str, int]:
+    """RedisBus options for a contract's ``queue_limit`` (None: the bus's default)."""
+    return {} if queue_limit is None else {"queue_limit": queue_limit}
+
+
 def supports_sharded_pubsub(url: str) -> bool:
     client = redis.Redis.from_url(url)
     try:
@@ -67,8 +72,8 @@ def supports_sharded_pubsub(url: str) -> bool:
 class TestRedisBus(BusContract):
     @pytest.fixture
     def make_bus(self, connect_bus: RedisBusFactory) -> BusFactory:
-        async def make(node_id: str) -> Bus:
-            return await connect_bus(node_id)
+        async def make(node_id: str, *, queue_limit: int | None = None) -> Bus:
+            return await connect_bus(node_id, **limit(queue_limit))
 
         return make
 
@@ -79,8 +84,8 @@ class TestShardedRedisBus(BusContract):
         if not supports_sharded_pubsub(redis_url):
             pytest.skip("this Redis has no SPUBLISH (sharded pub/sub needs Redis 7)")
 
-        async def make(node_id: str) -> Bus:
-            return await connect_bus(node_id, sharded=True)
+        async def make(node_id: str, *, queue_limit: int | None = None) -> Bus:
+            return await connect_bus(node_id, sharded=True, **limit(queue_limit))
 
         return make
 
