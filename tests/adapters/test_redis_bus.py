@@ -21,7 +21,14 @@ from gateway.adapters.redis_bus import RedisBus
 from gateway.errors import BackendUnavailable
 from gateway.ports import Bus, BusMessage, is_loss_marker
 from gateway.types import NodeId
-from tests.adapters.contracts import OTHER_ROOM, ROOM, BusContract, BusFactory, next_message
+from tests.adapters.contracts import (
+    OTHER_ROOM,
+    ROOM,
+    BusContract,
+    BusFactory,
+    assert_ordered_and_losses_reported,
+    next_message,
+)
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.redis
@@ -40,7 +47,7 @@ async def connect_bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBusFact
     async with AsyncExitStack() as stack:
 
         async def connect(node_id: str, **options: Any) -> RedisBus:
-            bus = RedisBus.connect(redis_url, node_id=NodeId(node_id), prefix=prefix, **options)
+            bus = RedisBus(redis_url, node_id=NodeId(node_id), prefix=prefix, **options)
             return await stack.enter_async_context(bus)
 
         yield connect
@@ -134,6 +141,64 @@ async def test_a_lost_pubsub_connection_is_reported_then_repaired(
         a.publish_nowait(ROOM, b"after")
         message = await next_message(messages)
     assert (message.payload, message.seq) == (b"after", 2)
+
+
+async def test_every_room_of_a_node_gets_a_loss_marker_once_its_connection_is_back(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+    received: dict[str, list[BusMessage]] = {ROOM: [], OTHER_ROOM: []}
+    async with b.subscribe(ROOM) as first, b.subscribe(OTHER_ROOM) as second:
+        inboxes = {ROOM: first, OTHER_ROOM: second}
+        killed = await admin.execute_command(
+            "CLIENT", "KILL", "ID", str(b.subscriber_client_id), "TYPE", "pubsub"
+        )
+        assert killed == 1
+        for room in inboxes:
+            a.publish_nowait(room, b"1")  # lost if Redis gets it before b is subscribed again
+        for room, messages in inboxes.items():
+            received[room].append(await next_message(messages))  # the marker, first
+        for room in inboxes:
+            a.publish_nowait(room, b"2")
+        for room, messages in inboxes.items():
+            while received[room][-1].seq != 2:
+                received[room].append(await next_message(messages))
+    assert b.statistics().reconnects == 1
+    for messages in received.values():
+        assert is_loss_marker(messages[0])
+        assert_ordered_and_losses_reported(messages)
+
+
+async def test_a_subscribe_that_returns_before_redis_confirmed_it_yields_a_loss_marker_first(
+    connect_bus: RedisBusFactory,
+) -> None:
+    a = await connect_bus("node-a")
+    b = await connect_bus("node-b", subscribe_timeout=0)  # returns before any reply can arrive
+    async with b.subscribe(ROOM) as messages:
+        a.publish_nowait(ROOM, b"1")  # lost if Redis gets it before the SUBSCRIBE
+        received = [await next_message(messages)]  # the marker, once Redis confirmed
+        a.publish_nowait(ROOM, b"2")
+        while received[-1].seq != 2:
+            received.append(await next_message(messages))
+    assert is_loss_marker(received[0])
+    assert_ordered_and_losses_reported(received)
+
+
+async def test_a_peer_that_restarts_its_seq_yields_a_loss_marker_before_its_first_message(
+    connect_bus: RedisBusFactory,
+) -> None:
+    b = await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        before = await connect_bus("node-a")
+        before.publish_nowait(ROOM, b"1")
+        before.publish_nowait(ROOM, b"2")
+        received = [await next_message(messages) for _ in range(2)]
+        await before.aclose()  # what it had not sent when it stopped is lost to b
+        restarted = await connect_bus("node-a")  # the same node id: its seq starts again at 1
+        restarted.publish_nowait(ROOM, b"1")
+        received += [await next_message(messages) for _ in range(2)]
+    assert [(m.seq, m.payload) for m in received] == [(1, b"1"), (2, b"2"), (0, b""), (1, b"1")]
+    assert b.statistics().gaps == 1
 
 
 async def test_a_room_subscribed_while_the_connection_is_lost_is_subscribed_after_it(
