@@ -1,14 +1,18 @@
 """RedisBus against the real Redis: the Bus contract (plain and sharded), wire format, loss.
 
 Every test uses a key prefix of its own (``test-<uuid12>``); nothing is flushed. Connections are
-killed only by their own CLIENT ID, never by type alone.
+killed only by their own CLIENT ID, never by type alone. Slots are moved only on a private
+one-node cluster that the test starts and stops (``cluster_url``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -29,6 +33,7 @@ from tests.adapters.contracts import (
     assert_ordered_and_losses_reported,
     next_message,
 )
+from tests.conftest import free_port
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.redis
@@ -46,8 +51,8 @@ async def connect_bus(redis_url: str, prefix: str) -> AsyncIterator[RedisBusFact
     """Opens RedisBus nodes sharing this test's prefix; closes them after the test."""
     async with AsyncExitStack() as stack:
 
-        async def connect(node_id: str, **options: Any) -> RedisBus:
-            bus = RedisBus(redis_url, node_id=NodeId(node_id), prefix=prefix, **options)
+        async def connect(node_id: str, *, url: str | None = None, **options: Any) -> RedisBus:
+            bus = RedisBus(url or redis_url, node_id=NodeId(node_id), prefix=prefix, **options)
             return await stack.enter_async_context(bus)
 
         yield connect
@@ -60,6 +65,52 @@ async def admin(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def cluster_url(redis_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A private one-node Redis Cluster serving every slot, stopped after the test.
+
+    Only a cluster takes a shard channel's subscription away on its own (a slot leaving the
+    node); the shared Redis is standalone, and its slots are not ours to move.
+    """
+    server = shutil.which("redis-server")
+    if server is None or not supports_sharded_pubsub(redis_url):
+        pytest.skip("a private Redis Cluster needs redis-server 7 on this machine")
+    port = free_port()
+    options = {
+        "bind": "127.0.0.1",
+        "port": str(port),
+        "cluster-port": str(free_port()),
+        "cluster-enabled": "yes",
+        "cluster-config-file": str(tmp_path / "nodes.conf"),
+        "dir": str(tmp_path),
+        "save": "",
+        "appendonly": "no",
+    }
+    args = [part for name, value in options.items() for part in (f"--{name}", value)]
+    process = await asyncio.create_subprocess_exec(server, *args, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}"
+    client = Redis.from_url(url)
+    try:
+        await eventually(lambda: cluster_info(client, "ready"), timeout=20)
+        await client.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        # A master leaving cluster_state:fail waits CLUSTER_WRITABLE_DELAY (2 s, cluster.c).
+        await eventually(lambda: cluster_info(client, "ok"), timeout=20)
+        yield url
+    finally:
+        await client.aclose()
+        process.terminate()  # our own server, by its process
+        await process.wait()
+
+
+async def cluster_info(client: Redis, want: str) -> bool:
+    """``ready``: the server answers; ``ok``: it serves every slot (cluster_state:ok)."""
+    try:
+        info = await client.execute_command("CLUSTER", "INFO")
+    except (redis.ConnectionError, redis.BusyLoadingError):
+        return False
+    return want == "ready" or b"cluster_state:ok" in info
 
 
 def limit(queue_limit: int | None) -> dict[str, int]:
@@ -199,6 +250,31 @@ async def test_a_peer_that_restarts_its_seq_yields_a_loss_marker_before_its_firs
         received += [await next_message(messages) for _ in range(2)]
     assert [(m.seq, m.payload) for m in received] == [(1, b"1"), (2, b"2"), (0, b""), (1, b"1")]
     assert b.statistics().gaps == 1
+
+
+async def test_a_shard_channel_that_redis_drops_is_subscribed_again_with_a_loss_marker(
+    cluster_url: str, connect_bus: RedisBusFactory
+) -> None:
+    # cluster_url comes first so that it is torn down last: the buses close while it runs.
+    a = await connect_bus("node-a", url=cluster_url, sharded=True)
+    b = await connect_bus("node-b", url=cluster_url, sharded=True)
+    async with b.subscribe(ROOM) as messages, Redis.from_url(cluster_url) as admin:
+        a.publish_nowait(ROOM, b"1")
+        received = [await next_message(messages)]
+        slot = await admin.execute_command("CLUSTER", "KEYSLOT", b.channel(ROOM))
+        # The slot leaves the node and comes back at once, as in a migration: Redis sends b an
+        # SUNSUBSCRIBE for the room, on a connection that stays up.
+        async with admin.pipeline(transaction=False) as pipe:
+            pipe.execute_command("CLUSTER", "DELSLOTS", slot)
+            pipe.execute_command("CLUSTER", "ADDSLOTS", slot)
+            await pipe.execute()
+        received.append(await next_message(messages))  # the marker, once subscribed again
+        a.publish_nowait(ROOM, b"2")
+        while received[-1].seq != 2:
+            received.append(await next_message(messages))
+    assert is_loss_marker(received[1])
+    assert_ordered_and_losses_reported(received)
+    assert b.statistics().reconnects == 0  # the dropped subscription alone was reported
 
 
 async def test_a_room_subscribed_while_the_connection_is_lost_is_subscribed_after_it(
