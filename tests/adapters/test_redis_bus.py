@@ -215,9 +215,9 @@ async def test_every_room_of_a_node_gets_a_loss_marker_once_its_connection_is_ba
             while received[room][-1].seq != 2:
                 received[room].append(await next_message(messages))
     assert b.statistics().reconnects == 1
-    for messages in received.values():
-        assert is_loss_marker(messages[0])
-        assert_ordered_and_losses_reported(messages)
+    for got in received.values():
+        assert is_loss_marker(got[0])
+        assert_ordered_and_losses_reported(got)
 
 
 async def test_a_subscribe_that_returns_before_redis_confirmed_it_yields_a_loss_marker_first(
