@@ -1,4 +1,10 @@
-"""``POST /v1/revocations``: revoke a token on every node, authorised by an admin token."""
+"""The admin endpoints: ``POST /v1/revocations`` (revoke a token on every node) and ``POST
+/v1/weddings/{id}/reset`` (a new epoch), each authorised by an admin token.
+
+The token comes from ``Authorization: Bearer`` only and is verified by the gatekeeper
+(``Gatekeeper.claims``: signature, claims, revocation); refusals are raised and rendered as JSON
+by gateway/http_errors.py.
+"""
 
 from __future__ import annotations
 
@@ -35,12 +41,12 @@ async def revoke_token(request: Request) -> Response:
       connections using that token. Idempotent. Unknown token ids are revoked all the same:
       the gateway never sees the tokens it does not verify, so there is no 404.
     - 400: the body is not JSON, or ``jti`` / ``expires_at`` is missing or of the wrong type.
-    - 401 (with ``WWW-Authenticate: Bearer``): no bearer token, or it does not verify, or it is
-      revoked itself.
+    - 401 (with ``WWW-Authenticate: Bearer``; ``error="invalid_token"`` when a token was
+      given): no bearer token, or it does not verify, or it is revoked itself.
     - 403: the token is not an admin token, or no keys are configured (development mode: no
       token can be checked, so none may revoke).
     - 413: the body is larger than 4 KiB.
-    - 503: the revocation could not be recorded (Redis unreachable); retry.
+    - 503 (with ``Retry-After``): the revocation could not be recorded (Redis unreachable).
     """
     gatekeeper: Gatekeeper = request.state.gatekeeper
     if gatekeeper.development:
