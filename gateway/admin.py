@@ -1,4 +1,10 @@
-"""``POST /v1/revocations``: revoke a token on every node, authorised by an admin token."""
+"""The admin endpoints: ``POST /v1/revocations`` (revoke a token on every node) and ``POST
+/v1/weddings/{id}/reset`` (a new epoch), each authorised by an admin token.
+
+The token comes from ``Authorization: Bearer`` only and is verified by the gatekeeper
+(``Gatekeeper.claims``: signature, claims, revocation); refusals are raised and rendered as JSON
+by gateway/http_errors.py.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,12 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import Claims, TokenVerifier
-from gateway.errors import BackendUnavailable, Unauthorized
+from gateway.auth import Claims
+from gateway.errors import Forbidden
+from gateway.gatekeeper import Gatekeeper
+from gateway.http_errors import HttpError
 from gateway.node import Node
-from gateway.ports import Revocations
+from gateway.tokens import NoToken
 from gateway.types import parse_room_id
 
 log = structlog.get_logger(__name__)
@@ -33,45 +41,40 @@ async def revoke_token(request: Request) -> Response:
       connections using that token. Idempotent. Unknown token ids are revoked all the same:
       the gateway never sees the tokens it does not verify, so there is no 404.
     - 400: the body is not JSON, or ``jti`` / ``expires_at`` is missing or of the wrong type.
-    - 401 (with ``WWW-Authenticate: Bearer``): no bearer token, or it does not verify, or it is
-      revoked itself.
+    - 401 (with ``WWW-Authenticate: Bearer``; ``error="invalid_token"`` when a token was
+      given): no bearer token, or it does not verify, or it is revoked itself.
     - 403: the token is not an admin token, or no keys are configured (development mode: no
       token can be checked, so none may revoke).
     - 413: the body is larger than 4 KiB.
-    - 503: the revocation could not be recorded (Redis unreachable); retry.
+    - 503 (with ``Retry-After``): the revocation could not be recorded (Redis unreachable).
     """
-    verifier: TokenVerifier | None = request.app.state.verifier
-    revocations: Revocations = request.app.state.revocations
-    if verifier is None:
-        return _error(403, "no keys configured: development mode cannot authorise revocations")
-    try:
-        claims = _authenticate(request, verifier, revocations)
-    except Unauthorized as exc:
-        return _error(401, str(exc), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    if not claims.admin:
-        return _error(403, f"the token of {claims.subject!r} is not an admin token")
+    gatekeeper: Gatekeeper = request.state.gatekeeper
+    if gatekeeper.development:
+        raise Forbidden("no keys configured: development mode cannot authorise revocations")
+    claims = admin_claims(request, gatekeeper)
     body = await _read_body(request)
     if body is None:
-        return _error(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        raise HttpError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     parsed = _parse_body(body)
     if isinstance(parsed, str):
-        return _error(400, parsed)
+        raise HttpError(400, parsed)
     jti, expires_at = parsed
-    try:
-        await revocations.revoke(jti, expires_at)
-    except BackendUnavailable as exc:
-        return _error(503, str(exc))
+    await gatekeeper.revocations.revoke(jti, expires_at)  # BackendUnavailable: 503
     log.info("token_revoked", jti=jti, expires_at=expires_at, by=claims.subject)
     return JSONResponse({"jti": jti, "expires_at": expires_at})
 
 
-def _authenticate(request: Request, verifier: TokenVerifier, revocations: Revocations) -> Claims:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("an Authorization: Bearer <token> header is required")
-    claims = verifier.verify(token.strip())
-    if revocations.is_revoked(claims.token_id):
-        raise Unauthorized("token revoked")
+def admin_claims(request: Request, gatekeeper: Gatekeeper) -> Claims:
+    """The verified claims of the request's admin token; raises Unauthorized or Forbidden.
+
+    Admin tokens come from ``Authorization: Bearer`` only (never from a URL, which gets logged).
+    """
+    token = gatekeeper.token_in(request.scope, query=False)
+    if token is None:
+        raise NoToken("an Authorization: Bearer <token> header is required")
+    claims = gatekeeper.claims(token)
+    if not claims.admin:
+        raise Forbidden(f"the token of {claims.subject!r} is not an admin token")
     return claims
 
 
@@ -106,10 +109,6 @@ def _parse_body(body: bytes) -> tuple[str, float] | str:
     return (jti, seconds) if math.isfinite(seconds) and seconds > 0 else problem
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 async def reset_history(request: Request) -> Response:
     """``POST /v1/weddings/{wedding_id}/reset``: start a new epoch of the wedding's history.
 
@@ -122,23 +121,12 @@ async def reset_history(request: Request) -> Response:
     """
     room = parse_room_id(request.path_params["wedding_id"])
     if room is None:
-        return _error(404, "no such wedding id")
-    verifier: TokenVerifier | None = request.app.state.verifier
-    revocations: Revocations = request.app.state.revocations
+        raise HttpError(404, "no such wedding id")
+    gatekeeper: Gatekeeper = request.state.gatekeeper
     by = "development mode"
-    if verifier is not None:
-        try:
-            claims = _authenticate(request, verifier, revocations)
-        except Unauthorized as exc:
-            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            return _error(401, str(exc), headers=headers)
-        if not claims.admin:
-            return _error(403, f"the token of {claims.subject!r} is not an admin token")
-        by = claims.subject
+    if not gatekeeper.development:
+        by = admin_claims(request, gatekeeper).subject
     node: Node = request.state.node
-    try:
-        epoch = await node.reset_history(room)
-    except BackendUnavailable as exc:
-        return _error(503, str(exc))
+    epoch = await node.reset_history(room)  # BackendUnavailable: 503
     log.warning("history_reset_requested", room=room, epoch=epoch, by=by)
     return JSONResponse({"wedding_id": room, "epoch": epoch})

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
@@ -27,6 +27,7 @@ from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
 from gateway.gatekeeper import Gatekeeper
 from gateway.http_api import wedding_resume, wedding_view
+from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.node import Node
 from gateway.ports import Bus, Revocations, Store
 from gateway.settings import Settings
@@ -79,21 +80,55 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
+LifespanState = dict[str, Any]
+"""What the lifespan yields: ``{"node": Node, "gatekeeper": Gatekeeper}``; every request and
+WebSocket reads it as ``request.state.X`` / ``scope["state"]["X"]`` (the only shared state)."""
+
+
 class GatewayApp:
     """The ASGI entry point.
 
     WebSockets on ``/ws/`` go straight to the endpoint: Starlette's middleware would otherwise
     wrap every single send and receive of every client (measured in the load-test profile).
-    Everything else, the lifespan included, goes to the Starlette app.
+    Everything else, the lifespan included, goes to the Starlette app, whose error answers are
+    rendered by gateway/http_errors.py.
+
+    ``serving`` opens the node and what it needs for one run of the lifespan. The app keeps
+    that node (``node``) so the server can drain it (``drain``) before closing connections.
     """
 
-    def __init__(self, http: Starlette, websocket: WebSocketEndpoint) -> None:
-        self.http = http
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        serving: Callable[[], AbstractAsyncContextManager[LifespanState]],
+        websocket: WebSocketEndpoint,
+    ) -> None:
         self.websocket = websocket
+        self._serving = serving
+        self._node: Node | None = None
+        self.http = Starlette(
+            routes=routes, lifespan=self._lifespan, exception_handlers=EXCEPTION_HANDLERS
+        )
 
     @property
-    def state(self) -> Any:
-        return self.http.state
+    def node(self) -> Node | None:
+        """The node of the current (or last) lifespan; None before the first start-up."""
+        return self._node
+
+    async def drain(self) -> None:
+        """Drain the running node (proto/spec.md §4.5); nothing before start-up.
+
+        The server must call it before it closes the connections (gateway/cli.py
+        GatewayServer): uvicorn closes every WebSocket before the lifespan shutdown runs.
+        """
+        if self._node is not None:
+            await self._node.drain()
+
+    @asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[LifespanState]:
+        async with self._serving() as state:
+            self._node = state["node"]
+            yield state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"].startswith("/ws/"):
@@ -114,7 +149,7 @@ def create_app(
     verifier = TokenVerifier.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def serving() -> AsyncIterator[LifespanState]:
         async with AsyncExitStack() as stack:
             if verifier is None:
                 log_development_mode()
@@ -123,11 +158,8 @@ def create_app(
             else:
                 shared = revocations
             gatekeeper = Gatekeeper(verifier, shared)
-            app.state.verifier = verifier
-            app.state.revocations = shared
             store = await open_store(settings, stack)
-            journal = CrashJournal.open(settings.data_dir)
-            stack.callback(journal.close)
+            journal = open_journal(settings, stack)
             node = Node(
                 node_id=NodeId(settings.node_id),
                 bus=bus if bus is not None else await open_bus(settings, stack),
@@ -143,7 +175,6 @@ def create_app(
                 resume_log_max_updates=settings.resume_log_max_updates,
             )
             await stack.enter_async_context(node)
-            app.state.node = node  # for GatewayServer.shutdown: drain before uvicorn closes
             yield {"node": node, "gatekeeper": gatekeeper}
 
     websocket = WebSocketEndpoint(
@@ -161,7 +192,14 @@ def create_app(
         Route("/v1/weddings/{wedding_id}/resume", wedding_resume, methods=["GET"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
     ]
-    return GatewayApp(Starlette(routes=routes, lifespan=lifespan), websocket)
+    return GatewayApp(routes, serving, websocket)
+
+
+def open_journal(settings: Settings, stack: AsyncExitStack) -> CrashJournal:
+    """The crash journal in the data directory, closed with the stack."""
+    journal = CrashJournal.open(settings.data_dir)
+    stack.callback(journal.close)
+    return journal
 
 
 async def livez(request: Request) -> Response:

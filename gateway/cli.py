@@ -19,7 +19,7 @@ import uvicorn
 
 from gateway.adapters.postgres_store import migrate
 from gateway.adapters.redis_revocations import DEFAULT_GRACE, RedisRevocations
-from gateway.app import create_app
+from gateway.app import GatewayApp, create_app
 from gateway.auth import issue_token
 from gateway.core.policy import Role
 from gateway.errors import BackendUnavailable, ConfigError
@@ -210,10 +210,8 @@ class GatewayServer(uvicorn.Server):
     """
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.app
-        node = getattr(getattr(app, "state", None), "node", None)
-        if node is not None:
-            await node.drain()
+        if isinstance(self.config.app, GatewayApp):
+            await self.config.app.drain()
         await super().shutdown(sockets)
 
 

@@ -9,7 +9,6 @@ import asyncio
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qs
 
 import structlog
 from starlette.types import Receive, Scope, Send
@@ -207,7 +206,7 @@ class WebSocketEndpoint:
         """Feed the client's messages to the node until it disconnects; return its close code."""
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout_seconds
         try:
-            token = _query_token(scope)
+            token = auth.gatekeeper.token_in(scope)  # ProtocolError (4500) on a repeated ?token=
             if token is None and not auth.gatekeeper.development:
                 # the token comes in the first message (y-protocols auth, proto/spec.md §2.4)
                 event = await _receive_before(receive, deadline, "no auth message")
@@ -269,11 +268,6 @@ async def _receive_before(receive: Receive, deadline: float, what: str = "no syn
 
 _AUTH_TYPE = bytes((MessageType.AUTH,))
 _RESUME_TYPE = bytes((MessageType.RESUME,))
-
-
-def _query_token(scope: Scope) -> str | None:
-    tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
-    return tokens[-1] if tokens else None
 
 
 class _Auth:

@@ -4,6 +4,9 @@ The gatekeeper turns a token into the connection's ``Grant`` for its wedding, an
 grant while the connection is open: it closes the connection when the token expires or is
 revoked (on any node: ``Revocations`` shares revocations), and a refreshed token replaces the
 grant in place, so a role change reaches one connection without reconnecting the others.
+
+It is also the one place a token is found in a request (``token_in``, gateway/tokens.py) and
+verified (``claims``): the WebSocket, the HTTP reads and the admin endpoints all go through it.
 """
 
 from __future__ import annotations
@@ -11,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
-from gateway.auth import TokenVerifier
+from gateway import tokens
+from gateway.auth import Claims, TokenVerifier
 from gateway.core.policy import DEVELOPMENT_GRANT, Grant
-from gateway.errors import GatewayError, Unauthorized
+from gateway.errors import Forbidden, GatewayError, Unauthorized
 from gateway.ports import Revocations
 from gateway.types import RoomId
 
@@ -57,6 +62,19 @@ class Gatekeeper:
     def development(self) -> bool:
         return self.verifier is None
 
+    @staticmethod
+    def token_in(scope: Mapping[str, Any], *, query: bool = True) -> str | None:
+        """The token of an ASGI request (HTTP or WebSocket): ``Authorization: Bearer``, else
+        ``?token=``; None when it has none. Raises ProtocolError when ``token`` is repeated.
+
+        ``query=False`` reads the header only (admin tokens never travel in a URL).
+        Pass the result to ``grant`` or ``claims``.
+        """
+        authorization = tokens.authorization_header(scope)
+        if not query:
+            return tokens.bearer(authorization)
+        return tokens.token_in(scope.get("query_string", b""), authorization)
+
     def grant(self, token: str | None, room: RoomId) -> Grant:
         """The grant ``token`` gives in ``room``; raises Unauthorized or Forbidden.
 
@@ -66,11 +84,21 @@ class Gatekeeper:
         if self.verifier is None:
             return DEVELOPMENT_GRANT
         if token is None:
-            raise Unauthorized("no token: pass ?token= or send an auth message first")
+            raise tokens.NoToken("no token: pass ?token= or send an auth message first")
+        return self.claims(token).grant_for(room)
+
+    def claims(self, token: str) -> Claims:
+        """The verified claims of ``token``, which is not revoked; raises Unauthorized.
+
+        In development mode there is nothing to verify with: Forbidden (the caller decides
+        whether development mode may do what it asks without a token).
+        """
+        if self.verifier is None:
+            raise Forbidden("no keys configured: development mode cannot verify a token")
         claims = self.verifier.verify(token)
         if self.revocations.is_revoked(claims.token_id):
             raise Unauthorized("token revoked")
-        return claims.grant_for(room)
+        return claims
 
     def watch(self, grant: Grant, close: CloseConnection, previous: Watch | None = None) -> Watch:
         """Close the connection when ``grant`` expires or its token is revoked; replaces

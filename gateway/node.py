@@ -15,6 +15,7 @@ from typing import Protocol, Self, assert_never
 import structlog
 from pycrdt import merge_updates
 
+from gateway import documents
 from gateway.committer import Committer, CommitterStatistics
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
@@ -675,6 +676,15 @@ class Node:
         """The loaded room, if this node has it."""
         slot = self._rooms.get(room_id)
         return slot.room if slot is not None and not slot.unloading else None
+
+    async def read_document(
+        self, room_id: RoomId, render: documents.Render[documents.T], *, heavy: bool = False
+    ) -> documents.Read[documents.T]:
+        """``render`` of the wedding's document, from the loaded room or else the store, without
+        loading the room (gateway/documents.py); raises BackendUnavailable (retry later)."""
+        return await documents.read_document(
+            self.room(room_id), self.store, room_id, render, heavy=heavy
+        )
 
 
 def _merged(messages: list[bytes]) -> list[bytes]:

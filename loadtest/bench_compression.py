@@ -3,7 +3,7 @@
 Records a realistic wedding of ``--edits`` updates (default 5,000): a planner creates it and
 fills in a timeline of a few hundred entries over many sessions (a new client id each), vendors
 edit their entries' notes and times, core fields change, some entries are deleted. Then it
-measures what ``GET /v1/weddings/{id}/resume`` does with it (gateway/http_api.py):
+measures what ``GET /v1/weddings/{id}/resume`` does with it (gateway/content_coding.py):
 
 1. rebuilding a Doc from the stored log (every update, then the compacted snapshot) and
    rendering it (the update, the JSON view), the same renderings on a loaded room's Doc, and the
@@ -30,15 +30,9 @@ import brotli  # type: ignore[import-untyped]  # no type hints shipped
 import zstandard
 from pycrdt import Array, Doc, Map, merge_updates
 
-from gateway.http_api import (
-    BROTLI_QUALITY,
-    GZIP_LEVEL,
-    ZSTD_LEVEL,
-    compress,
-    rebuild_and_render,
-    render_json,
-    render_update,
-)
+from gateway.content_coding import BROTLI_QUALITY, GZIP_LEVEL, ZSTD_LEVEL, compress
+from gateway.documents import rebuild_and_render
+from gateway.http_api import render_json, render_update
 
 WORDS = (
     *("ceremony", "garden", "olive", "tree", "quinta", "lisbon", "cake", "florist", "band"),

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from pycrdt import Array, Doc, Map
 
-from gateway.http_api import compress
+from gateway.content_coding import compress
 from loadtest.client import timeline_entry, wedding_update
 from loadtest.config import FIRST_DOC_CLIENT_ID, Target
 from loadtest.wsclient import WsConnection, open_connection

@@ -52,7 +52,7 @@ class RunningGateway:
     @property
     def node(self) -> Any:
         """The Node of an in-process gateway."""
-        return self.app.state.node if self.app is not None else None
+        return self.app.node if self.app is not None else None
 
 
 async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) -> RunningGateway:
@@ -82,7 +82,7 @@ async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) ->
         return bool(server.started)
 
     await eventually(started, timeout=20, message="the in-process gateway started")
-    running.app = app  # the lifespan set app.state.node
+    running.app = app  # its lifespan opened the node: app.node
     return running
 
 

@@ -25,6 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.datastructures import Secret
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from gateway.adapters.memory_revocations import MemoryRevocations
@@ -39,6 +40,8 @@ from gateway.auth import (
 )
 from gateway.core.policy import Grant, Role
 from gateway.errors import BackendUnavailable, ConfigError, Forbidden, Unauthorized
+from gateway.gatekeeper import Gatekeeper
+from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.settings import Settings
 from gateway.types import RoomId
 
@@ -504,14 +507,20 @@ def revocations() -> MemoryRevocations:
     return MemoryRevocations()
 
 
-def admin_app(verifier: TokenVerifier | None, revocations: MemoryRevocations) -> Starlette:
-    app = Starlette(routes=[Route("/v1/revocations", revoke_token, methods=["POST"])])
-    app.state.verifier = verifier
-    app.state.revocations = revocations
-    return app
+def admin_app(verifier: TokenVerifier | None, revocations: MemoryRevocations) -> ASGIApp:
+    """The revocation endpoint as the gateway serves it: its JSON error answers, and the
+    lifespan state a server hands every request (``scope["state"]``)."""
+    routes = [Route("/v1/revocations", revoke_token, methods=["POST"])]
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    gatekeeper = Gatekeeper(verifier, revocations)
+
+    async def with_state(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, "state": {"gatekeeper": gatekeeper}}, receive, send)
+
+    return with_state
 
 
-def http_client(app: Starlette) -> httpx.AsyncClient:
+def http_client(app: ASGIApp) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
 
 

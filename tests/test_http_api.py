@@ -19,10 +19,10 @@ import zstandard
 from pycrdt import Array, Doc, Map
 from starlette.datastructures import Secret
 
-from gateway import http_api
+from gateway import content_coding, documents, http_api
 from gateway.auth import issue_token
 from gateway.core.policy import Role
-from gateway.http_api import negotiate, parse_state_vector
+from gateway.http_api import parse_state_vector
 from gateway.settings import Settings
 from gateway.types import RoomId
 from gateway_client import GatewayClient
@@ -201,7 +201,7 @@ async def test_each_coding_is_negotiated_and_decodes(
     sent = response.headers.get("content-encoding")
     assert sent == (None if coding == "identity" else coding)
     body = decode(raw, sent)
-    assert len(body) >= http_api.MIN_COMPRESSED_BYTES
+    assert len(body) >= content_coding.MIN_COMPRESSED_BYTES
     if coding != "identity":
         assert len(raw) < len(body)
     assert body == writer.doc.get_update() or contents(replica(body)) == contents(writer.doc)
@@ -250,10 +250,10 @@ async def test_a_small_body_is_sent_identity_unless_identity_is_refused(
 ) -> None:
     response, body = await resume(http, sv=writer.doc.get_state(), accept="br, gzip")
     assert "content-encoding" not in response.headers
-    assert len(body) < http_api.MIN_COMPRESSED_BYTES
+    assert len(body) < content_coding.MIN_COMPRESSED_BYTES
     response, body = await resume(http, sv=writer.doc.get_state(), accept="br, identity;q=0")
     assert response.headers["content-encoding"] == "br"
-    assert len(body) < http_api.MIN_COMPRESSED_BYTES
+    assert len(body) < content_coding.MIN_COMPRESSED_BYTES
 
 
 @pytest.mark.parametrize(
@@ -365,13 +365,6 @@ def test_state_vectors_are_reencoded_canonically() -> None:
     assert parse_state_vector(b64url(b"\x02\x05\x80\x00\x05\x03")) == b"\x01\x05\x03"
 
 
-def test_negotiation_order() -> None:
-    assert negotiate(None) == ["identity"]
-    assert negotiate("gzip;q=0.5, identity;q=0.7, br;q=0.7") == ["br", "identity", "gzip"]
-    assert negotiate("*;q=0.3, identity") == ["identity", "br", "zstd", "gzip"]
-    assert negotiate("x-gzip") == ["gzip", "identity"]
-
-
 # -- where the document comes from ---------------------------------------------------------------
 
 
@@ -383,7 +376,7 @@ async def test_a_room_not_loaded_is_served_from_the_store(
     in_thread: bool,
 ) -> None:
     if in_thread:
-        monkeypatch.setattr(http_api, "THREAD_HISTORY_BYTES", 0)
+        monkeypatch.setattr(documents, "THREAD_HISTORY_BYTES", 0)
     async with GatewayClient(gateway.ws_url, WEDDING) as client:
         await write_wedding(client)
         written = contents(client.doc)
