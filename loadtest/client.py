@@ -25,24 +25,19 @@ from typing import Any
 import orjson
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-from gateway.errors import ProtocolError
+from gateway_client.sync import ClientSync, Origin
 from loadtest.config import WEDDING_AUTHOR_CLIENT_ID, AckMode, RunConfig, Target
 from loadtest.stats import record_us
 from loadtest.tally import Tally
 from loadtest.wsclient import WsConnection, open_connection
 from wedsync_protocol import codec
 from wedsync_protocol.codec import decode_state_vector
+from wedsync_protocol.errors import ProtocolError
 from wedsync_protocol.messages import (
-    EXTENSION_VERSION,
-    Ack,
     AwarenessUpdate,
-    CatchUp,
     Feature,
-    Hello,
-    Position,
+    Message,
     Reject,
-    Resume,
-    SyncStep1,
     SyncStep2,
     SyncUpdate,
 )
@@ -80,7 +75,14 @@ def timeline_entry(sender: int, seq: int, marker: str) -> dict[str, str]:
 
 
 class LoadClient:
-    """A y-websocket client that edits on command and records every delivery it sees."""
+    """A y-websocket client that edits on command and records every delivery it sees.
+
+    The connection rules (HELLO, RESUME, the server's sync step 1 held until the CATCH_UP,
+    POSITION, ACK numbering) are the Python client's ``ClientSync``; this class is its
+    ``Replica``. Unlike ``GatewayClient`` it resends nothing after a reconnect: an edit made
+    while offline is not made at all (the driver edits only live clients), so every edit is
+    sent once and counted once.
+    """
 
     def __init__(self, gid: int, config: RunConfig, tally: Tally) -> None:
         self.gid = gid
@@ -97,12 +99,11 @@ class LoadClient:
         self.closed = asyncio.Event()  # set while no connection is open
         self.closed.set()
         self.live = False
-        self.acks = False
+        self.acks = False  # the server acknowledges this connection's edits (proto/spec.md §4.2)
         self.edit_seq = 0  # edits made, over every connection
-        self.message_seq = 0  # document-bearing messages sent on this connection (acks count)
         self.pending_acks: deque[tuple[int, int]] = deque()  # (message seq, intended ns)
         self._synced: asyncio.Future[None] | None = None
-        self._hello_answered = False
+        self._now = 0  # when the message being handled arrived (CLOCK_MONOTONIC ns)
         # What this client has seen from each other member: the highest seq (core fields are
         # last-writer-wins, so seeing seq k means every value up to k is reflected) or, for
         # timeline entries, one flag per seq.
@@ -112,12 +113,25 @@ class LoadClient:
         self.expected = 0  # set once the run's final sent counts are known
         self.updates_received = 0
         self._caught_up_at = -1  # updates_received when the state vector was last read
-        # RESUME (--resume, proto/spec.md §4.6): the last position the server gave, the server's
-        # sync step 1 held until the CATCH_UP, and the size of the last catch-up payload (the
+        # RESUME (--resume, proto/spec.md §4.6): the size of the last catch-up payload (the
         # update of the CATCH_UP, or of the sync step 2 answering this client's step 1).
-        self.epoch = self.offset = 0
-        self._server_state: bytes | None = None
         self.catch_up_bytes = 0
+        features = None
+        if config.acks is not AckMode.OFF:
+            features = Feature.ACKS | Feature.REJECTS
+            if config.resume:
+                features |= Feature.RESUME  # not GZIP: the payload is measured as the server
+        self.sync = ClientSync(self, features=features, resume=config.resume)  # builds it
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the last position the server gave (§4.6)."""
+        return self.sync.epoch
+
+    @property
+    def offset(self) -> int:
+        """The last offset the server gave (CATCH_UP or POSITION, §4.6)."""
+        return self.sync.offset
 
     @property
     def is_resumer(self) -> bool:
@@ -135,23 +149,12 @@ class LoadClient:
             self.tally.deflate_connections += 1
         self.closed.clear()
         opened = time.monotonic_ns()
-        self.message_seq = 0
-        self._hello_answered = False
-        self._server_state = None
         self._synced = asyncio.get_running_loop().create_future()
-        if self.config.acks is not AckMode.OFF:
-            features = Feature.ACKS | Feature.REJECTS
-            if self.config.resume:
-                features |= Feature.RESUME
-            self.conn.send(codec.encode(Hello(EXTENSION_VERSION, features)))
-        state = self.doc.get_state()
-        if self.config.resume:
-            self.conn.send(codec.encode(Resume(self.epoch, self.offset, state)))
-        else:
-            self.conn.send(codec.encode(SyncStep1(state)))
+        for data in self.sync.connection_made(self.doc.get_state()):
+            self.conn.send(data)
         async with asyncio.timeout(CONNECT_TIMEOUT):
             await self._synced
-        self.acks = self._hello_answered
+        self.acks = self.sync.acks_enabled
         if self.config.edits:
             self.ensure_wedding()
         self.live = True
@@ -203,56 +206,55 @@ class LoadClient:
         conn = self.conn
         if conn is None:
             return
-        self.message_seq += 1
+        seq, data = self.sync.document(message)
         if self.acks and intended_ns is not None:
-            self.pending_acks.append((self.message_seq, intended_ns))
-        conn.send(codec.encode(message))
+            self.pending_acks.append((seq, intended_ns))
+        conn.send(data)
 
     # -- receiving (WsConnection's Handler) --------------------------------------------------------
 
     def message_received(self, data: bytes) -> None:
-        now = time.monotonic_ns()
-        tally = self.tally
-        tally.messages_in += 1
+        self._now = time.monotonic_ns()  # before decoding: latency is measured to arrival
+        self.tally.messages_in += 1
         try:
             message = codec.decode_server_message(data)
         except ProtocolError:
-            tally.errors["bad_message"] += 1
+            self.tally.errors["bad_message"] += 1
             return
-        match message:
-            case SyncUpdate(update):
-                self.doc.apply_update(update)
-                self.updates_received += 1
-                self._read_markers(update, now, live=True)
-            case SyncStep2(update):
-                self._synced_with(update, now)
-            case CatchUp(epoch, offset, _, update):
-                self.epoch, self.offset = epoch, offset
-                self._synced_with(update, now)
-                if self._server_state is not None:  # answered after the CATCH_UP (§4.6)
-                    self._send_document(SyncStep2(self.doc.get_update(self._server_state)), None)
-                    self._server_state = None
-            case Position(epoch, offset):
-                self.epoch, self.offset = epoch, offset
-            case SyncStep1(state_vector):
-                if self.config.resume and not self._is_synced:
-                    self._server_state = state_vector
-                else:
-                    self._send_document(SyncStep2(self.doc.get_update(state_vector)), None)
-            case Hello(_, features):
-                self._hello_answered = Feature.ACKS in features
-            case Ack(seq):
-                self._acked(seq, now)
-            case Reject(_, field, reason):
-                tally.refused(field, reason)
-            case AwarenessUpdate():
-                pass
-            case _:
-                tally.errors[f"unexpected_{type(message).__name__}"] += 1
+        conn = self.conn
+        for reply in self.sync.receive(message):  # a held sync step 2 answer (§4.6)
+            if conn is not None:
+                conn.send(reply)
 
-    @property
-    def _is_synced(self) -> bool:
-        return self._synced is not None and self._synced.done()
+    # -- Replica (called by ClientSync.receive) ------------------------------------------------
+
+    def received(self, update: bytes, origin: Origin) -> None:
+        if origin is Origin.UPDATE:
+            self.doc.apply_update(update)
+            self.updates_received += 1
+            self._read_markers(update, self._now, live=True)
+        else:  # STEP2, CATCH_UP; RESET never comes: the kit resets no wedding's history
+            self._synced_with(update, self._now)
+
+    def answer(self, state_vector: bytes) -> bytes | None:
+        return None if self.conn is None else self.doc.get_update(state_vector)
+
+    def resend(self) -> list[bytes]:
+        return []  # nothing to resend: every edit was sent on a live connection, once
+
+    def acknowledged(self, seq: int) -> None:
+        pending = self.pending_acks
+        histogram = self.tally.ack_latency
+        now = self._now
+        while pending and pending[0][0] <= seq:
+            _, intended = pending.popleft()
+            record_us(histogram, (now - intended) // 1000)
+
+    def other(self, message: Message) -> None:
+        if isinstance(message, Reject):
+            self.tally.refused(message.field, message.reason)
+        elif not isinstance(message, AwarenessUpdate):
+            self.tally.errors[f"unexpected_{type(message).__name__}"] += 1
 
     def _synced_with(self, update: bytes, now: int) -> None:
         """A sync step 2 or CATCH_UP: the initial sync of this connection (or a later resync)."""
@@ -275,13 +277,6 @@ class LoadClient:
             self._synced.set_exception(ConnectionError(f"closed during sync (code {code})"))
         if not expected:
             self.tally.errors[f"disconnect_{code}"] += 1
-
-    def _acked(self, seq: int, now: int) -> None:
-        pending = self.pending_acks
-        histogram = self.tally.ack_latency
-        while pending and pending[0][0] <= seq:
-            _, intended = pending.popleft()
-            record_us(histogram, (now - intended) // 1000)
 
     def _read_markers(self, update: bytes, now: int, *, live: bool) -> None:
         tally = self.tally

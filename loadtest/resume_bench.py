@@ -17,11 +17,14 @@ in a wedding of its own:
    the writer's document.
 
 Measured: the catch-up payload (the update inside the CATCH_UP or sync step 2), its size under
-gzip, br and zstd at the levels of ``GET /v1/weddings/{id}/resume`` (gateway/http_api.py), and
+gzip, br and zstd at the levels ``GET /v1/weddings/{id}/resume`` documents (README.md: br 5,
+zstd 3, gzip 6; compressed here with the same libraries, not with the gateway's code), and
 the time from the socket being open (WebSocket handshake done) to that update applied to the
 client's Doc. On the gateway, the HTTP resume endpoint is asked for the same state vector with
 each coding: body bytes and request time (one kept-alive connection, so no TCP set-up).
 
+Bench clients drive the Python client's ``gateway_client.sync.ClientSync`` (HELLO, RESUME, the
+server's sync step 1 held until the CATCH_UP, POSITION, ACK numbering) over the kit's sockets.
 Edits are the load-test kit's (loadtest/client.py), valid under proto/schema.md: ``core`` sets
 ``core["notes"]`` (last writer wins: missed values are tombstones by the time anyone catches
 up), ``timeline`` appends an entry (each one stays: the payload grows with N).
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gzip
 import http.client
 import json
 import secrets
@@ -44,67 +48,79 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import brotli  # type: ignore[import-untyped]  # no type hints shipped
+import zstandard
 from pycrdt import Array, Doc, Map
 
-from gateway.content_coding import compress
+from gateway_client.sync import ClientSync, Origin
 from loadtest.client import timeline_entry, wedding_update
 from loadtest.config import FIRST_DOC_CLIENT_ID, Target
 from loadtest.wsclient import WsConnection, open_connection
 from wedsync_protocol import codec
 from wedsync_protocol.codec import decode_state_vector
-from wedsync_protocol.messages import (
-    EXTENSION_VERSION,
-    Ack,
-    CatchUp,
-    Feature,
-    Hello,
-    Position,
-    Resume,
-    SyncStep1,
-    SyncStep2,
-    SyncUpdate,
-)
+from wedsync_protocol.messages import Feature, Message, SyncStep1, SyncUpdate
 
 CODINGS = ("gzip", "br", "zstd")
+LEVELS = {"br": 5, "zstd": 3, "gzip": 6}
+"""The levels of ``GET /v1/weddings/{id}/resume`` (README.md, "Compression")."""
 CHUNK = 100
 """Edits sent between two durability barriers (below the gateway's per-client queue limit)."""
 TIMEOUT = 120.0
 WRITER_CLIENT_ID = FIRST_DOC_CLIENT_ID
 
 
-class Peer:
-    """One bench client: a pycrdt Doc on a WsConnection (its Handler)."""
+def compress(body: bytes, coding: str) -> bytes:
+    """``body`` as the resume endpoint codes it (same library and level; gzip without mtime)."""
+    if coding == "br":
+        return bytes(brotli.compress(body, quality=LEVELS["br"]))
+    if coding == "zstd":
+        return zstandard.ZstdCompressor(level=LEVELS["zstd"]).compress(body)
+    return gzip.compress(body, LEVELS["gzip"], mtime=0)
 
-    def __init__(self, doc: Doc[Any], *, resume: bool = False, answers: bool = True) -> None:
+
+class Peer:
+    """One bench client: a pycrdt Doc on a WsConnection (its Handler), the ``Replica`` of a
+    ``ClientSync``. ``hello`` is the features sent in HELLO (None: none, a stock client)."""
+
+    def __init__(
+        self,
+        doc: Doc[Any],
+        *,
+        hello: Feature | None = None,
+        resume: bool = False,
+        answers: bool = True,
+    ) -> None:
         self.doc = doc
-        self.resume = resume
+        self.sync = ClientSync(self, features=hello, resume=resume)
         self.answers = answers
         """Answer the server's sync step 1 (False: a client that only measures its catch-up)."""
         self.conn: WsConnection | None = None
         self.changed = asyncio.Event()
-        self.acks = False
-        self.sent = 0  # document-bearing messages sent on this connection
         self.acked = 0
         self.step2s = 0
-        self.epoch = self.offset = 0
         self.caught_up_ns = 0
         self.payload: bytes | None = None
         self.message_bytes = 0
-        self._server_state: bytes | None = None
+        self._message = b""  # the message being handled: its size is measured
         self.lost: str | None = None
 
-    async def connect(self, url: str, *, hello: Feature | None) -> int:
+    @property
+    def acks(self) -> bool:
+        """The server acknowledges this connection's document-bearing messages (a gateway)."""
+        return self.sync.acks_enabled
+
+    @property
+    def sent(self) -> int:
+        """Document-bearing messages sent on this connection (what the ACKs count)."""
+        return self.sync.seq
+
+    async def connect(self, url: str) -> int:
         """Open the socket, send HELLO if asked, then RESUME or sync step 1; returns the
         monotonic ns at which the socket was open."""
         self.conn = await open_connection(url, self, timeout=TIMEOUT)
         opened = time.monotonic_ns()
-        if hello is not None:
-            self.conn.send(codec.encode(Hello(EXTENSION_VERSION, hello)))
-        state = self.doc.get_state()
-        if self.resume:
-            self.conn.send(codec.encode(Resume(self.epoch, self.offset, state)))
-        else:
-            self.conn.send(codec.encode(SyncStep1(state)))
+        for data in self.sync.connection_made(self.doc.get_state()):
+            self.conn.send(data)
         return opened
 
     async def until(self, condition: Callable[[], bool]) -> None:
@@ -117,8 +133,7 @@ class Peer:
 
     def send_update(self, update: bytes) -> None:
         assert self.conn is not None
-        self.sent += 1
-        self.conn.send(codec.encode(SyncUpdate(update)))
+        self.conn.send(self.sync.document(SyncUpdate(update))[1])
 
     async def durable(self) -> None:
         """Everything sent so far is acknowledged (gateway) or applied (a sync round trip)."""
@@ -138,35 +153,10 @@ class Peer:
     # -- Handler -----------------------------------------------------------------------------
 
     def message_received(self, data: bytes) -> None:
-        message = codec.decode_server_message(data)
-        match message:
-            case CatchUp(epoch, offset, _, update):
-                self._caught_up(data, update)
-                self.epoch, self.offset = epoch, offset
-                if self._server_state is not None:  # held until now (proto/spec.md §4.6)
-                    self._answer(self._server_state)
-                    self._server_state = None
-            case SyncStep2(update):
-                self.step2s += 1
-                if self.payload is None:
-                    self._caught_up(data, update)
-                else:
-                    self.doc.apply_update(update)
-            case SyncStep1(state_vector):
-                if self.resume and self.payload is None:
-                    self._server_state = state_vector
-                else:
-                    self._answer(state_vector)
-            case SyncUpdate(update):
-                self.doc.apply_update(update)
-            case Hello(_, features):
-                self.acks = Feature.ACKS in features
-            case Ack(seq):
-                self.acked = seq
-            case Position(epoch, offset):
-                self.epoch, self.offset = epoch, offset
-            case _:
-                pass
+        self._message = data
+        for reply in self.sync.receive_data(data):
+            if self.conn is not None:
+                self.conn.send(reply)
         self.changed.set()
 
     def connection_lost(self, code: int | None, expected: bool) -> None:
@@ -174,17 +164,35 @@ class Peer:
             self.lost = f"the server closed the bench's connection (code {code})"
             self.changed.set()
 
-    def _caught_up(self, data: bytes, update: bytes) -> None:
+    # -- Replica (called by ClientSync) --------------------------------------------------------
+
+    def received(self, update: bytes, origin: Origin) -> None:
+        if origin is Origin.STEP2:
+            self.step2s += 1
+        if origin is Origin.UPDATE or (origin is Origin.STEP2 and self.payload is not None):
+            self.doc.apply_update(update)
+        else:
+            self._caught_up(update)  # the CATCH_UP or the first sync step 2: what is measured
+
+    def answer(self, state_vector: bytes) -> bytes | None:
+        if self.conn is None or not self.answers:
+            return None  # closed by the bench; the server's last messages still arrive
+        return self.doc.get_update(state_vector)  # a sync step 2: the gateway acknowledges it
+
+    def resend(self) -> list[bytes]:
+        return []  # the bench waits for every edit to be durable before it goes on
+
+    def acknowledged(self, seq: int) -> None:
+        self.acked = seq
+
+    def other(self, message: Message) -> None:
+        pass  # REJECT cannot come (the kit's edits are valid); awareness is not measured
+
+    def _caught_up(self, update: bytes) -> None:
         self.doc.apply_update(update)
         self.caught_up_ns = time.monotonic_ns()
         self.payload = update
-        self.message_bytes = len(data)
-
-    def _answer(self, state_vector: bytes) -> None:
-        if self.conn is None or not self.answers:
-            return  # closed by the bench; the server's last messages still arrive
-        self.sent += 1  # a sync step 2 is document-bearing: the gateway acknowledges it too
-        self.conn.send(codec.encode(SyncStep2(self.doc.get_update(state_vector))))
+        self.message_bytes = len(self._message)
 
 
 class Writer:
@@ -192,7 +200,7 @@ class Writer:
 
     def __init__(self, target: Target) -> None:
         self.target = target
-        self.peer = Peer(Doc(client_id=WRITER_CLIENT_ID))
+        self.peer = Peer(Doc(client_id=WRITER_CLIENT_ID), hello=Feature.ACKS | Feature.REJECTS)
         self.seq = 0
         # What a Yjs provider sends: the transaction's own update. A state-vector diff taken
         # after the edit would carry the document's whole delete set every time.
@@ -207,7 +215,7 @@ class Writer:
         self.peer.send_update(update)
 
     async def open(self, url: str) -> None:
-        await self.peer.connect(url, hello=Feature.ACKS | Feature.REJECTS)
+        await self.peer.connect(url)
         await self.peer.until(lambda: self.peer.payload is not None)
         core = self.peer.doc.get("core", type=Map)
         if "partner_a" not in core:
@@ -268,10 +276,10 @@ class Sample:
 async def catch_up(url: str, saved: Saved, *, resume: bool, expected: Doc[Any]) -> Sample:
     doc: Doc[Any] = Doc()
     doc.apply_update(saved.update)
-    peer = Peer(doc, resume=resume, answers=False)  # its answer would add to the log
-    peer.epoch, peer.offset = saved.epoch, saved.offset
     hello = Feature.ACKS | Feature.REJECTS | Feature.RESUME if resume else None
-    opened = await peer.connect(url, hello=hello)
+    peer = Peer(doc, hello=hello, resume=resume, answers=False)  # an answer would add to the log
+    peer.sync.epoch, peer.sync.offset = saved.epoch, saved.offset
+    opened = await peer.connect(url)
     await peer.until(lambda: peer.payload is not None)
     peer.close()
     assert peer.payload is not None
@@ -297,14 +305,15 @@ async def prepare(
     await writer.edit(history)
     await writer.churn(churn)
     gateway = writer.peer.acks
-    reader = Peer(Doc(), resume=gateway)
     hello = Feature.ACKS | Feature.REJECTS | Feature.RESUME if gateway else None
-    await reader.connect(f"{url}/{room}", hello=hello)
+    reader = Peer(Doc(), hello=hello, resume=gateway)
+    await reader.connect(f"{url}/{room}")
     await reader.until(lambda: reader.payload is not None)
     if gateway:  # its sync step 2 answer is stored (it asked for acks): let it be durable
         await reader.until(lambda: reader.acked >= reader.sent)
     reader.close()
-    saved = Saved(reader.doc.get_update(), reader.doc.get_state(), reader.epoch, reader.offset)
+    position_now = reader.sync.epoch, reader.sync.offset
+    saved = Saved(reader.doc.get_update(), reader.doc.get_state(), *position_now)
     if gateway:
         saved.offset = await position(f"{url}/{room}", saved)
     await writer.edit(missed)
@@ -316,12 +325,12 @@ async def position(url: str, saved: Saved) -> int:
     until the POSITION covering its own sync step 2 (stored when the client asked for acks)."""
     doc: Doc[Any] = Doc()
     doc.apply_update(saved.update)
-    probe = Peer(doc, resume=True, answers=False)
-    probe.epoch, probe.offset = saved.epoch, saved.offset
-    await probe.connect(url, hello=Feature.ACKS | Feature.RESUME)
+    probe = Peer(doc, hello=Feature.ACKS | Feature.RESUME, resume=True, answers=False)
+    probe.sync.epoch, probe.sync.offset = saved.epoch, saved.offset
+    await probe.connect(url)
     await probe.until(lambda: probe.payload is not None)
     probe.close()
-    return probe.offset
+    return probe.sync.offset
 
 
 def http_resume(url: str, room: str, saved: Saved, repeats: int) -> dict[str, Any]:

@@ -3,5 +3,14 @@
 from gateway_client.asyncio import GatewayClient, GatewayClosed
 from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
+from gateway_client.sync import ClientSync, Origin, Replica
 
-__all__ = ["ClientProtocol", "GatewayClient", "GatewayClosed", "backoff"]
+__all__ = [
+    "ClientProtocol",
+    "ClientSync",
+    "GatewayClient",
+    "GatewayClosed",
+    "Origin",
+    "Replica",
+    "backoff",
+]

@@ -2,36 +2,28 @@
 
 Feed it what the server sends (``receive_data``); send what it returns. It tracks which local
 edits the server has made durable (proto/spec.md §4.2) and resends unacknowledged edits after a
-reconnect, so an edit is never lost while the client lives.
+reconnect, so an edit is never lost while the client lives. The connection rules (HELLO, RESUME,
+the server's sync step 1 held until the CATCH_UP, POSITION, ACK numbering) are
+``gateway_client.sync.ClientSync``'s; this class is its ``Replica``: a pycrdt Doc and its edits.
 """
 
 from __future__ import annotations
 
-import gzip
 from collections import deque
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
 
+from gateway_client.sync import ClientSync, Origin
 from wedsync_protocol import codec
 from wedsync_protocol.messages import (
     AUTH_TOKEN,
     EMPTY_UPDATE,
-    EXTENSION_VERSION,
-    Ack,
     Auth,
-    AwarenessUpdate,
-    CatchUp,
     Drain,
     Feature,
-    Hello,
     Message,
-    Position,
-    QueryAwareness,
     Reject,
-    Resume,
-    SyncStep1,
-    SyncStep2,
     SyncUpdate,
 )
 
@@ -46,60 +38,61 @@ class ClientProtocol:
         self.acks = acks
         self.resume = resume and acks
         """Resume with RESUME (epoch, offset, state vector) instead of sync step 1 (§4.6)."""
-        self.epoch = 0
-        self.position = 0
-        """The last (epoch, offset) the server said this document covers; 0, 0 at first."""
+        features = None
+        if acks:
+            features = Feature.ACKS | Feature.REJECTS
+            if self.resume:
+                features |= Feature.RESUME | Feature.GZIP
+        self.sync = ClientSync(self, features=features, resume=self.resume, token=token)
         self.resets = 0
         """Times the server said the wedding's history was reset (the document was replaced)."""
         self.catch_up_bytes: list[int] = []
         """Size of each CATCH_UP update received (the resume payloads)."""
-        self.token = token
-        """Sent in an auth message first on each connection (proto/spec.md §2.4)."""
-        self.synced = False
         self.connected = False
-        self.acks_enabled = False
         self.local_version = 0  # local edits made so far
         self.durable_version = 0  # local edits known durable at the server
         self.rejected: list[Reject] = []
         self.drain: Drain | None = None
         self._unacked: deque[tuple[int, bytes]] = deque()
-        self._seq = 0  # document-bearing messages sent on this connection
         self._in_flight: deque[tuple[int, int]] = deque()  # (seq, local version it covers)
         self._applying_remote = False
-        self._caught_up = False
-        self._server_state: bytes | None = None
-        """The server's sync step 1, held until the CATCH_UP (resume mode)."""
         self._outbox: list[bytes] = []
         self._subscription = doc.observe(self._on_transaction)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the last position the server gave (§4.6); 0 at first."""
+        return self.sync.epoch
+
+    @property
+    def position(self) -> int:
+        """The offset the server said this document covers (§4.6); 0 at first."""
+        return self.sync.offset
+
+    @property
+    def synced(self) -> bool:
+        """This connection's initial sync (sync step 2 or CATCH_UP) is done."""
+        return self.sync.synced
+
+    @property
+    def acks_enabled(self) -> bool:
+        return self.sync.acks_enabled
+
+    @property
+    def token(self) -> str | None:
+        """Sent in an auth message first on each connection (proto/spec.md §2.4)."""
+        return self.sync.token
 
     # -- connection lifecycle -------------------------------------------------------------------
 
     def connection_made(self) -> list[bytes]:
         """Call once a WebSocket is open; send the returned messages in order."""
-        self.synced = False
         self.connected = True
-        self._caught_up = False
-        self._server_state = None
-        self.acks_enabled = False
-        self._seq = 0
         self._in_flight.clear()
         self._outbox.clear()
-        out = []
-        if self.token is not None:
-            out.append(codec.encode(Auth(AUTH_TOKEN, self.token)))
-        if self.acks:
-            features = Feature.ACKS | Feature.REJECTS
-            if self.resume:
-                features |= Feature.RESUME | Feature.GZIP
-            out.append(codec.encode(Hello(EXTENSION_VERSION, features)))
-        if self.resume:  # resent after the CATCH_UP: they may belong to a history now reset
-            out.append(codec.encode(Resume(self.epoch, self.position, self.doc.get_state())))
-            return out
-        out.append(codec.encode(SyncStep1(self.doc.get_state())))
-        out.extend(self._resend())
-        return out
+        return self.sync.connection_made(self.doc.get_state())
 
-    def _resend(self) -> list[bytes]:
+    def resend(self) -> list[bytes]:
         """Unacknowledged edits, merged: the server may have lost them (proto/spec.md §4.3)."""
         if not self._unacked:
             return []
@@ -109,12 +102,12 @@ class ClientProtocol:
 
     def refresh_token(self, token: str) -> list[bytes]:
         """Replace the token (a later expiry, a new role); returns the message to send now."""
-        self.token = token
+        self.sync.token = token
         return [codec.encode(Auth(AUTH_TOKEN, token))] if self.connected else []
 
     def connection_lost(self) -> None:
         """Call when the WebSocket closed; edits go on locally and are resent on reconnect."""
-        self.synced = False
+        self.sync.synced = False
         self.connected = False
         self._in_flight.clear()
         self._outbox.clear()
@@ -123,63 +116,40 @@ class ClientProtocol:
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Handle one message from the server; returns messages to send back."""
-        message = codec.decode_server_message(data)
-        return self._handle(message)
-
-    def _handle(self, message: Message) -> list[bytes]:
-        match message:
-            case SyncStep1(state_vector):
-                if self.resume and not self._caught_up:
-                    self._server_state = state_vector  # answered after the CATCH_UP: the
-                    return []  # document may belong to a history the server has reset
-                return [self._document_message(SyncStep2(self.doc.get_update(state_vector)), 0)]
-            case SyncStep2(update):
-                self._apply_remote(update)
-                self.synced = True
-                return []
-            case SyncUpdate(update):
-                self._apply_remote(update)
-                return []
-            case Hello(_, features):
-                self.acks_enabled = Feature.ACKS in features
-                return []
-            case Ack(seq):
-                self._acknowledge(seq)
-                return []
-            case Reject():
-                self.rejected.append(message)
-                return []
-            case Drain():
-                self.drain = message
-                return []
-            case CatchUp(epoch, offset, _, update):
-                if message.reset:
-                    self._reset()
-                self.catch_up_bytes.append(len(update))  # as received: compressed if gzip
-                if message.gzip:
-                    update = gzip.decompress(update)
-                self._apply_remote(update)
-                self.epoch, self.position = epoch, offset
-                self.synced = True
-                self._caught_up = True
-                out = []
-                if self._server_state is not None:
-                    answer = SyncStep2(self.doc.get_update(self._server_state))
-                    out.append(self._document_message(answer, 0))
-                    self._server_state = None
-                return out + self._resend()
-            case Position(epoch, offset):
-                self.epoch, self.position = epoch, offset
-                return []
-            case AwarenessUpdate() | QueryAwareness():
-                return []
-            case _:
-                return []
+        return list(self.sync.receive_data(data))
 
     def data_to_send(self) -> list[bytes]:
         """Messages produced by local edits since the last call."""
         out, self._outbox = self._outbox, []
         return out
+
+    # -- Replica (called by ClientSync) ------------------------------------------------------------
+
+    def received(self, update: bytes, origin: Origin) -> None:
+        if origin is Origin.RESET:
+            self._reset()
+        if origin is Origin.CATCH_UP or origin is Origin.RESET:
+            self.catch_up_bytes.append(self.sync.catch_up_bytes)  # as received: gzip or not
+        self._apply_remote(update)
+
+    def answer(self, state_vector: bytes) -> bytes:
+        return self.doc.get_update(state_vector)
+
+    def acknowledged(self, seq: int) -> None:
+        while self._in_flight and self._in_flight[0][0] <= seq:
+            _, version = self._in_flight.popleft()
+            self.durable_version = max(self.durable_version, version)
+        while self._unacked and self._unacked[0][0] <= self.durable_version:
+            self._unacked.popleft()
+
+    def other(self, message: Message) -> None:
+        match message:
+            case Reject():
+                self.rejected.append(message)
+            case Drain():
+                self.drain = message
+            case _:
+                pass  # awareness: this client shows no presence
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -212,17 +182,10 @@ class ClientProtocol:
             message = self._document_message(SyncUpdate(event.update), self.local_version)
             self._outbox.append(message)
 
-    def _document_message(self, message: SyncStep2 | SyncUpdate, version: int) -> bytes:
-        self._seq += 1
-        self._in_flight.append((self._seq, version))
-        return codec.encode(message)
-
-    def _acknowledge(self, seq: int) -> None:
-        while self._in_flight and self._in_flight[0][0] <= seq:
-            _, version = self._in_flight.popleft()
-            self.durable_version = max(self.durable_version, version)
-        while self._unacked and self._unacked[0][0] <= self.durable_version:
-            self._unacked.popleft()
+    def _document_message(self, message: SyncUpdate, version: int) -> bytes:
+        seq, data = self.sync.document(message)
+        self._in_flight.append((seq, version))
+        return data
 
     @property
     def unacked(self) -> int:
