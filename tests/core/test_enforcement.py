@@ -375,7 +375,8 @@ def assert_shared(result: Result, sender: Client, *, stored: bytes, room: Room) 
     own bytes, or (a role that may not write everything) what the room's Doc gained."""
     persisted = result.persisted
     data = codec.encode(SyncUpdate(persisted.update or b""))
-    assert result.effects[:2] == [Broadcast(data, exclude=result.broadcast.exclude), Publish(data)]
+    broadcast = Broadcast(data, exclude=result.broadcast.exclude, update=persisted.update)
+    assert result.effects[:2] == [broadcast, Publish(data)]
     if result.broadcast.exclude is sender.session:
         assert persisted.update == result.update
     else:
