@@ -230,8 +230,12 @@ class WebSocketEndpoint:
                 if event["type"] == "websocket.disconnect":
                     driver.finish_nowait()
                     return int(event.get("code", NORMAL_CLOSURE))
+                data = event.get("bytes")
+                if data is None:
+                    raise ProtocolError("text frames are not part of the protocol")
                 counts["received"] += 1
-                message = _decoded(session, event.get("bytes"))  # the one decode of a frame
+                # the one decode of a frame (size and rate limits first)
+                message = session.receive_data(data, time.monotonic())
                 if isinstance(message, Auth):
                     auth.refresh(auth.token_from(message))
                 else:

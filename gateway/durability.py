@@ -99,13 +99,18 @@ class Durability:
     def _appended(
         self, slot: RoomSlot, session: Session | None, seq: int, future: asyncio.Future[int | None]
     ) -> None:
+        """One of the room's updates is durable (or failed: no ack, the client resends)."""
         slot.in_flight -= 1
-        self._durable(slot, session, seq, future)
+        room = slot.room
+        if future.cancelled() or future.exception() is not None or room is None:
+            return
+        self.fanout.execute(slot, room.durable(session, seq, future.result()))
 
     def _durable(
         self, slot: RoomSlot, session: Session | None, seq: int, future: asyncio.Future[int | None]
     ) -> None:
-        """One of the room's appends is durable (or failed: no ack, the client resends)."""
+        """A barrier is durable: everything submitted before it is (the ack of an unchanged
+        message, proto/spec.md §4.2)."""
         room = slot.room
         if future.cancelled() or future.exception() is not None or room is None:
             return

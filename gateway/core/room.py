@@ -70,6 +70,7 @@ from wedsync_protocol.messages import (
 
 MAX_AWARENESS_CLOCKS = 10_000
 """Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
+POSITION_MOVED = PositionMoved()
 MAX_REJECTS = 32
 """REJECT messages sent for one update; the rest of its refusals are counted in the last one."""
 
@@ -388,7 +389,7 @@ class Room:
         ``session`` (proto/spec.md §4.2), and PositionMoved when the room's position advanced."""
         effects: list[Effect] = [] if session is None else [Send(session, codec.encode(Ack(seq)))]
         if offset is not None and self.advance(offset):
-            effects.append(PositionMoved())
+            effects.append(POSITION_MOVED)
         return effects
 
     def advance(self, offset: int) -> bool:

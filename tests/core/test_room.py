@@ -74,7 +74,7 @@ def joined(room: Room, *, live: bool = True, acks: bool = False) -> Session:
 
 
 def recipients(room: Room, effect: Effect) -> set[Session]:
-    """Who a Broadcast reaches, as effects.py defines it and gateway/node.py carries it out."""
+    """Who a Broadcast reaches, as effects.py defines it and gateway/fanout.py carries it out."""
     assert isinstance(effect, Broadcast)
     return {
         member
