@@ -218,6 +218,29 @@ async def test_drain_sends_the_last_acks_before_the_drain_and_the_close(store: G
         node.leave(slot, session)
 
 
+async def test_a_store_too_far_behind_refuses_updates_before_applying_them(
+    store: GatedStore,
+) -> None:
+    wedding = created_wedding()
+    watcher = FakeOutlet()
+    async with started(store, max_pending_appends=1) as node:
+        await member(node, watcher)
+        slot, session = await member(node, FakeOutlet(), Feature.ACKS)
+        store.gate.clear()
+        node.receive(slot, session, SyncUpdate(wedding))
+        await eventually(lambda: store.waiting == 1)  # one append pending: the backlog is full
+        with pytest.raises(BackendUnavailable) as refused:
+            node.receive(slot, session, SyncUpdate(core_edit(wedding, 7, venue="Barn")))
+        assert refused.value.close_code == 4002
+        room = node.room(ROOM)
+        assert room is not None
+        assert "venue" not in room.doc.get("core", type=Map).to_py()  # not applied
+        assert [m.update for m in watcher.messages(SyncUpdate)] == [wedding]  # nor broadcast
+        assert session.seq == 1  # nor counted
+        store.gate.set()
+        await eventually(lambda: store.appended == 1)
+
+
 # -- batching ---------------------------------------------------------------------------------
 
 
