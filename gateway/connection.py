@@ -32,7 +32,7 @@ from gateway.gatekeeper import Gatekeeper, Watch
 from gateway.node import Node, RoomSlot
 from gateway.types import RoomId, parse_room_id
 from wedsync_protocol import codec
-from wedsync_protocol.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, MessageType
+from wedsync_protocol.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, Message
 
 log = structlog.get_logger(__name__)
 
@@ -214,7 +214,7 @@ class WebSocketEndpoint:
                     driver.finish_nowait()
                     return int(event.get("code", NORMAL_CLOSURE))
                 counts["received"] += 1
-                token = auth.token_from(event.get("bytes"), time.monotonic())
+                token = auth.token_from(_decoded(session, event.get("bytes")))
             auth.admit(token)
             slot: RoomSlot = await node.join(auth.room, session, driver)
         except GatewayError as exc:
@@ -233,12 +233,14 @@ class WebSocketEndpoint:
                 if data is None:
                     raise ProtocolError("text frames are not part of the protocol")
                 counts["received"] += 1
-                if data[:1] == _AUTH_TYPE:
-                    auth.refresh(auth.token_from(data, time.monotonic()))
-                elif data[:1] == _RESUME_TYPE:
-                    await node.resume(slot, session, data)  # may read the store's log
+                # the one decode of a frame (size and rate limits first)
+                message = session.receive_data(data, time.monotonic())
+                if isinstance(message, Auth):
+                    auth.refresh(auth.token_from(message))
                 else:
-                    node.receive(slot, session, data)
+                    reading = node.receive(slot, session, message)
+                    if reading is not None:
+                        await reading  # a RESUME reads the store's log (proto/spec.md §4.6)
                 if driver.error is not None:
                     return driver.error.close_code
         except GatewayError as exc:
@@ -266,8 +268,11 @@ async def _receive_before(receive: Receive, deadline: float, what: str = "no syn
         raise HandshakeTimeout(f"{what} before the handshake deadline") from None
 
 
-_AUTH_TYPE = bytes((MessageType.AUTH,))
-_RESUME_TYPE = bytes((MessageType.RESUME,))
+def _decoded(session: Session, data: bytes | None) -> Message:
+    """The frame's message, decoded once under the session's size and rate limits."""
+    if data is None:
+        raise ProtocolError("text frames are not part of the protocol")
+    return session.receive_data(data, time.monotonic())
 
 
 class _Auth:
@@ -285,14 +290,11 @@ class _Auth:
         self.driver = driver
         self._watch: Watch | None = None
 
-    def token_from(self, data: bytes | None, now: float) -> str:
-        """The token of an auth message (the session's rate limits apply); else Unauthorized."""
-        if data is None:
-            raise ProtocolError("text frames are not part of the protocol")
-        if data[:1] != _AUTH_TYPE:
+    def token_from(self, message: Message) -> str:
+        """The token of an auth message; else Unauthorized."""
+        if not isinstance(message, Auth):
             raise Unauthorized("authenticate first: pass ?token= or send an auth message")
-        message = self.session.receive_data(data, now)
-        if not isinstance(message, Auth) or message.auth_type != AUTH_TOKEN:
+        if message.auth_type != AUTH_TOKEN:
             raise Unauthorized(f"an auth message of type {AUTH_TOKEN} (token) is expected")
         return message.text
 

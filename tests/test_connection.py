@@ -150,7 +150,7 @@ async def test_client_that_stops_reading_is_closed_with_4001(tmp_path: Path) -> 
                 def overflowed() -> bool:
                     return any(
                         isinstance(outlet.error, SlowClient)
-                        for outlet in running.node._outlets.values()
+                        for outlet in running.node.fanout.outlets.values()
                     )
 
                 edits = 0
@@ -172,7 +172,7 @@ async def test_broadcast_frames_are_written_raw_under_uvicorn(gateway: RunningGa
     async with GatewayClient(gateway.ws_url, "raw") as a, GatewayClient(gateway.ws_url, "raw") as b:
         await a.wait_synced()
         await b.wait_synced()
-        writers = [outlet._writer for outlet in gateway.node._outlets.values()]
+        writers = [outlet._writer for outlet in gateway.node.fanout.outlets.values()]
         assert [type(w) for w in writers] == [RawFrameWriter, RawFrameWriter]
         create_wide_wedding(a, entries=10)
         write_wide_notes(a, "n")  # frames with a 64-bit length (80 KB) and a 16-bit one (20 KB)
@@ -189,7 +189,7 @@ async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> No
     try:
         async with connect(f"{running.ws_url}/deflate", compression="deflate") as ws:
             await ws.recv()
-            (outlet,) = running.node._outlets.values()
+            (outlet,) = running.node.fanout.outlets.values()
             assert isinstance(outlet._writer, AsgiWriter)
             await ws.send(codec.encode(SyncStep1(b"\x00")))
             assert isinstance(codec.decode(await ws.recv()), SyncStep2)  # type: ignore[arg-type]

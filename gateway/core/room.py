@@ -10,14 +10,29 @@ from typing import Any, assert_never
 from pycrdt import Doc, get_update, merge_updates
 
 from gateway.core.awareness import check_json
-from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
+from gateway.core.effects import (
+    Broadcast,
+    Close,
+    Effect,
+    HistoryReset,
+    Persist,
+    Poisoned,
+    PositionMoved,
+    Publish,
+    ReadLog,
+    Refused,
+    RepairWanted,
+    Send,
+)
 from gateway.core.enforcer import Enforcer, Refusal, Unjudgeable, Verdict
 from gateway.core.guard import Guard
+from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
 from gateway.core.policy import Awareness, Timeline
 from gateway.core.session import Session, SessionState
-from gateway.core.update_check import UpdateSummary
+from gateway.core.update_check import MissingReference, UpdateSummary
 from gateway.errors import (
+    GatewayError,
     InvalidState,
     ProtocolError,
     RoomPoisoned,
@@ -29,7 +44,6 @@ from gateway.types import RoomId
 from wedsync_protocol import codec
 from wedsync_protocol.codec import decode_state_vector, encode_state_vector
 from wedsync_protocol.messages import (
-    ALL_FEATURES,
     CATCH_UP_GZIP,
     CATCH_UP_GZIP_BYTES,
     CATCH_UP_GZIP_LEVEL,
@@ -56,6 +70,7 @@ from wedsync_protocol.messages import (
 
 MAX_AWARENESS_CLOCKS = 10_000
 """Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
+POSITION_MOVED = PositionMoved()
 MAX_REJECTS = 32
 """REJECT messages sent for one update; the rest of its refusals are counted in the last one."""
 
@@ -80,14 +95,17 @@ class Room:
         enforce: bool = True,
         epoch: int = 1,
         position: int = 0,
+        journal: ApplyJournal | None = None,
     ) -> None:
         """Build the room's Doc from its stored ``history`` (snapshot, then log updates).
 
         ``enforce=False`` skips role and schema checks (``loadtest/bench_enforcement.py``
-        measures their cost with it); the gateway always enforces.
+        measures their cost with it); the gateway always enforces. ``journal`` brackets every
+        client update (the node's store-backlog check and crash journal).
         """
         self.id = room_id
         self.limits = limits
+        self.journal = journal
         history = list(history)
         self.doc: Doc[Any] = Doc()
         for update in history:
@@ -126,7 +144,7 @@ class Room:
         """Add ``session``; returns the server's sync step 1 and the awareness states for it."""
         if session.state is not SessionState.CONNECTING:
             raise InvalidState(f"{session} joined room {self.id} twice")
-        session.state = SessionState.SYNCING
+        session.joined()
         self.members[session.id] = session
         effects: list[Effect] = [Send(session, codec.encode(SyncStep1(self.doc.get_state())))]
         if self._awareness and session.receives_awareness:
@@ -137,7 +155,7 @@ class Room:
         """Remove ``session``; its awareness entries are removed for everyone else."""
         if self.members.pop(session.id, None) is None:
             return []
-        session.state = SessionState.CLOSED
+        session.left()
         gone = [  # the awareness entries it owned (the guard made it claim each one it set)
             AwarenessEntry(cid, self._awareness[cid].clock + 1, "null")
             for cid in session.owned_client_ids
@@ -158,32 +176,53 @@ class Room:
     # -- messages from clients ----------------------------------------------------------------
 
     def receive(self, session: Session, message: Message) -> list[Effect]:
-        """Handle one decoded message from a member; returns what the driver must do."""
+        """Handle one decoded message from a member; returns what the driver must do.
+
+        The one dispatch on a client message's type (the connection keeps only AUTH). Raises a
+        GatewayError when the client must be closed with its code.
+        """
         match message:
+            case SyncUpdate(update):
+                return self._receive_update(session, update, False)
             case SyncStep1(state_vector):
-                session.state = SessionState.LIVE  # later updates reach it by broadcast
+                session.went_live()  # later updates reach it by broadcast
                 update = self.doc.get_update(state_vector)
                 return [Send(session, codec.encode(SyncStep2(update)))]
             case SyncStep2(update):
-                return self._apply_client_update(session, session.next_seq(), update, True)
-            case SyncUpdate(update):
-                return self._apply_client_update(session, session.next_seq(), update, False)
+                return self._receive_update(session, update, True)
             case AwarenessUpdate(payload):
                 return self._apply_client_awareness(session, payload)
             case QueryAwareness():
                 entries = self._awareness.values() if session.receives_awareness else ()
                 return [Send(session, self._awareness_message(entries))]
             case Hello(_, features):
-                session.features = features & ALL_FEATURES
-                return [Send(session, codec.encode(Hello(EXTENSION_VERSION, session.features)))]
+                accepted = session.accept(features)
+                return [Send(session, codec.encode(Hello(EXTENSION_VERSION, accepted)))]
             case Auth():  # the connection handles tokens before the room sees a message
                 raise InvalidState("an auth message reached the room")
             case Resume():
-                raise InvalidState("a resume must go through the node (it reads the store)")
+                return [ReadLog(session, message)]  # the driver reads, then calls catch_up
             case Ack() | Reject() | Drain() | CatchUp() | Position():
                 return [Close(session, ProtocolError(f"{type(message).__name__} is server-only"))]
             case _:
                 assert_never(message)
+
+    def _receive_update(self, session: Session, update: bytes, catch_up: bool) -> list[Effect]:
+        """A sync update or step 2 from a client, inside the journal's brackets: poisoning and
+        missing references become effects (the room's and the node's business, not the
+        connection's), every other refusal raises."""
+        journal = self.journal
+        if journal is not None:
+            journal.begin_apply(update)  # may refuse it: nothing is applied, not even a seq
+        try:
+            return self._apply_client_update(session, session.next_seq(), update, catch_up)
+        except RoomPoisoned as exc:
+            return [Poisoned(exc, session)]
+        except MissingReference as exc:
+            return [RepairWanted(), Close(session, exc)]
+        finally:
+            if journal is not None:
+                journal.end_apply()
 
     def _apply_client_update(
         self, session: Session, seq: int, update: bytes, catch_up: bool
@@ -237,7 +276,7 @@ class Room:
             self.guard.record(summary)
             data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
             return [
-                Broadcast(data, exclude=session),
+                Broadcast(data, session, True, False, update),
                 Publish(data),
                 Persist(update, ack_to, seq, grant.author, fields),
             ]
@@ -248,11 +287,15 @@ class Room:
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(shared)
         if not verdict.refusals:  # accepted as a whole: the sender has it all already
             return [
-                Broadcast(data, exclude=session),
+                Broadcast(data, session, True, False, shared),
                 Publish(data),
                 Persist(shared, ack_to, seq, grant.author, fields),
             ]
-        effects: list[Effect] = [Broadcast(data, exclude=None), Publish(data)]
+        effects: list[Effect] = [
+            Broadcast(data, None, True, False, shared),
+            Publish(data),
+            Refused(session, len(verdict.refusals)),  # its REJECTs follow the undo
+        ]
         if session.wants_rejects:
             effects.extend(Send(session, codec.encode(m)) for m in _rejects(seq, verdict))
         effects.append(Persist(shared, ack_to, seq, grant.author, fields))
@@ -319,7 +362,7 @@ class Room:
         the merge only the deletions the client missed). A client of another epoch gets the
         whole document with the RESET flag: its state is of a history that no longer exists.
         """
-        session.state = SessionState.LIVE
+        session.went_live()
         if resume.epoch not in (0, self.epoch):
             update = self.doc.get_update()
             data = _catch_up(session, self.epoch, self.position, CATCH_UP_RESET, update)
@@ -341,6 +384,14 @@ class Room:
             update = EMPTY_UPDATE
         return [Send(session, _catch_up(session, self.epoch, self.position, 0, update))]
 
+    def durable(self, session: Session | None, seq: int, offset: int | None) -> list[Effect]:
+        """A Persist is durable at ``offset`` (None for one without an update): the ACK for
+        ``session`` (proto/spec.md §4.2), and PositionMoved when the room's position advanced."""
+        effects: list[Effect] = [] if session is None else [Send(session, codec.encode(Ack(seq)))]
+        if offset is not None and self.advance(offset):
+            effects.append(POSITION_MOVED)
+        return effects
+
     def advance(self, offset: int) -> bool:
         """This node's append got ``offset``; returns whether ``position`` moved."""
         if self.position_final or offset <= self.position:
@@ -361,12 +412,16 @@ class Room:
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
-                if not self._apply_trusted(update):
-                    return []
+                try:
+                    if not self._apply_trusted(update):
+                        return []
+                except RoomPoisoned as exc:
+                    return [Poisoned(exc, None)]
                 self.peer_changes += 1
-                return [Broadcast(data, exclude=None)]
+                return [Broadcast(data, None, True, False, update)]
             case CatchUp(epoch, _, flags) if flags & CATCH_UP_RESET:
-                raise RoomReset(f"the wedding's history was reset (epoch {epoch}); reconnect")
+                reset = RoomReset(f"the wedding's history was reset (epoch {epoch}); reconnect")
+                return [HistoryReset(reset)]
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
                 if self._merge_awareness(entries, owner=None):
@@ -383,17 +438,21 @@ class Room:
         used to hold the event loop for a second).
         """
         blobs = list(blobs)
-        if not blobs:
+        if not blobs or self.poisoned:
             return []
         missing = get_update(merge_updates(*blobs), self.doc.get_state())
         if missing == EMPTY_UPDATE:
             return []
         before = self.doc.get_state()
-        if not self._apply_trusted(missing):
-            return []
+        try:
+            if not self._apply_trusted(missing):
+                return []
+        except RoomPoisoned as exc:
+            return [Poisoned(exc, None)]
         self.peer_changes += 1
-        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(self.doc.get_update(before))
-        return [Broadcast(data, exclude=None)]
+        gained = self.doc.get_update(before)
+        data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(gained)
+        return [Broadcast(data, None, True, False, gained)]
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -500,6 +559,37 @@ def _rejects(seq: int, verdict: Verdict) -> list[Reject]:
         more = f"{last.reason} (and {len(refusals) - len(messages)} more refused changes)"
         messages[-1] = Reject(seq, last.field, more)
     return messages
+
+
+def drain(clients: Iterable[Session], error: GatewayError) -> list[Effect]:
+    """The node is shutting down: DRAIN (proto/spec.md §4.4) to each client that asked for
+    acks, then close each one with ``error`` (once its queued acks are written)."""
+    notice = codec.encode(Drain(retry_ms=0))
+    effects: list[Effect] = []
+    for client in clients:
+        if client.wants_acks:
+            effects.append(Send(client, notice))
+        effects.append(Close(client, error))
+    return effects
+
+
+def reset_notice(epoch: int) -> bytes:
+    """The CATCH_UP with the RESET flag a node publishes after a history reset (§4.6): every
+    other node drops the room (``receive_from_peer``)."""
+    return codec.encode(CatchUp(epoch, 0, CATCH_UP_RESET, EMPTY_UPDATE))
+
+
+def merge_broadcasts(updates: Sequence[bytes]) -> bytes | None:
+    """One SYNC_UPDATE message holding every update of held document broadcasts, or None
+    should pycrdt fail to merge updates it accepted before: the caller must then write the
+    held messages one by one (a held update is never dropped)."""
+    try:
+        merged = merge_updates(*updates)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # pyo3 panics are BaseExceptions (DESIGN.md §7)
+        return None
+    return codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(merged)
 
 
 def compact_updates(blobs: Iterable[bytes]) -> bytes:

@@ -8,9 +8,15 @@ from collections import deque
 
 from gateway.core.limits import Limits, TokenBucket
 from gateway.core.policy import DEVELOPMENT_GRANT, Awareness, Grant
-from gateway.errors import MessageTooBig, RateLimited, WireProtocolError, as_gateway_error
+from gateway.errors import (
+    InvalidState,
+    MessageTooBig,
+    RateLimited,
+    WireProtocolError,
+    as_gateway_error,
+)
 from wedsync_protocol import codec
-from wedsync_protocol.messages import Feature, Message
+from wedsync_protocol.messages import ALL_FEATURES, Feature, Message
 
 _ids = itertools.count(1)
 
@@ -25,7 +31,10 @@ class SessionState(enum.Enum):
 
 
 class Session:
-    """One client's protocol state: its lifecycle, opted-in features and message counters."""
+    """One client's protocol state: its lifecycle, opted-in features and message counters.
+
+    Only its own methods change ``state`` and ``features``; the room calls them.
+    """
 
     __slots__ = (
         "byte_rate",
@@ -112,6 +121,27 @@ class Session:
             return codec.decode(data)
         except WireProtocolError as exc:
             raise as_gateway_error(exc) from None
+
+    # -- transitions (proto/spec.md §3); called by the room --------------------------------------
+
+    def joined(self) -> None:
+        """CONNECTING → SYNCING: the room sent its sync step 1. Joining twice is our bug."""
+        if self.state is not SessionState.CONNECTING:
+            raise InvalidState(f"{self} joined a room twice")
+        self.state = SessionState.SYNCING
+
+    def went_live(self) -> None:
+        """→ LIVE: its step 1 (or RESUME) was answered; later updates reach it by broadcast."""
+        self.state = SessionState.LIVE
+
+    def left(self) -> None:
+        """→ CLOSED: it left the room."""
+        self.state = SessionState.CLOSED
+
+    def accept(self, features: Feature) -> Feature:
+        """HELLO (proto/spec.md §4.1): keep the features this server knows; return them."""
+        self.features = features & ALL_FEATURES
+        return self.features
 
     def next_seq(self) -> int:
         """Count one document-bearing message and return its sequence number (1-based)."""

@@ -94,7 +94,7 @@ def test_a_large_catch_up_is_gzip_compressed_for_clients_that_accept_it() -> Non
     plain = answer(room, Resume(0, 0, b"\x00"), None, 0)
     assert (plain.gzip, plain.update) == (False, whole)
     session = Session(max_message_bytes=LIMITS.max_message_bytes)
-    session.features = Feature.RESUME | Feature.GZIP
+    session.accept(Feature.RESUME | Feature.GZIP)
     room.join(session)
     (effect,) = room.catch_up(session, Resume(0, 0, b"\x00"), None, 0, 0)
     assert isinstance(effect, Send)
@@ -109,7 +109,7 @@ def test_a_large_catch_up_is_gzip_compressed_for_clients_that_accept_it() -> Non
 
 def answer_with(room: Room, features: Feature, resume: Resume) -> CatchUp:
     session = Session(max_message_bytes=LIMITS.max_message_bytes)
-    session.features = features
+    session.accept(features)
     room.join(session)
     (effect,) = room.catch_up(session, resume, None, 0, 0)
     assert isinstance(effect, Send)

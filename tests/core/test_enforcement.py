@@ -163,7 +163,7 @@ class Wedding:
         return Result(update, effects)
 
     def deliver(self, effects: list[Effect]) -> None:
-        """Carry out Send and Broadcast as gateway/node.py does, onto the client Docs."""
+        """Carry out Send and Broadcast as gateway/fanout.py does, onto the client Docs."""
         for effect in effects:
             for client in self.clients:
                 if reaches(self.room, effect, client.session):
@@ -182,7 +182,7 @@ def local_edit(client: Client, change: Change) -> bytes:
 
 
 def reaches(room: Room, effect: Effect, session: Session) -> bool:
-    """Whether ``effect`` writes to ``session`` (gateway/node.py ``execute``)."""
+    """Whether ``effect`` writes to ``session`` (gateway/fanout.py ``Fanout.execute``)."""
     if isinstance(effect, Send):
         return effect.session is session
     if isinstance(effect, Broadcast):
@@ -375,7 +375,8 @@ def assert_shared(result: Result, sender: Client, *, stored: bytes, room: Room) 
     own bytes, or (a role that may not write everything) what the room's Doc gained."""
     persisted = result.persisted
     data = codec.encode(SyncUpdate(persisted.update or b""))
-    assert result.effects[:2] == [Broadcast(data, exclude=result.broadcast.exclude), Publish(data)]
+    broadcast = Broadcast(data, exclude=result.broadcast.exclude, update=persisted.update)
+    assert result.effects[:2] == [broadcast, Publish(data)]
     if result.broadcast.exclude is sender.session:
         assert persisted.update == result.update
     else:

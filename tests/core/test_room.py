@@ -74,7 +74,7 @@ def joined(room: Room, *, live: bool = True, acks: bool = False) -> Session:
 
 
 def recipients(room: Room, effect: Effect) -> set[Session]:
-    """Who a Broadcast reaches, as effects.py defines it and gateway/node.py carries it out."""
+    """Who a Broadcast reaches, as effects.py defines it and gateway/fanout.py carries it out."""
     assert isinstance(effect, Broadcast)
     return {
         member
@@ -203,7 +203,7 @@ def test_update_is_broadcast_to_live_members_but_not_the_sender() -> None:
     effects = room.receive(sender, SyncUpdate(update))
     data = codec.encode(SyncUpdate(update))
     persist = Persist(update, None, 1, DEV, ("core.venue",))
-    assert effects == [Broadcast(data, exclude=sender), Publish(data), persist]
+    assert effects == [Broadcast(data, exclude=sender, update=update), Publish(data), persist]
     assert recipients(room, effects[0]) == {live}
     assert syncing not in recipients(room, effects[0])
     assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}
@@ -229,7 +229,7 @@ def test_step2_from_a_client_is_applied_like_an_update() -> None:
     effects = room.receive(sender, SyncStep2(update))
     data = codec.encode(SyncUpdate(update))
     persist = Persist(update, None, 1, DEV, ("core.venue",))
-    assert effects == [Broadcast(data, exclude=sender), Publish(data), persist]
+    assert effects == [Broadcast(data, exclude=sender, update=update), Publish(data), persist]
     assert recipients(room, effects[0]) == {other}
 
 
@@ -528,9 +528,10 @@ def test_leaving_twice_is_harmless() -> None:
 def test_update_from_peer_is_broadcast_locally_and_not_republished() -> None:
     room = new_room()
     live, syncing = joined(room), joined(room, live=False)
-    data = codec.encode(SyncUpdate(core_update("venue", "Hall")))
+    update = core_update("venue", "Hall")
+    data = codec.encode(SyncUpdate(update))
     effects = room.receive_from_peer(data)
-    assert effects == [Broadcast(data, exclude=None)]
+    assert effects == [Broadcast(data, exclude=None, update=update)]
     assert recipients(room, effects[0]) == {live}
     assert syncing not in recipients(room, effects[0])
     assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}

@@ -70,9 +70,9 @@ def test_next_seq_counts_from_one() -> None:
 
 def test_wants_acks_follows_the_acks_feature() -> None:
     session = Session(max_message_bytes=64)
-    session.features = Feature.ACKS
+    session.accept(Feature.ACKS)
     assert session.wants_acks
-    session.features = Feature(0)
+    session.accept(Feature(0))
     assert not session.wants_acks
 
 
