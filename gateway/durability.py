@@ -12,7 +12,7 @@ import structlog
 
 from gateway.committer import Committer
 from gateway.core.effects import Persist, ReadLog
-from gateway.core.room import compact_updates
+from gateway.core.outgoing import compact_updates
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.errors import BackendUnavailable, GatewayError, ProtocolError, RoomReset

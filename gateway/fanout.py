@@ -28,7 +28,7 @@ from gateway.core.effects import (
     RepairWanted,
     Send,
 )
-from gateway.core.room import drain, merge_broadcasts
+from gateway.core.outgoing import drain, merge_broadcasts
 from gateway.core.session import Session
 from gateway.errors import GatewayError, InvalidState
 from gateway.ports import Bus

@@ -17,7 +17,8 @@ import structlog
 from gateway.core.effects import HistoryReset, Poisoned
 from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
-from gateway.core.room import Room, reset_notice
+from gateway.core.outgoing import reset_notice
+from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import Durability

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
 from pycrdt import Doc, get_update, merge_updates
 
-from gateway.core.awareness import check_json
+from gateway.core.awareness import AwarenessTable, awareness_message, check_json
 from gateway.core.effects import (
     Broadcast,
     Close,
@@ -28,11 +27,11 @@ from gateway.core.enforcer import Enforcer, Refusal, Unjudgeable, Verdict
 from gateway.core.guard import Guard
 from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
+from gateway.core.outgoing import catch_up_message, rejects
 from gateway.core.policy import Awareness, Timeline
 from gateway.core.session import Session, SessionState
 from gateway.core.update_check import MissingReference, UpdateSummary
 from gateway.errors import (
-    GatewayError,
     InvalidState,
     ProtocolError,
     RoomPoisoned,
@@ -44,19 +43,14 @@ from gateway.types import RoomId
 from wedsync_protocol import codec
 from wedsync_protocol.codec import decode_state_vector, encode_state_vector
 from wedsync_protocol.messages import (
-    CATCH_UP_GZIP,
-    CATCH_UP_GZIP_BYTES,
-    CATCH_UP_GZIP_LEVEL,
     CATCH_UP_RESET,
     EMPTY_UPDATE,
     EXTENSION_VERSION,
     Ack,
     Auth,
-    AwarenessEntry,
     AwarenessUpdate,
     CatchUp,
     Drain,
-    Feature,
     Hello,
     Message,
     Position,
@@ -68,11 +62,7 @@ from wedsync_protocol.messages import (
     SyncUpdate,
 )
 
-MAX_AWARENESS_CLOCKS = 10_000
-"""Awareness clocks kept per room; beyond this only the present entries' clocks are kept."""
 POSITION_MOVED = PositionMoved()
-MAX_REJECTS = 32
-"""REJECT messages sent for one update; the rest of its refusals are counted in the last one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +124,7 @@ class Room:
         self.members: dict[int, Session] = {}
         self.poisoned = False
         self.updates_applied = 0
-        self._awareness: dict[int, AwarenessEntry] = {}
-        self._awareness_clocks: dict[int, int] = {}
-        """Last clock per awareness client, kept after removal (no resurrection by relays)."""
+        self.awareness = AwarenessTable()
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -147,8 +135,8 @@ class Room:
         session.joined()
         self.members[session.id] = session
         effects: list[Effect] = [Send(session, codec.encode(SyncStep1(self.doc.get_state())))]
-        if self._awareness and session.receives_awareness:
-            effects.append(Send(session, self._awareness_message(self._awareness.values())))
+        if self.awareness and session.receives_awareness:
+            effects.append(Send(session, awareness_message(self.awareness.entries())))
         return effects
 
     def leave(self, session: Session) -> list[Effect]:
@@ -156,17 +144,12 @@ class Room:
         if self.members.pop(session.id, None) is None:
             return []
         session.left()
-        gone = [  # the awareness entries it owned (the guard made it claim each one it set)
-            AwarenessEntry(cid, self._awareness[cid].clock + 1, "null")
-            for cid in session.owned_client_ids
-            if cid in self._awareness
-        ]
+        # the awareness entries it owned (the guard made it claim each one it set)
+        gone = self.awareness.remove(session.owned_client_ids)
         self.guard.release(session)
-        for entry in gone:
-            del self._awareness[entry.client_id]
         if not gone:
             return []
-        data = self._awareness_message(gone)
+        data = awareness_message(gone)
         return [Broadcast(data, exclude=None, live_only=False, awareness=True), Publish(data)]
 
     @property
@@ -193,8 +176,8 @@ class Room:
             case AwarenessUpdate(payload):
                 return self._apply_client_awareness(session, payload)
             case QueryAwareness():
-                entries = self._awareness.values() if session.receives_awareness else ()
-                return [Send(session, self._awareness_message(entries))]
+                entries = self.awareness.entries() if session.receives_awareness else ()
+                return [Send(session, awareness_message(entries))]
             case Hello(_, features):
                 accepted = session.accept(features)
                 return [Send(session, codec.encode(Hello(EXTENSION_VERSION, accepted)))]
@@ -297,7 +280,7 @@ class Room:
             Refused(session, len(verdict.refusals)),  # its REJECTs follow the undo
         ]
         if session.wants_rejects:
-            effects.extend(Send(session, codec.encode(m)) for m in _rejects(seq, verdict))
+            effects.extend(Send(session, codec.encode(m)) for m in rejects(seq, verdict))
         effects.append(Persist(shared, ack_to, seq, grant.author, fields))
         return effects
 
@@ -336,9 +319,12 @@ class Room:
                     f"{self.limits.max_awareness_state_bytes}"
                 )
             check_json(entry.state, max_depth=self.limits.max_awareness_depth)
-        # _merge_awareness: a connection sets or clears only its own entries
-        if not self._merge_awareness(entries, owner=session):
+        changing = self.awareness.changes(entries)
+        if not changing:
             return []
+        # a connection sets or clears only its own entries (4409 for another's)
+        self.guard.claim(session, {e.client_id for e in changing}, session.last_receive)
+        self.awareness.apply(changing)
         data = codec.encode(AwarenessUpdate(payload))
         return [Broadcast(data, exclude=session, live_only=False, awareness=True), Publish(data)]
 
@@ -365,7 +351,7 @@ class Room:
         session.went_live()
         if resume.epoch not in (0, self.epoch):
             update = self.doc.get_update()
-            data = _catch_up(session, self.epoch, self.position, CATCH_UP_RESET, update)
+            data = catch_up_message(session, self.epoch, self.position, CATCH_UP_RESET, update)
             return [Send(session, data)]
         update = self.doc.get_update(resume.state_vector)
         complete = (
@@ -382,7 +368,7 @@ class Room:
                 update = merged
         elif complete:  # nothing was stored since the client's position
             update = EMPTY_UPDATE
-        return [Send(session, _catch_up(session, self.epoch, self.position, 0, update))]
+        return [Send(session, catch_up_message(session, self.epoch, self.position, 0, update))]
 
     def durable(self, session: Session | None, seq: int, offset: int | None) -> list[Effect]:
         """A Persist is durable at ``offset`` (None for one without an update): the ACK for
@@ -424,7 +410,9 @@ class Room:
                 return [HistoryReset(reset)]
             case AwarenessUpdate(payload):
                 entries = codec.decode_awareness(payload, max_entries=1 << 16)
-                if self._merge_awareness(entries, owner=None):
+                changing = self.awareness.changes(entries)
+                self.awareness.apply(changing)
+                if changing:
                     return [Broadcast(data, exclude=None, live_only=False, awareness=True)]
                 return []
             case _:
@@ -499,36 +487,6 @@ class Room:
             self.updates_applied += 1
         return self._changed
 
-    def _merge_awareness(self, entries: list[AwarenessEntry], *, owner: Session | None) -> bool:
-        """Apply entries with the y-protocols clock rule; return True if any state changed.
-
-        Only entries that change something count as written by ``owner``: stock y-websocket
-        clients relay the entries of others they receive, with the same clocks.
-        """
-        changing = []
-        for entry in entries:
-            clock = self._awareness_clocks.get(entry.client_id, 0)
-            present = entry.client_id in self._awareness
-            if entry.clock > clock or (entry.clock == clock and entry.removed and present):
-                if entry.removed and not present:
-                    self._awareness_clocks[entry.client_id] = entry.clock  # nothing to remove
-                else:
-                    changing.append(entry)
-        if owner is not None and changing:
-            self.guard.claim(owner, {e.client_id for e in changing}, owner.last_receive)
-        if len(self._awareness_clocks) > MAX_AWARENESS_CLOCKS:
-            self._awareness_clocks = {c: e.clock for c, e in self._awareness.items()}
-        for entry in changing:
-            self._awareness_clocks[entry.client_id] = entry.clock
-            if entry.removed:
-                del self._awareness[entry.client_id]
-            else:
-                self._awareness[entry.client_id] = entry
-        return bool(changing)
-
-    def _awareness_message(self, entries: Iterable[AwarenessEntry]) -> bytes:
-        return codec.encode(AwarenessUpdate(codec.encode_awareness(list(entries))))
-
     def encode_state(self) -> bytes:
         """The whole document as one update (for snapshots and late joiners)."""
         return self.doc.get_update()
@@ -538,65 +496,5 @@ class Room:
             members=len(self.members),
             live_members=sum(1 for s in self.members.values() if s.live),
             updates_applied=self.updates_applied,
-            awareness_entries=len(self._awareness),
+            awareness_entries=len(self.awareness),
         )
-
-
-def _catch_up(session: Session, epoch: int, offset: int, flags: int, update: bytes) -> bytes:
-    """An encoded CATCH_UP, its update gzip-compressed when large and the client accepts it."""
-    if Feature.GZIP in session.features and len(update) >= CATCH_UP_GZIP_BYTES:
-        update = gzip.compress(update, compresslevel=CATCH_UP_GZIP_LEVEL, mtime=0)
-        flags |= CATCH_UP_GZIP
-    return codec.encode(CatchUp(epoch, offset, flags, update))
-
-
-def _rejects(seq: int, verdict: Verdict) -> list[Reject]:
-    """One REJECT per refused change (at most MAX_REJECTS; the last one counts the rest)."""
-    refusals = verdict.refusals
-    messages = [Reject(seq, r.field, r.reason) for r in refusals[:MAX_REJECTS]]
-    if len(refusals) > len(messages):
-        last = messages[-1]
-        more = f"{last.reason} (and {len(refusals) - len(messages)} more refused changes)"
-        messages[-1] = Reject(seq, last.field, more)
-    return messages
-
-
-def drain(clients: Iterable[Session], error: GatewayError) -> list[Effect]:
-    """The node is shutting down: DRAIN (proto/spec.md §4.4) to each client that asked for
-    acks, then close each one with ``error`` (once its queued acks are written)."""
-    notice = codec.encode(Drain(retry_ms=0))
-    effects: list[Effect] = []
-    for client in clients:
-        if client.wants_acks:
-            effects.append(Send(client, notice))
-        effects.append(Close(client, error))
-    return effects
-
-
-def reset_notice(epoch: int) -> bytes:
-    """The CATCH_UP with the RESET flag a node publishes after a history reset (§4.6): every
-    other node drops the room (``receive_from_peer``)."""
-    return codec.encode(CatchUp(epoch, 0, CATCH_UP_RESET, EMPTY_UPDATE))
-
-
-def merge_broadcasts(updates: Sequence[bytes]) -> bytes | None:
-    """One SYNC_UPDATE message holding every update of held document broadcasts, or None
-    should pycrdt fail to merge updates it accepted before: the caller must then write the
-    held messages one by one (a held update is never dropped)."""
-    try:
-        merged = merge_updates(*updates)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException:  # pyo3 panics are BaseExceptions (DESIGN.md §7)
-        return None
-    return codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(merged)
-
-
-def compact_updates(blobs: Iterable[bytes]) -> bytes:
-    """Merge stored updates (already accepted once) into one snapshot update.
-
-    A structural merge (``merge_updates``), not a round trip through a Doc: a Doc would leave out
-    structs it keeps pending, and with several nodes a stored update's dependency may still be
-    uncommitted on another node; dropping it here would lose an acknowledged edit.
-    """
-    return merge_updates(*blobs)

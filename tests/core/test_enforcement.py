@@ -15,8 +15,9 @@ from pycrdt import Array, Doc, Map, Text
 
 from gateway.core.effects import Broadcast, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
+from gateway.core.outgoing import MAX_REJECTS
 from gateway.core.policy import Grant, Role
-from gateway.core.room import MAX_REJECTS, Room
+from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.errors import ProtocolError
 from gateway.types import RoomId

@@ -12,8 +12,9 @@ from pycrdt import Array, Doc, Map
 
 from gateway.core.effects import Broadcast, Close, Effect, Persist, Publish, Send
 from gateway.core.limits import Limits
+from gateway.core.outgoing import compact_updates
 from gateway.core.policy import Author
-from gateway.core.room import Room, compact_updates
+from gateway.core.room import Room
 from gateway.core.session import Session, SessionState
 from gateway.errors import ClientIdInUse, InvalidState, ProtocolError
 from gateway.types import RoomId
