@@ -17,7 +17,10 @@ __all__ = [
     "Author",
     "Bus",
     "BusMessage",
+    "FENCED",
     "History",
+    "Lease",
+    "Leases",
     "Revocations",
     "Store",
     "is_loss_marker",
@@ -76,6 +79,15 @@ class Append:
     fields: tuple[str, ...] = ()
     """What the update changed, as ``core.venue``, ``timeline[dinner].notes``, ``timeline[dinner]``
     (an entry added or deleted); empty when the room could not tell (held pending)."""
+    fence: int | None = None
+    """The fencing token of the writer's lease on the room (``Leases``): the store refuses the
+    append, in the appending transaction, unless the room's lease still carries this token.
+    None: not fenced (the embedded single node, which owns every room; tools and tests)."""
+
+
+FENCED = None
+"""What ``Store.append`` returns, in place of an offset, for an append it refused because its
+``fence`` is no longer the room's (another node took the lease over): nothing of it is stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +128,17 @@ class Store(Protocol):
     """The durable log of every accepted update, compacted by snapshots.
 
     ``append`` returns only once the whole batch is durable (committed and synced to disk);
-    offsets increase by one per room in append order. ``compact`` atomically records a snapshot
+    offsets increase by one per room in append order. An append whose ``fence`` is stale is
+    refused in the same transaction (``FENCED`` in its place; the rest of the batch commits). ``compact`` atomically records a snapshot
     covering offsets up to ``through`` and deletes the log rows it covers; it never deletes a row
     the snapshot does not cover. ``load`` returns the newest snapshot and every later update.
     """
 
     async def load(self, room: RoomId) -> History: ...
 
-    async def append(self, batch: Sequence[Append]) -> list[int]: ...
+    async def append(self, batch: Sequence[Append]) -> list[int | None]:
+        """Each append's offset, or ``FENCED`` (None) for one refused by its stale fence."""
+        ...
 
     async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None: ...
 
@@ -142,6 +157,53 @@ class Store(Protocol):
     async def reset(self, room: RoomId) -> int:
         """Drop the room's history (snapshot and log; audit rows stay) and start a new epoch;
         returns it. Offsets keep growing across epochs."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who judges a room (DESIGN.md §2: exactly one node at a time, its owner)."""
+
+    room: RoomId
+    holder: NodeId | None
+    """The node holding the lease, None when nobody does (released, or never taken)."""
+    fence: int
+    """The fencing token: it grows by one each time the lease is taken, never otherwise."""
+    acquired: bool = False
+    """``acquire`` took it for the calling node (then ``holder`` is that node)."""
+
+
+class Leases(Protocol):
+    """Room ownership: a lease per room with a fencing token that only ever grows.
+
+    Held by one node at a time until it expires ``ttl`` seconds (the store's clock) after its
+    last renewal, or is released. ``Store.append`` refuses appends carrying an older fence in
+    the same transaction, and taking a lease waits for appends in flight under the old fence,
+    so a new owner that loads the room after ``acquire`` sees every append the old owner can
+    ever make. Every call raises BackendUnavailable when the store is unreachable.
+    """
+
+    async def acquire(self, room: RoomId, node: NodeId, ttl: float) -> Lease:
+        """Take the lease if nobody holds it, it expired, or ``node`` held it before (a restart
+        with the same node id): the fence grows by one. Otherwise return the holder's lease
+        (``acquired`` False). Never call it for a lease the caller holds now."""
+        ...
+
+    async def renew(
+        self, leases: Sequence[tuple[RoomId, int]], node: NodeId, ttl: float
+    ) -> set[RoomId]:
+        """Extend the leases ``node`` holds with these fences by ``ttl`` seconds from now; return
+        the rooms renewed. A room missing from the answer was taken over (its fence moved on):
+        the caller no longer owns it. One round trip for the whole list."""
+        ...
+
+    async def release(self, room: RoomId, node: NodeId, fence: int) -> None:
+        """Give the lease up (nobody holds it; the fence stays), if ``node`` still holds it
+        with ``fence``; otherwise do nothing."""
+        ...
+
+    async def holder(self, room: RoomId) -> Lease:
+        """The room's lease as stored (``holder`` None when free or expired)."""
         ...
 
 
