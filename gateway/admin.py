@@ -1,5 +1,6 @@
-"""The admin endpoints: ``POST /v1/revocations`` (revoke a token on every node) and ``POST
-/v1/weddings/{id}/reset`` (a new epoch), each authorised by an admin token.
+"""The admin endpoints: ``POST /v1/revocations`` (revoke a token on every node), ``POST
+/v1/weddings/{id}/reset`` (a new epoch) and ``GET /v1/weddings/{id}/owner`` (which node judges
+it), each authorised by an admin token.
 
 The token comes from ``Authorization: Bearer`` only and is verified by the gatekeeper
 (``Gatekeeper.claims``: signature, claims, revocation); refusals are raised and rendered as JSON
@@ -130,3 +131,24 @@ async def reset_history(request: Request) -> Response:
     epoch = await node.reset_history(room)  # BackendUnavailable: 503
     log.warning("history_reset_requested", room=room, epoch=epoch, by=by)
     return JSONResponse({"wedding_id": room, "epoch": epoch})
+
+
+async def wedding_owner(request: Request) -> Response:
+    """``GET /v1/weddings/{wedding_id}/owner``: which node judges the wedding (DESIGN.md §2).
+
+    Answers 200 ``{"wedding_id", "owner", "fence", "node"}``: ``owner`` is the node holding the
+    wedding's lease (null when nobody does: no node has it loaded, or its owner died and the
+    lease expired), ``fence`` its fencing token, ``node`` the node answering. Authorised as
+    ``reset`` (an admin token; anyone in development mode); 404 for an invalid id, 503 when the
+    store is unavailable.
+    """
+    room = parse_room_id(request.path_params["wedding_id"])
+    if room is None:
+        raise HttpError(404, "no such wedding id")
+    gatekeeper: Gatekeeper = request.state.gatekeeper
+    if not gatekeeper.development:
+        admin_claims(request, gatekeeper)
+    node: Node = request.state.node
+    lease = await node.owner_of(room)  # BackendUnavailable: 503
+    body = {"wedding_id": room, "owner": lease.holder, "fence": lease.fence, "node": node.node_id}
+    return JSONResponse(body)

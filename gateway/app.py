@@ -20,7 +20,7 @@ from gateway.adapters.postgres_store import PostgresStore
 from gateway.adapters.redis_bus import RedisBus
 from gateway.adapters.redis_revocations import RedisRevocations
 from gateway.adapters.sqlite_store import SqliteStore
-from gateway.admin import reset_history, revoke_token
+from gateway.admin import reset_history, revoke_token, wedding_owner
 from gateway.auth import TokenVerifier, log_development_mode
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
@@ -29,7 +29,8 @@ from gateway.gatekeeper import Gatekeeper
 from gateway.http_api import wedding_resume, wedding_view
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.node import Node
-from gateway.ports import Bus, Revocations, Store
+from gateway.ports import Bus, Leases, Revocations, Store
+from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.types import NodeId
 
@@ -49,15 +50,25 @@ async def open_bus(settings: Settings, stack: AsyncExitStack) -> Bus:
 
 async def open_store(settings: Settings, stack: AsyncExitStack) -> Store:
     """Postgres when GATEWAY_DATABASE_URL is set, else SQLite in the data directory."""
+    store, _ = await open_store_and_leases(settings, stack)
+    return store
+
+
+async def open_store_and_leases(
+    settings: Settings, stack: AsyncExitStack
+) -> tuple[Store, Leases | None]:
+    """The store, and the rooms' leases when several nodes may share it: Postgres holds both
+    (one judge per wedding, gateway/ownership.py); the embedded SQLite node owns every room."""
     if settings.database_url is None:
-        return await stack.enter_async_context(SqliteStore.open(settings.data_dir))
+        return await stack.enter_async_context(SqliteStore.open(settings.data_dir)), None
     store = PostgresStore.connect(
         str(settings.database_url),
         schema=settings.database_schema,
         pool_max=settings.database_pool_max,
         command_timeout=settings.database_timeout,
     )
-    return await stack.enter_async_context(store)
+    postgres = await stack.enter_async_context(store)
+    return postgres, postgres
 
 
 async def open_revocations(settings: Settings, stack: AsyncExitStack) -> Revocations:
@@ -158,7 +169,7 @@ def create_app(
             else:
                 shared = revocations
             gatekeeper = Gatekeeper(verifier, shared)
-            store = await open_store(settings, stack)
+            store, leases = await open_store_and_leases(settings, stack)
             journal = open_journal(settings, stack)
             node = Node(
                 node_id=NodeId(settings.node_id),
@@ -173,6 +184,13 @@ def create_app(
                 journal=journal,
                 broadcast_batch_ms=settings.broadcast_batch_ms,
                 resume_log_max_updates=settings.resume_log_max_updates,
+                leases=leases,
+                lease_seconds=settings.lease_seconds,
+                relay=RelaySettings(
+                    resend_seconds=settings.relay_resend_seconds,
+                    timeout_seconds=settings.relay_timeout_seconds,
+                    max_outstanding=settings.relay_max_outstanding,
+                ),
             )
             await stack.enter_async_context(node)
             yield {"node": node, "gatekeeper": gatekeeper}
@@ -191,6 +209,7 @@ def create_app(
         Route("/v1/weddings/{wedding_id}", wedding_view, methods=["GET"]),
         Route("/v1/weddings/{wedding_id}/resume", wedding_resume, methods=["GET"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
+        Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
     ]
     return GatewayApp(routes, serving, websocket)
 

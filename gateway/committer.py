@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from gateway.errors import BackendUnavailable
-from gateway.ports import Append, Author, Store
+from gateway.errors import BackendUnavailable, LeaseLost
+from gateway.ports import FENCED, Append, Author, Store
 from gateway.types import RoomId
 
 log = structlog.get_logger(__name__)
@@ -26,6 +26,8 @@ class CommitterStatistics:
     committed: int
     batches: int
     failures: int
+    fenced: int = 0
+    """Appends the store refused: their room's lease had been taken over."""
 
 
 class Committer:
@@ -38,7 +40,7 @@ class Committer:
         self._queue: deque[tuple[Append | None, asyncio.Future[int | None]]] = deque()
         self._in_flight = 0
         self._wakeup = asyncio.Event()
-        self._committed = self._batches = self._failures = 0
+        self._committed = self._batches = self._failures = self._fenced = 0
         self.healthy = True
         """False from a failed append until the next successful one (see /readyz)."""
 
@@ -53,19 +55,21 @@ class Committer:
         update: bytes | None,
         author: Author | None = None,
         fields: tuple[str, ...] = (),
+        fence: int | None = None,
     ) -> asyncio.Future[int | None]:
         """Queue one append (or, with ``update=None``, a barrier).
 
         The future resolves with the update's offset (None for a barrier) once it and everything
-        submitted before it is durable. Raises BackendUnavailable when ``max_pending`` appends
-        are already waiting.
+        submitted before it is durable, or fails with LeaseLost when the store refused it for its
+        stale ``fence``. Raises BackendUnavailable when ``max_pending`` appends are already
+        waiting.
         """
         if update is not None and self.full:
             raise BackendUnavailable(
                 f"{self.max_pending} appends are waiting for the store; refusing more"
             )
         future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        append = Append(room, update, author, fields) if update is not None else None
+        append = Append(room, update, author, fields, fence) if update is not None else None
         self._queue.append((append, future))
         self._wakeup.set()
         return future
@@ -92,12 +96,17 @@ class Committer:
             self._in_flight = 0
         for item, future in batch:
             offset = next(offsets) if item is not None else None
-            if not future.done():
+            if future.done():
+                continue
+            if item is not None and offset is FENCED:
+                future.set_exception(LeaseLost(f"room {item.room} is owned by another node now"))
+                self._fenced += 1
+            else:
                 future.set_result(offset)
         self._committed += len(appends)
         self._batches += 1
 
-    async def _append_with_retry(self, appends: list[Append]) -> list[int]:
+    async def _append_with_retry(self, appends: list[Append]) -> list[int | None]:
         try:  # fast path: no retry machinery per batch while the store is healthy
             offsets = await self.store.append(appends)
             self.healthy = True
@@ -127,4 +136,5 @@ class Committer:
             committed=self._committed,
             batches=self._batches,
             failures=self._failures,
+            fenced=self._fenced,
         )

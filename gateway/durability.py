@@ -15,7 +15,7 @@ from gateway.core.effects import Persist, ReadLog
 from gateway.core.outgoing import compact_updates
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
-from gateway.errors import BackendUnavailable, GatewayError, ProtocolError, RoomReset
+from gateway.errors import BackendUnavailable, GatewayError, LeaseLost, ProtocolError, RoomReset
 from gateway.fanout import Fanout
 from gateway.ports import Store
 from gateway.slot import RoomSlot
@@ -79,11 +79,15 @@ class Durability:
         self.resume_log_max_updates = resume_log_max_updates
         self.updates_persisted = 0
         self.compactions = 0
+        self.lease_lost: Callable[[RoomSlot], None] = lambda slot: None
+        """Called when the store refused one of the room's appends (another node owns it)."""
 
     def persist(self, slot: RoomSlot, effect: Persist) -> None:
         """Submit one append (a Persist effect); its durability answers with ``Room.durable``."""
         update = effect.update
-        future = self.committer.submit_nowait(slot.id, update, effect.author, effect.fields)
+        future = self.committer.submit_nowait(
+            slot.id, update, effect.author, effect.fields, slot.fence
+        )
         if update is None:
             if effect.session is not None:
                 future.add_done_callback(partial(self._durable, slot, effect.session, effect.seq))
@@ -102,7 +106,11 @@ class Durability:
         """One of the room's updates is durable (or failed: no ack, the client resends)."""
         slot.in_flight -= 1
         room = slot.room
-        if future.cancelled() or future.exception() is not None or room is None:
+        if future.cancelled() or room is None:
+            return
+        if future.exception() is not None:
+            if isinstance(future.exception(), LeaseLost):
+                self.lease_lost(slot)  # nothing of it is stored, and it is never acknowledged
             return
         self.fanout.execute(slot, room.durable(session, seq, future.result()))
 

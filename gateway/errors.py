@@ -113,6 +113,12 @@ class HandshakeTimeout(GatewayError):
     close_code = 4408
 
 
+class LeaseLost(GatewayError):
+    """The store refused an append: another node owns the room now (its lease was taken over)."""
+
+    close_code = 4003
+
+
 class BackendUnavailable(GatewayError):
     """The store or the bus cannot be reached."""
 

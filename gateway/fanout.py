@@ -1,8 +1,8 @@
-"""Fanout: carries out the core's effects for a room — writes to clients, the bus, batching.
+"""Fanout: carries out the core's effects for a room — writes to clients, batching.
 
 Effects that belong to another part go to the handler the node wired in (``Handlers``):
-Persist and ReadLog to durability, Poisoned and HistoryReset to the room registry,
-RepairWanted to peers.
+Publish and Forward to the relay, Persist and ReadLog to durability, Poisoned and HistoryReset
+to the room registry, RepairWanted to peers.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gateway.core.effects import (
     Broadcast,
     Close,
     Effect,
+    Forward,
     HistoryReset,
     Persist,
     Poisoned,
@@ -31,7 +32,6 @@ from gateway.core.effects import (
 from gateway.core.outgoing import drain, merge_broadcasts
 from gateway.core.session import Session
 from gateway.errors import GatewayError, InvalidState
-from gateway.ports import Bus
 from gateway.slot import PendingBroadcast, RoomSlot
 
 log = structlog.get_logger(__name__)
@@ -53,6 +53,8 @@ class Outlet(Protocol):
 class Handlers:
     """The other parts' handlers of the effects the fan-out does not carry out itself."""
 
+    publish: Callable[[RoomSlot, Publish], None]
+    forward: Callable[[RoomSlot, Forward], None]
     persist: Callable[[RoomSlot, Persist], None]
     read_log: Callable[[RoomSlot, ReadLog], Coroutine[Any, Any, None]]
     poisoned: Callable[[RoomSlot, Poisoned], None]
@@ -61,22 +63,31 @@ class Handlers:
 
 
 class Fanout:
-    """Writes effects out: one outlet per connected client, the bus, held broadcasts."""
+    """Writes effects out: one outlet per connected client, held broadcasts."""
 
-    def __init__(self, bus: Bus, *, batch_seconds: float) -> None:
-        self.bus = bus
+    def __init__(self, *, batch_seconds: float) -> None:
         self.batch_seconds = batch_seconds
         """Seconds a room's document broadcasts are held to be merged into one write; 0: none."""
         self.outlets: dict[Session, Outlet] = {}
-        """Every member of a room on this node (added by ``connect`` at join)."""
+        """Every member of a room on this node (added by ``connect`` at join), and every proxy:
+        a client of another node whose updates this node judges (gateway/relay.py)."""
+        self.proxies: set[Session] = set()
         self.handlers: Handlers | None = None
         self.refusals = 0
 
-    def connect(self, session: Session, outlet: Outlet) -> None:
+    def connect(self, session: Session, outlet: Outlet, *, proxy: bool = False) -> None:
         self.outlets[session] = outlet
+        if proxy:
+            self.proxies.add(session)
 
     def disconnect(self, session: Session) -> None:
         self.outlets.pop(session, None)
+        self.proxies.discard(session)
+
+    @property
+    def connections(self) -> int:
+        """Clients connected to this node (proxies are other nodes' clients)."""
+        return len(self.outlets) - len(self.proxies)
 
     def close(self, session: Session, error: GatewayError) -> None:
         """Close one client, if it is still connected."""
@@ -85,8 +96,10 @@ class Fanout:
             outlet.close_nowait(error)
 
     def drain(self, error: GatewayError) -> None:
-        """Tell every connected client the node is shutting down (DRAIN), then close it."""
-        for effect in drain(list(self.outlets), error):
+        """Tell every connected client the node is shutting down (DRAIN), then close it.
+        Other nodes' clients stay connected to them: their rooms' next owner judges them."""
+        clients = [s for s in self.outlets if s not in self.proxies]
+        for effect in drain(clients, error):
             match effect:
                 case Send(session, data):
                     self.outlets[session].send_nowait(data)
@@ -113,8 +126,10 @@ class Fanout:
                         self._hold(slot, data, update, exclude)
                     else:
                         self._broadcast(slot, data, exclude, live_only, awareness)
-                case Publish(data):
-                    self.bus.publish_nowait(slot.id, data)
+                case Publish():
+                    self._handlers.publish(slot, effect)
+                case Forward():
+                    self._handlers.forward(slot, effect)
                 case Persist():
                     self._handlers.persist(slot, effect)
                 case Close(session, error):

@@ -38,6 +38,26 @@ class NodeCollector(Collector):
             "Changes refused by the role and schema checks, and undone (proto/spec.md §7).",
             value=stats.refusals,
         )
+        yield GaugeMetricFamily(
+            "gateway_rooms_owned",
+            "Rooms this node judges: it holds their lease (DESIGN.md §2).",
+            value=stats.owned_rooms,
+        )
+        yield CounterMetricFamily(
+            "gateway_ownership_changes",
+            "Rooms this node took, released or lost the lease of.",
+            value=stats.ownership_changes,
+        )
+        yield CounterMetricFamily(
+            "gateway_updates_relayed",
+            "Client updates forwarded to the node that owns their room.",
+            value=stats.relayed_updates,
+        )
+        yield CounterMetricFamily(
+            "gateway_appends_fenced",
+            "Appends the store refused because the room's lease had been taken over.",
+            value=stats.committer.fenced,
+        )
         yield CounterMetricFamily(
             "gateway_compactions", "Room logs compacted into snapshots.", value=stats.compactions
         )

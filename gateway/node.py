@@ -5,12 +5,16 @@ The parts, one job each:
 - ``gateway/rooms.py`` (Rooms): the registry — load once, idle unload, reset and drop;
 - ``gateway/fanout.py`` (Fanout): carries out the core's effects — clients, bus, batching;
 - ``gateway/durability.py`` (Durability): the committer, acks, positions, compaction, resume;
-- ``gateway/peers.py`` (Peers): the bus's messages and the repair after a loss.
+- ``gateway/peers.py`` (Peers): the bus's messages and the repair after a loss;
+- ``gateway/ownership.py`` (Ownership): which node judges each room (leases, takeover);
+- ``gateway/relay.py`` (Relay): updates of rooms another node owns go to it, answers come back.
 
 The path of one update: the connection decodes the frame (``Session.receive_data``) and hands
-the message to ``Node.receive``; ``Room.receive`` applies it and returns effects; the fan-out
-broadcasts and publishes, and durability submits the append, whose durability becomes the
-core's ACK (``Room.durable``).
+the message to ``Node.receive``; on the room's owner ``Room.receive`` judges and applies it and
+returns effects; the fan-out broadcasts and publishes, and durability submits the append,
+whose durability becomes the core's ACK (``Room.durable``). On any other node the room checks
+it structurally and the relay forwards it to the owner, which does the same and answers
+through this node.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
-from gateway.errors import GatewayError, RoomReset, ShuttingDown
+from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
+from gateway.ownership import Ownership
 from gateway.peers import Peers
-from gateway.ports import Bus, Store
+from gateway.ports import Bus, Lease, Leases, Store
+from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
 from gateway.types import NodeId, RoomId
@@ -63,6 +69,9 @@ class NodeStatistics:
     repairs: int
     resets: int
     refusals: int
+    owned_rooms: int
+    ownership_changes: int
+    relayed_updates: int
     committer: CommitterStatistics
 
 
@@ -84,7 +93,11 @@ class Node:
         journal: CrashJournal | None = None,
         broadcast_batch_ms: float = 0.0,
         resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
+        leases: Leases | None = None,
+        lease_seconds: float = 3.0,
+        relay: RelaySettings | None = None,
     ) -> None:
+        """``leases`` None: this node owns every room (the embedded single node)."""
         self.node_id = node_id
         self.bus = bus
         self.store = store
@@ -96,7 +109,9 @@ class Node:
         )
         self._stack = AsyncExitStack()
         self._tasks: asyncio.TaskGroup | None = None
-        self.fanout = Fanout(bus, batch_seconds=broadcast_batch_ms / 1000)
+        self.fanout = Fanout(batch_seconds=broadcast_batch_ms / 1000)
+        self.relay_settings = relay or RelaySettings()
+        self.relay = Relay(node_id, bus, self.fanout, limits, self.relay_settings)
         self.durability = Durability(
             self.committer,
             store,
@@ -105,7 +120,18 @@ class Node:
             snapshot_every=snapshot_every,
             resume_log_max_updates=resume_log_max_updates,
         )
-        self.peers = Peers(store, self.fanout, lambda: self.tasks)
+        self.peers = Peers(store, self.fanout, self.relay, lambda: self.tasks)
+        self.ownership = Ownership(
+            node_id=node_id,
+            leases=leases,
+            store=store,
+            relay=self.relay,
+            fanout=self.fanout,
+            lease_seconds=lease_seconds,
+            slots=lambda: self.rooms.every_slot(),
+            lost=lambda slot, error: self.rooms.drop(slot, error),
+            tasks=lambda: self.tasks,
+        )
         self.rooms = Rooms(
             node_id=node_id,
             store=store,
@@ -114,12 +140,17 @@ class Node:
             fanout=self.fanout,
             durability=self.durability,
             peers=self.peers,
+            relay=self.relay,
+            ownership=self.ownership,
             gate=ApplyGate(self.committer, journal),
             journal=journal,
             idle_seconds=room_idle_seconds,
             tasks=lambda: self.tasks,
         )
+        self.durability.lease_lost = lambda slot: self.ownership.lose(slot, "an append was fenced")
         self.fanout.handlers = Handlers(
+            publish=lambda slot, effect: self.relay.publish(slot, effect.data, effect.sender),
+            forward=self.relay.forward,
             persist=self.durability.persist,
             read_log=self.durability.read_log,
             poisoned=self.rooms.poisoned,
@@ -133,6 +164,7 @@ class Node:
     async def __aenter__(self) -> Self:
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._committer_task = self._tasks.create_task(self.committer.run())
+        self._ownership_task = self._tasks.create_task(self.ownership.run())
         return self
 
     async def __aexit__(
@@ -145,6 +177,7 @@ class Node:
             await self.drain()
         finally:
             self._committer_task.cancel()
+            self._ownership_task.cancel()
             for task in self.rooms.room_tasks:
                 task.cancel()
             await self._stack.aclose()
@@ -192,14 +225,53 @@ class Node:
         Raises GatewayError to close the client. Returns a store read to await before the
         client's next message (a RESUME, proto/spec.md §4.6), else None."""
         self._messages_received += 1
+        if not self.ownership.may_judge(slot) or self.relay.held(slot, session):
+            return self._held(slot, session, message)
+        return self._handle(slot, session, message)
+
+    def _handle(
+        self, slot: RoomSlot, session: Session, message: Message
+    ) -> Coroutine[Any, Any, None] | None:
         room = slot.room
         if slot.state is not RoomState.SERVING or room is None:
             raise RoomReset(f"room {slot.id} is being reset; reconnect")
         return self.fanout.execute(slot, room.receive(session, message))
 
+    async def _held(self, slot: RoomSlot, session: Session, message: Message) -> None:
+        """Handle ``message`` once the room can take it, reading nothing else of the client
+        meanwhile (backpressure): this node owns the room but could not renew its lease yet,
+        or the client has ``max_outstanding`` updates waiting for the owner's answer. Raises
+        BackendUnavailable (4002, reconnect) after the relay timeout."""
+        timeout = self.relay_settings.timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                while slot.serving:
+                    if not self.ownership.may_judge(slot):
+                        event = slot.renewed
+                    elif self.relay.held(slot, session):
+                        event = slot.acked
+                    else:
+                        break
+                    event.clear()
+                    await event.wait()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"wedding {slot.id} has had no judge for {timeout:g} s; reconnect"
+            ) from None
+        pending = self._handle(slot, session, message)
+        if pending is not None:
+            await pending
+
     async def reset_history(self, room_id: RoomId) -> int:
         """Start a new epoch of the wedding's history (see ``Rooms.reset_history``)."""
         return await self.rooms.reset_history(room_id)
+
+    async def owner_of(self, room_id: RoomId) -> Lease:
+        """The wedding's lease: which node judges it. Without leases this node owns them all."""
+        leases = self.ownership.leases
+        if leases is None:
+            return Lease(room_id, self.node_id, 0)
+        return await leases.holder(room_id)
 
     def room(self, room_id: RoomId) -> Room | None:
         """The loaded room, if this node has it."""
@@ -219,7 +291,7 @@ class Node:
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(
             rooms=len(self.rooms.slots),
-            connections=len(self.fanout.outlets),
+            connections=self.fanout.connections,
             messages_received=self._messages_received,
             updates_persisted=self.durability.updates_persisted,
             compactions=self.durability.compactions,
@@ -227,6 +299,9 @@ class Node:
             repairs=self.peers.repairs,
             resets=self.rooms.resets,
             refusals=self.fanout.refusals,
+            owned_rooms=self.ownership.owned(),
+            ownership_changes=self.ownership.changes,
+            relayed_updates=self.relay.forwards,
             committer=self.committer.statistics(),
         )
 

@@ -1,4 +1,5 @@
-"""Peers: a room's messages from other nodes (the bus), and its repair after bus loss."""
+"""Peers: a room's messages from other nodes (the bus, in the relay's envelopes,
+gateway/relay.py), and its repair after bus loss."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gateway.core.room import Room
 from gateway.errors import BackendUnavailable
 from gateway.fanout import Fanout
 from gateway.ports import BusMessage, Store, is_loss_marker
+from gateway.relay import Kind, Relay
 from gateway.slot import RoomSlot
 
 log = structlog.get_logger(__name__)
@@ -21,10 +23,11 @@ class Peers:
     """Feeds bus messages to the rooms; merges the store's history in when some were lost."""
 
     def __init__(
-        self, store: Store, fanout: Fanout, tasks: Callable[[], asyncio.TaskGroup]
+        self, store: Store, fanout: Fanout, relay: Relay, tasks: Callable[[], asyncio.TaskGroup]
     ) -> None:
         self.store = store
         self.fanout = fanout
+        self.relay = relay
         self.tasks = tasks
         self.repairs = 0
 
@@ -37,8 +40,12 @@ class Peers:
                 return
             if is_loss_marker(message):
                 await self.repair(slot, room)
+                if slot.owning:  # forwards may be among the lost: every relaying node resends
+                    self.relay.publish_kind(slot.id, Kind.RESEND_ALL)
+                else:  # acks may be among them
+                    self.relay.resend(slot)
             else:
-                self.fanout.execute(slot, room.receive_from_peer(message.payload))
+                self.relay.receive(slot, room, message)
             if not slot.serving:
                 return
 

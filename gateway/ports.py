@@ -11,13 +11,13 @@ from gateway.core.policy import Author
 from gateway.types import NodeId, RoomId
 
 __all__ = [
+    "FENCED",
     "LOSS_SEQ",
     "Append",
     "AuditEntry",
     "Author",
     "Bus",
     "BusMessage",
-    "FENCED",
     "History",
     "Lease",
     "Leases",
@@ -129,9 +129,10 @@ class Store(Protocol):
 
     ``append`` returns only once the whole batch is durable (committed and synced to disk);
     offsets increase by one per room in append order. An append whose ``fence`` is stale is
-    refused in the same transaction (``FENCED`` in its place; the rest of the batch commits). ``compact`` atomically records a snapshot
-    covering offsets up to ``through`` and deletes the log rows it covers; it never deletes a row
-    the snapshot does not cover. ``load`` returns the newest snapshot and every later update.
+    refused in the same transaction (``FENCED`` in its place; the rest of the batch commits).
+    ``compact`` atomically records a snapshot covering offsets up to ``through`` and deletes the
+    log rows it covers; it never deletes a row the snapshot does not cover. ``load`` returns the
+    newest snapshot and every later update.
     """
 
     async def load(self, room: RoomId) -> History: ...

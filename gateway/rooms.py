@@ -24,8 +24,10 @@ from gateway.crash_journal import CrashJournal
 from gateway.durability import Durability
 from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Outlet
+from gateway.ownership import Ownership
 from gateway.peers import Peers
 from gateway.ports import Bus, Store
+from gateway.relay import Relay
 from gateway.slot import RoomSlot, RoomState
 from gateway.types import NodeId, RoomId
 
@@ -45,6 +47,8 @@ class Rooms:
         fanout: Fanout,
         durability: Durability,
         peers: Peers,
+        relay: Relay,
+        ownership: Ownership,
         gate: ApplyJournal,
         journal: CrashJournal | None,
         idle_seconds: float,
@@ -57,6 +61,8 @@ class Rooms:
         self.fanout = fanout
         self.durability = durability
         self.peers = peers
+        self.relay = relay
+        self.ownership = ownership
         self.gate = gate
         self.journal = journal
         self.idle_seconds = idle_seconds
@@ -100,8 +106,13 @@ class Rooms:
         """Remove a client; the room unloads after ``idle_seconds`` without members."""
         if slot.room is not None:
             self.fanout.execute(slot, slot.room.leave(session))
+        self.relay.left(slot, session)
         self.fanout.disconnect(session)
         slot.changed.set()
+
+    def every_slot(self) -> list[RoomSlot]:
+        """Every room of the node, unloading ones included."""
+        return [*self.slots.values(), *self._unloading.values()]
 
     def room(self, room_id: RoomId) -> Room | None:
         """The serving room, if this node has it."""
@@ -166,7 +177,7 @@ class Rooms:
         finally:
             del self._resetting[room_id]
             resetting.set()
-        self.bus.publish_nowait(room_id, reset_notice(epoch))
+        self.relay.publish_to(room_id, reset_notice(epoch))
         log.warning("history_reset", room=room_id, epoch=epoch)
         return epoch
 
@@ -215,6 +226,7 @@ class Rooms:
         started = time.perf_counter()
         self.loads += 1
         try:
+            await self.ownership.claim(slot)  # before the history: no older owner appends after
             history = await self.store.load(slot.id)
             room = Room(
                 slot.id,
@@ -228,6 +240,7 @@ class Rooms:
             log.warning("room_load_failed", room=slot.id, error=str(exc))
             self._fail_load(slot, BackendUnavailable(f"room {slot.id} could not be loaded: {exc}"))
             return None
+        room.judging = self.ownership.judges(slot)
         slot.room = room
         slot.appends_since_snapshot = len(history.updates)
         if slot.state is RoomState.LOADING:  # not dropped by a reset meanwhile
@@ -238,8 +251,11 @@ class Rooms:
             room=slot.id,
             updates=len(history.updates),
             snapshot=history.snapshot is not None,
+            owner=slot.owner,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
+        if slot.fence is not None:
+            self.relay.announce(slot)
         return room
 
     async def _wait_idle(self, slot: RoomSlot, room: Room) -> None:
@@ -247,14 +263,14 @@ class Rooms:
         stops, or the room stopped serving."""
         while not self.stopping.is_set() and slot.serving:
             slot.changed.clear()
-            if not room.empty:
+            if not room.empty or slot.proxies:  # an owner stays while others relay to it
                 await slot.changed.wait()
                 continue
             try:
                 async with asyncio.timeout(self.idle_seconds):
                     await slot.changed.wait()
             except TimeoutError:
-                if room.empty:
+                if room.empty and not slot.proxies:
                     break
         if slot.state is not RoomState.CLOSED:
             slot.state = RoomState.UNLOADING
@@ -273,6 +289,7 @@ class Rooms:
         except GatewayError as exc:
             log.warning("room_unload_compaction_failed", room=slot.id, error=str(exc))
         finally:
+            await self.ownership.release(slot)
             slot.state = RoomState.CLOSED
             slot.closed.set()
             if self._unloading.get(slot.id) is slot:

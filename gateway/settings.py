@@ -51,6 +51,10 @@ class Settings:
     broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
     resume_log_max_updates: int = 500  # RESUME further behind: the diff, no log read and merge
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
+    lease_seconds: float = 3.0  # a wedding's owner lease (Postgres); renewed every third of it
+    relay_resend_seconds: float = 2.0  # an update relayed to the owner, unanswered: sent again
+    relay_timeout_seconds: float = 10.0  # no answer from the owner this long: close 4002
+    relay_max_outstanding: int = 256  # relayed updates unanswered per client; more: not read
     snapshot_every: int = 500  # compact a room's log after this many appended updates
     commit_batch_max: int = 512  # appends per store transaction
     max_pending_appends: int = 10_000  # beyond this, writers are closed with 4002
@@ -110,9 +114,16 @@ class Settings:
                 "database_pool_max",
                 "resume_log_max_updates",
                 "database_timeout",
+                "lease_seconds",
+                "relay_resend_seconds",
+                "relay_max_outstanding",
             )
             if getattr(self, name) <= 0
         ]
+        if self.relay_timeout_seconds <= self.relay_resend_seconds:
+            problems.append(
+                "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
+            )
         if self.broadcast_batch_ms < 0:
             problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
         if self.byte_burst < self.max_message_bytes:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import deque
+from dataclasses import dataclass
 
 from gateway.core.room import Room
 from gateway.core.session import Session
-from gateway.types import RoomId
+from gateway.types import NodeId, RoomId
 
 
 class RoomState(enum.Enum):
@@ -36,6 +38,32 @@ class PendingBroadcast:
         """A POSITION waits for this write: it promises the client's document holds these."""
 
 
+@dataclass(slots=True)
+class Forwarded:
+    """One client update this node relayed to the room's owner and that is not durable yet."""
+
+    seq: int
+    update: bytes
+    catch_up: bool
+    forwarded_at: float
+    """Loop time of its first send."""
+    sent_at: float
+    """Loop time of its last (re)send."""
+
+
+@dataclass(slots=True)
+class Proxy:
+    """On the owner: a client of another node whose updates the owner judges (gateway/relay.py)."""
+
+    session: Session
+    """Stands for the client in the room's guard and durability; never a member."""
+    origin: NodeId
+    client: int
+    """The client's session id on its node."""
+    expected: int
+    """The next sequence number to judge: a forward beyond it means one was lost."""
+
+
 class RoomSlot:
     """A room on this node, from its first joiner until it is unloaded.
 
@@ -45,6 +73,7 @@ class RoomSlot:
     """
 
     __slots__ = (
+        "acked",
         "announcing",
         "appends_since_snapshot",
         "batch",
@@ -52,12 +81,20 @@ class RoomSlot:
         "closed",
         "compact_on_unload",
         "compacting",
+        "fence",
+        "heard",
         "id",
         "in_flight",
+        "known_fence",
         "loaded",
+        "outstanding",
+        "owner",
+        "proxies",
+        "renewed",
         "repairing",
         "room",
         "state",
+        "valid_until",
     )
 
     def __init__(self, room_id: RoomId) -> None:
@@ -80,10 +117,35 @@ class RoomSlot:
         """A POSITION is scheduled for this loop tick."""
         # peers
         self.repairing = False
+        # ownership (gateway/ownership.py): who judges the room
+        self.owner: NodeId | None = None
+        """The node known to hold the room's lease (this node's id when it owns the room)."""
+        self.fence: int | None = None
+        """This node's fencing token while it owns the room (None: it does not, or no leases)."""
+        self.known_fence = 0
+        """The highest fence seen for the room: messages of an older owner are ignored."""
+        self.valid_until = float("inf")
+        """Loop time until which this node's lease is certainly still its own."""
+        self.renewed = asyncio.Event()
+        """Set when the lease was renewed (or lost): wakes messages held for the lease."""
+        # relay (gateway/relay.py)
+        self.outstanding: dict[Session, deque[Forwarded]] = {}
+        """Per local client: its updates forwarded to the owner and not acknowledged yet."""
+        self.acked = asyncio.Event()
+        """Set when the owner acknowledged forwarded updates: wakes clients held for it."""
+        self.proxies: dict[tuple[NodeId, int], Proxy] = {}
+        """On the owner: the clients of other nodes it judges updates for."""
+        self.heard: dict[NodeId, float] = {}
+        """On the owner: loop time each relaying node was last heard from in this room."""
 
     @property
     def serving(self) -> bool:
         return self.state is RoomState.SERVING
+
+    @property
+    def owning(self) -> bool:
+        """This node judges the room (it holds the lease, or there are no leases)."""
+        return self.room is not None and self.room.judging
 
     def __repr__(self) -> str:
         return f"<RoomSlot {self.id} {self.state.value}>"

@@ -25,6 +25,7 @@ from gateway.crash_journal import CrashJournal
 from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
 from gateway.node import Node
 from gateway.ports import Append, AuditEntry, History, Store
+from gateway.relay import message_envelope
 from gateway.types import NodeId, RoomId
 from tests.core import update_builder as ub
 from tests.helpers import eventually
@@ -339,8 +340,9 @@ async def test_a_bus_loss_marker_repairs_the_room_from_the_store(store: GatedSto
         first = core_edit(wedding, 50, venue="Hall")
         lost = core_edit(wedding, 51, guest_count=80)  # the peer stored it; its message is lost
         await store.inner.append([Append(ROOM, first), Append(ROOM, lost)])
-        peer.publish_nowait(ROOM, codec.encode(SyncUpdate(first)))
-        peer.publish_nowait(ROOM, codec.encode(SyncUpdate(lost)))  # the queue is full: dropped
+        peer.publish_nowait(ROOM, message_envelope(codec.encode(SyncUpdate(first))))
+        dropped = message_envelope(codec.encode(SyncUpdate(lost)))
+        peer.publish_nowait(ROOM, dropped)  # the queue is full: dropped
         assert peer.statistics().dropped == 1
 
         def repaired() -> bool:

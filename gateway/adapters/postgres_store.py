@@ -3,8 +3,10 @@
 Tables, all in one schema (``public`` unless configured; tests use one schema each):
 
 - ``rooms``: one row per room holding ``last_offset``, the last offset ever assigned (it survives
-  compaction and reset, so offsets never repeat), and ``epoch`` (1 until ``reset`` bumps it; a
-  room without a row is in epoch 1).
+  compaction and reset, so offsets never repeat), ``epoch`` (1 until ``reset`` bumps it; a
+  room without a row is in epoch 1) and the room's lease (``Leases``): ``owner`` (the node
+  holding it, NULL: nobody), ``fence`` (0 until the first ``acquire``, then one more per
+  acquire) and ``lease_expires`` (NULL when nobody holds it). Rows are never deleted.
 - ``updates``: the append-only log, primary key ``(room, "offset")``.
 - ``snapshots``: the newest snapshot per room and the offset it covers.
 - ``audit``: one row per appended update, ``(room, "offset")`` as in ``updates``, with when it was
@@ -18,6 +20,14 @@ consecutive range in batch order. An append is one statement (one round trip, on
 committed before it returns); so are ``compact``, ``load`` and ``load_since``. ``reset`` is one
 transaction of two statements: it locks the ``rooms`` row first, so its deletes see every append
 committed before it, and appends waiting on the lock continue the offsets after it.
+
+Leases are fenced on the same row lock. ``acquire`` is one upsert of the room's row that bumps
+``fence``; an append names the fence it was granted and its upsert of the row updates (and so
+numbers anything) only while the row still carries that fence. Both lock the row, and under
+READ COMMITTED both judge the newest committed version of it once they hold the lock, so an
+append of the old owner either committed before the acquire took the lock (the acquire waited
+for it: a ``load`` after ``acquire`` returns sees it) or locks the row after the acquire
+committed and finds the new fence (refused, nothing stored). Neither can interleave.
 
 Every asyncpg or socket failure reaches the caller as ``BackendUnavailable`` (retryable).
 
@@ -37,8 +47,8 @@ import asyncpg
 import orjson
 
 from gateway.errors import BackendUnavailable, ConfigError, InvalidState
-from gateway.ports import Append, AuditEntry, History
-from gateway.types import RoomId
+from gateway.ports import Append, AuditEntry, History, Lease
+from gateway.types import NodeId, RoomId
 
 T = TypeVar("T")
 
@@ -100,6 +110,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             fields text[] NOT NULL DEFAULT '{{}}',
             PRIMARY KEY (room, "offset")
         );
+        """,
+    ),
+    Migration(
+        3,
+        "0003_room_leases",
+        """
+        ALTER TABLE {schema}.rooms
+            ADD COLUMN IF NOT EXISTS owner text,
+            ADD COLUMN IF NOT EXISTS fence bigint NOT NULL DEFAULT 0,
+            ADD COLUMN IF NOT EXISTS lease_expires timestamptz;
         """,
     ),
 )
@@ -277,8 +297,15 @@ class PostgresStore:
 
         return await self._run("reset", transaction)
 
-    async def append(self, batch: Sequence[Append]) -> list[int]:
-        """Append the batch in one transaction; return each update's offset once committed."""
+    async def append(self, batch: Sequence[Append]) -> list[int | None]:
+        """Append the batch in one transaction; return each update's offset once committed.
+
+        A fenced append (``fence`` not None) is refused, ``FENCED`` (None) in its place, unless
+        the room's row exists and carries that fence; every append of that room in the batch
+        goes with it, while the other rooms' appends commit. A batch names one fence per room
+        (the node fences all of a room's appends with the lease it holds, never mixing fenced
+        and unfenced ones; given several, the largest counts, and a fenced one beats None).
+        """
         if not batch:
             return []
         args = (
@@ -287,6 +314,7 @@ class PostgresStore:
             [item.author.subject if item.author else None for item in batch],
             [item.author.role if item.author else None for item in batch],
             [orjson.dumps(item.fields).decode() if item.fields else None for item in batch],
+            [item.fence for item in batch],
         )
         rows = await self._run("append", lambda pool: pool.fetch(self._sql.append, *args))
         return [row["offset"] for row in rows]
@@ -323,6 +351,46 @@ class PostgresStore:
             for row in rows
         ]
 
+    # -- Leases ---------------------------------------------------------------------------------
+
+    async def acquire(self, room: RoomId, node: NodeId, ttl: float) -> Lease:
+        """Take the room's lease (one statement) if it is free, expired or ``node``'s own.
+
+        When the upsert waited for a concurrent acquire that won, the answer about the holder
+        comes from the statement's snapshot, taken before that acquire committed: then it may
+        name nobody (``holder`` None) or the previous holder, with an older ``fence``. It never
+        says two callers acquired it.
+        """
+        row = await self._run(
+            "acquire", lambda pool: pool.fetchrow(self._sql.acquire, room, node, ttl)
+        )
+        if row is None:  # the room's row appeared after this statement's snapshot
+            return Lease(room, None, 0)
+        holder = NodeId(row["owner"]) if row["owner"] is not None else None
+        return Lease(room, holder, row["fence"], acquired=row["acquired"])
+
+    async def renew(
+        self, leases: Sequence[tuple[RoomId, int]], node: NodeId, ttl: float
+    ) -> set[RoomId]:
+        """Extend ``node``'s leases that still carry these fences (one statement)."""
+        if not leases:
+            return set()
+        rooms, fences = [room for room, _ in leases], [fence for _, fence in leases]
+        rows = await self._run(
+            "renew", lambda pool: pool.fetch(self._sql.renew, rooms, fences, node, ttl)
+        )
+        return {RoomId(row["room"]) for row in rows}
+
+    async def release(self, room: RoomId, node: NodeId, fence: int) -> None:
+        await self._run("release", lambda pool: pool.execute(self._sql.release, room, node, fence))
+
+    async def holder(self, room: RoomId) -> Lease:
+        row = await self._run("holder", lambda pool: pool.fetchrow(self._sql.holder, room))
+        if row is None:
+            return Lease(room, None, 0)
+        holder = NodeId(row["owner"]) if row["owner"] is not None else None
+        return Lease(room, holder, row["fence"])
+
     # -- helpers --------------------------------------------------------------------------------
 
     async def _load_since(self, what: str, room: RoomId, offset: int) -> History:
@@ -345,22 +413,33 @@ class _Statements:
 
     def __init__(self, schema: str) -> None:
         # $1 text[] rooms, $2 bytea[] updates, $3 text[] subjects, $4 text[] roles, $5 text[]
-        # fields (each a JSON array, or NULL for none), in batch order. Rooms are locked in sorted
-        # order (no deadlock between two batches naming the same rooms); offsets follow batch
-        # order. The audit rows go in with the updates: same statement, same transaction.
+        # fields (each a JSON array, or NULL for none), $6 bigint[] fences (NULL: unfenced), in
+        # batch order. Rooms are locked in sorted order (no deadlock between two batches naming
+        # the same rooms); offsets follow batch order. The audit rows go in with the updates:
+        # same statement, same transaction. A fenced room is bumped only while its row carries
+        # the fence, judged on the row's newest version once locked (the DO UPDATE's WHERE); a
+        # fenced room without a row is not inserted (its lease was never taken). A room that is
+        # not bumped numbers nothing: its appends answer NULL (FENCED), the rest commit.
         self.append = f"""
             WITH input AS (
-                SELECT room, data, subject, role, fields, ord
-                FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[])
-                    WITH ORDINALITY AS t(room, data, subject, role, fields, ord)
+                SELECT room, data, subject, role, fields, fence, ord
+                FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[],
+                            $6::bigint[])
+                    WITH ORDINALITY AS t(room, data, subject, role, fields, fence, ord)
             ),
             counts AS (
-                SELECT room, count(*) AS n FROM input GROUP BY room ORDER BY room
+                SELECT room, count(*) AS n, max(fence) AS fence
+                FROM input GROUP BY room ORDER BY room
             ),
             bumped AS (
-                INSERT INTO {schema}.rooms AS r (room, last_offset)
-                SELECT room, n FROM counts
+                INSERT INTO {schema}.rooms AS r (room, last_offset, fence)
+                SELECT room, n, coalesce(fence, 0) FROM counts c
+                WHERE c.fence IS NULL
+                   OR EXISTS (SELECT FROM {schema}.rooms x WHERE x.room = c.room)
+                ORDER BY room
                 ON CONFLICT (room) DO UPDATE SET last_offset = r.last_offset + excluded.last_offset
+                    WHERE r.fence = excluded.fence
+                       OR (SELECT c.fence FROM counts c WHERE c.room = r.room) IS NULL
                 RETURNING r.room, r.last_offset
             ),
             numbered AS (
@@ -379,7 +458,7 @@ class _Statements:
                        ARRAY(SELECT jsonb_array_elements_text(fields::jsonb))
                 FROM numbered
             )
-            SELECT "offset" FROM numbered ORDER BY ord
+            SELECT n."offset" FROM input i LEFT JOIN numbered n USING (ord) ORDER BY i.ord
         """
         # $1 room, $2 snapshot, $3 through. The snapshot replaces an older one only; rows are
         # deleted only up to the offset of the snapshot actually stored by this statement.
@@ -441,4 +520,51 @@ class _Statements:
         self.drop_history = f"""
             WITH snapshot AS (DELETE FROM {schema}.snapshots WHERE room = $1)
             DELETE FROM {schema}.updates WHERE room = $1
+        """
+        # $1 room, $2 node, $3 ttl (seconds). The DO UPDATE locks the row even when its WHERE
+        # refuses, so an acquire waits for appends in flight on the room. Taken: one row from
+        # `taken`. Refused: the row as this statement's snapshot saw it (none if it had no row).
+        self.acquire = f"""
+            WITH taken AS (
+                INSERT INTO {schema}.rooms AS r (room, owner, fence, lease_expires)
+                VALUES ($1, $2, 1, now() + make_interval(secs => $3::float8))
+                ON CONFLICT (room) DO UPDATE
+                    SET owner = excluded.owner, fence = r.fence + 1,
+                        lease_expires = excluded.lease_expires
+                    WHERE r.owner IS NULL OR r.lease_expires < now() OR r.owner = excluded.owner
+                RETURNING r.fence
+            )
+            SELECT true AS acquired, $2::text AS owner, fence FROM taken
+            UNION ALL
+            SELECT false,
+                   CASE WHEN r.lease_expires >= now() AND r.owner <> $2 THEN r.owner END,
+                   r.fence
+            FROM {schema}.rooms r WHERE r.room = $1 AND NOT EXISTS (SELECT FROM taken)
+        """
+        # $1 text[] rooms, $2 bigint[] fences, $3 node, $4 ttl (seconds). Rows are locked in
+        # sorted order, as append locks them; FOR UPDATE re-checks owner and fence on the newest
+        # version, so a lease taken over meanwhile is not renewed. An expired lease nobody took
+        # (its fence did not move) is renewed.
+        self.renew = f"""
+            WITH held AS (
+                SELECT r.room FROM {schema}.rooms r
+                JOIN unnest($1::text[], $2::bigint[]) AS l(room, fence)
+                    ON l.room = r.room AND l.fence = r.fence
+                WHERE r.owner = $3
+                ORDER BY r.room
+                FOR UPDATE OF r
+            )
+            UPDATE {schema}.rooms r SET lease_expires = now() + make_interval(secs => $4::float8)
+            FROM (SELECT DISTINCT room FROM held) h WHERE r.room = h.room
+            RETURNING r.room
+        """
+        # $1 room, $2 node, $3 fence. The fence stays: the next acquire bumps it.
+        self.release = f"""
+            UPDATE {schema}.rooms SET owner = NULL, lease_expires = NULL
+            WHERE room = $1 AND owner = $2 AND fence = $3
+        """
+        # $1 room. An expired lease has no holder.
+        self.holder = f"""
+            SELECT CASE WHEN lease_expires >= now() THEN owner END AS owner, fence
+            FROM {schema}.rooms WHERE room = $1
         """

@@ -130,8 +130,11 @@ class SqliteStore:
     async def reset(self, room: RoomId) -> int:
         return await self._run(self._reset, room)
 
-    async def append(self, batch: Sequence[Append]) -> list[int]:
-        return await self._run(self._append, batch)
+    async def append(self, batch: Sequence[Append]) -> list[int | None]:
+        """Every append's offset. Never fenced: the embedded node is the only one, and owns
+        every room (``Append.fence`` is ignored)."""
+        offsets: list[int | None] = list(await self._run(self._append, batch))
+        return offsets
 
     async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
         await self._run(self._compact, room, snapshot, through)

@@ -40,6 +40,22 @@ class Publish:
     """Hand ``data`` (one encoded message) to the bus for the room's members on other nodes."""
 
     data: bytes
+    sender: Session | None = None
+    """The client whose update ``data`` is and who has it already: the node that relayed it
+    does not write it back to that client (gateway/relay.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """This node does not judge the room (it is not its owner, DESIGN.md §2): send the client's
+    update, checked structurally only, to the owner, which judges, applies, persists and
+    publishes it, and answers ``session``'s ``seq`` with an ACK (or REJECTs) through this node.
+    ``catch_up``: it came as a sync step 2."""
+
+    session: Session
+    seq: int
+    update: bytes
+    catch_up: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,7 @@ Effect = (
     Send
     | Broadcast
     | Publish
+    | Forward
     | Persist
     | Close
     | ReadLog

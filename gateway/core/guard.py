@@ -68,6 +68,14 @@ class Guard:
             self.claim(session, written, now)
         return summary
 
+    def check_structure(self, update: bytes) -> None:
+        """Refuse ``update`` unless it is well formed and near the clocks the room knows: the
+        check of a node that relays updates to the room's owner, which runs every other rule.
+        Claims nothing (the owner decides who writes with which client id)."""
+        if len(update) < 2:
+            raise ProtocolError(f"update of {len(update)} bytes is shorter than an empty update")
+        check_update(update, self.clocks, self.limits)
+
     def check_unowned(self, session: Session, client_ids: Iterable[int]) -> None:
         """Refuse if another open connection writes with one of ``client_ids``."""
         for client_id in client_ids:

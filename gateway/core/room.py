@@ -6,13 +6,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
 
-from pycrdt import Doc, get_update, merge_updates
+from pycrdt import Doc, get_state, get_update, merge_updates
 
 from gateway.core.awareness import AwarenessTable, awareness_message, check_json
 from gateway.core.effects import (
     Broadcast,
     Close,
     Effect,
+    Forward,
     HistoryReset,
     Persist,
     Poisoned,
@@ -63,6 +64,7 @@ from wedsync_protocol.messages import (
 )
 
 POSITION_MOVED = PositionMoved()
+EMPTY_STATE_VECTOR = b"\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,10 @@ class Room:
         self.poisoned = False
         self.updates_applied = 0
         self.awareness = AwarenessTable()
+        self.judging = True
+        """This node is the room's owner and judges its updates (DESIGN.md §2). False on a node
+        that relays them to the owner: a client update is checked structurally and forwarded
+        (``Forward``); the owner's published result is applied like any peer message."""
 
     # -- membership ---------------------------------------------------------------------------
 
@@ -151,6 +157,10 @@ class Room:
             return []
         data = awareness_message(gone)
         return [Broadcast(data, exclude=None, live_only=False, awareness=True), Publish(data)]
+
+    def release_claims(self, session: Session) -> None:
+        """A client of another node (a proxy, gateway/relay.py) went: its client ids are free."""
+        self.guard.release(session)
 
     @property
     def empty(self) -> bool:
@@ -191,14 +201,30 @@ class Room:
                 assert_never(message)
 
     def _receive_update(self, session: Session, update: bytes, catch_up: bool) -> list[Effect]:
-        """A sync update or step 2 from a client, inside the journal's brackets: poisoning and
-        missing references become effects (the room's and the node's business, not the
-        connection's), every other refusal raises."""
+        """A sync update or step 2 from a client: judged here when this node owns the room,
+        else checked structurally and forwarded to the owner."""
+        if not self.judging:
+            if update != EMPTY_UPDATE:
+                self.guard.check_structure(update)  # raises: nothing forwarded, not even a seq
+            elif not session.wants_acks:
+                return []
+            return [Forward(session, session.next_seq(), update, catch_up)]
+        return self.judge(session, None, update, catch_up)
+
+    def judge(
+        self, session: Session, seq: int | None, update: bytes, catch_up: bool
+    ) -> list[Effect]:
+        """Judge and apply ``session``'s update number ``seq`` (a member's, counted here when
+        None, or one a relaying node forwarded for its client), inside the journal's brackets:
+        poisoning and missing references become effects (the room's and the node's business,
+        not the connection's), every other refusal raises."""
         journal = self.journal
         if journal is not None:
             journal.begin_apply(update)  # may refuse it: nothing is applied, not even a seq
         try:
-            return self._apply_client_update(session, session.next_seq(), update, catch_up)
+            if seq is None:
+                seq = session.next_seq()
+            return self._apply_client_update(session, seq, update, catch_up)
         except RoomPoisoned as exc:
             return [Poisoned(exc, session)]
         except MissingReference as exc:
@@ -260,7 +286,7 @@ class Room:
             data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
             return [
                 Broadcast(data, session, True, False, update),
-                Publish(data),
+                Publish(data, session),
                 Persist(update, ack_to, seq, grant.author, fields),
             ]
         # Share what the Doc now holds instead of the client's bytes: the refused content is
@@ -271,7 +297,7 @@ class Room:
         if not verdict.refusals:  # accepted as a whole: the sender has it all already
             return [
                 Broadcast(data, session, True, False, shared),
-                Publish(data),
+                Publish(data, session),
                 Persist(shared, ack_to, seq, grant.author, fields),
             ]
         effects: list[Effect] = [
@@ -393,8 +419,10 @@ class Room:
 
     # -- messages from peers (the bus) --------------------------------------------------------
 
-    def receive_from_peer(self, data: bytes) -> list[Effect]:
-        """Apply one message published by another node: broadcast locally, never republish."""
+    def receive_from_peer(self, data: bytes, sender: Session | None = None) -> list[Effect]:
+        """Apply one message published by another node: broadcast locally, never republish.
+
+        ``sender``: the local client whose forwarded update the owner published (it has it)."""
         message = codec.decode(data)
         match message:
             case SyncUpdate(update):
@@ -404,7 +432,7 @@ class Room:
                 except RoomPoisoned as exc:
                     return [Poisoned(exc, None)]
                 self.peer_changes += 1
-                return [Broadcast(data, None, True, False, update)]
+                return [Broadcast(data, sender, True, False, update)]
             case CatchUp(epoch, _, flags) if flags & CATCH_UP_RESET:
                 reset = RoomReset(f"the wedding's history was reset (epoch {epoch}); reconnect")
                 return [HistoryReset(reset)]
@@ -441,6 +469,16 @@ class Room:
         gained = self.doc.get_update(before)
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(gained)
         return [Broadcast(data, None, True, False, gained)]
+
+    def unstored(self, blobs: Sequence[bytes]) -> bytes | None:
+        """What this Doc holds beyond the stored history ``blobs`` (None: nothing): on a node
+        that becomes the owner, updates the previous owner accepted and published but had not
+        committed when it died. The new owner stores them (judged already, by the owner of
+        the time)."""
+        stored = get_state(merge_updates(*blobs)) if blobs else EMPTY_STATE_VECTOR
+        if decode_state_vector(stored) == decode_state_vector(self.doc.get_state()):
+            return None
+        return self.doc.get_update(stored)
 
     # -- state ----------------------------------------------------------------------------------
 

@@ -377,7 +377,7 @@ def assert_shared(result: Result, sender: Client, *, stored: bytes, room: Room) 
     persisted = result.persisted
     data = codec.encode(SyncUpdate(persisted.update or b""))
     broadcast = Broadcast(data, exclude=result.broadcast.exclude, update=persisted.update)
-    assert result.effects[:2] == [broadcast, Publish(data)]
+    assert result.effects[:2] == [broadcast, Publish(data, result.broadcast.exclude)]
     if result.broadcast.exclude is sender.session:
         assert persisted.update == result.update
     else:

@@ -204,7 +204,11 @@ def test_update_is_broadcast_to_live_members_but_not_the_sender() -> None:
     effects = room.receive(sender, SyncUpdate(update))
     data = codec.encode(SyncUpdate(update))
     persist = Persist(update, None, 1, DEV, ("core.venue",))
-    assert effects == [Broadcast(data, exclude=sender, update=update), Publish(data), persist]
+    assert effects == [
+        Broadcast(data, exclude=sender, update=update),
+        Publish(data, sender),
+        persist,
+    ]
     assert recipients(room, effects[0]) == {live}
     assert syncing not in recipients(room, effects[0])
     assert room.doc.get("core", type=Map).to_py() == {**CREATED, "venue": "Hall"}
@@ -230,7 +234,11 @@ def test_step2_from_a_client_is_applied_like_an_update() -> None:
     effects = room.receive(sender, SyncStep2(update))
     data = codec.encode(SyncUpdate(update))
     persist = Persist(update, None, 1, DEV, ("core.venue",))
-    assert effects == [Broadcast(data, exclude=sender, update=update), Publish(data), persist]
+    assert effects == [
+        Broadcast(data, exclude=sender, update=update),
+        Publish(data, sender),
+        persist,
+    ]
     assert recipients(room, effects[0]) == {other}
 
 
