@@ -67,7 +67,8 @@ LOADED = 15.0  # seconds allowed for a condition on a loaded 2-core machine (a d
 
 @dataclass
 class Cluster:
-    """Three gateway processes sharing one Postgres schema and one Redis prefix."""
+    """Gateway processes (three unless told otherwise) sharing one Postgres schema and one
+    Redis prefix."""
 
     nodes: list[RunningGateway]
     schema: str
@@ -120,19 +121,21 @@ async def make_cluster(
     postgres_dsn: str,
     redis_url: str,
 ) -> AsyncIterator[ClusterFactory]:
-    """Start three nodes. ``redis`` and ``database`` replace the services' URLs, for every node
-    or (a list) node by node; other keyword arguments are GATEWAY_* settings of every node."""
+    """Start ``count`` nodes (three by default). ``redis`` and ``database`` replace the
+    services' URLs, for every node or (a list) node by node; other keyword arguments are
+    GATEWAY_* settings of every node."""
     schema = f"t_{uuid4().hex[:12]}"
     prefix = f"test-{uuid4().hex[:12]}"
 
     async def make(
         *,
+        count: int = NODES,
         redis: str | list[str] = redis_url,
         database: str | list[str] = postgres_dsn,
         **env: str,
     ) -> Cluster:
-        redis_urls = [redis] * NODES if isinstance(redis, str) else redis
-        database_urls = [database] * NODES if isinstance(database, str) else database
+        redis_urls = [redis] * count if isinstance(redis, str) else redis
+        database_urls = [database] * count if isinstance(database, str) else database
         shared = {
             "GATEWAY_REDIS_PREFIX": prefix,
             "GATEWAY_DATABASE_SCHEMA": schema,
@@ -162,7 +165,7 @@ async def make_cluster(
                 GATEWAY_DATABASE_URL=database_urls[i],
                 **shared,
             )
-            for i in range(NODES)
+            for i in range(count)
         ]
         gateway_processes.extend(nodes)
         await asyncio.gather(*(wait_listening(node) for node in nodes))

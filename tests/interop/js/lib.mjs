@@ -38,14 +38,16 @@ export function parseArgs (argv = process.argv.slice(2)) {
 
 /**
  * A stock WebsocketProvider client. BroadcastChannel is disabled: providers in one Node process
- * would otherwise sync with each other directly and the server would not be tested.
+ * would otherwise sync with each other directly and the server would not be tested. `params`
+ * become the URL's query (a token).
  */
-export function makeClient (url, room, name, { connect = true } = {}) {
+export function makeClient (url, room, name, { connect = true, params = {} } = {}) {
   const doc = new Y.Doc()
   const provider = new WebsocketProvider(url, room, doc, {
     WebSocketPolyfill: WebSocket,
     disableBc: true,
-    connect
+    connect,
+    params // ?token=... for a gateway that checks tokens (proto/spec.md §2.4)
   })
   const client = { name, doc, provider, closes: [], errors: [], updates: 0 }
   provider.on('connection-close', (event) => {
