@@ -6,7 +6,7 @@ Redis and Postgres (tests/test_cluster.py's ``make_cluster``), driven by stock `
    view, and compensates a refused change there, can undo a valid edit made through another node.
    Each script drives every round itself and prints one JSON result; the assertions are here.
 3. and 4. check ownership itself: ``GET /v1/weddings/{id}/owner`` names the node that judges a
-   wedding (``{"wedding", "owner", "fence", "node"}``); killing it (``kill -9``) or pausing it
+   wedding (``{"wedding_id", "owner", "fence", "node"}``); killing it (``kill -9``) or pausing it
    (``SIGSTOP`` longer than its lease, ``GATEWAY_LEASE_SECONDS``) hands the wedding to another
    node, nothing acknowledged is lost, and a paused owner that resumes stores nothing.
 
@@ -228,7 +228,7 @@ async def ownership(node: RunningGateway, room: str = ROOM) -> Ownership:
         response = await http.get(f"{node.http_url}/v1/weddings/{room}/owner")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["wedding"] == room, body
+    assert body["wedding_id"] == room, body
     return Ownership(body["owner"], int(body["fence"]), body["node"])
 
 
