@@ -522,12 +522,19 @@ async def test_kill_9_of_a_node_under_load_loses_no_acknowledged_edit(
     assert in_flight > 0  # the kill did interrupt edits, which the checks above found durable
 
 
-async def test_redis_outage_under_load_keeps_acks_and_nodes_repair_from_postgres(
+async def test_redis_outage_under_load_holds_relayed_edits_and_loses_nothing(
     make_cluster: ClusterFactory, redis_url: str
 ) -> None:
+    """One judge per wedding (DESIGN.md §2): while Redis is away, the owner's own clients keep
+    editing and getting acks; the other nodes' clients keep their edits unacknowledged (held
+    for the relay timeout, then 4002) and get them acknowledged once the bus is back."""
     proxy = proxy_to(redis_url)
     async with proxy, AsyncExitStack() as stack:
-        cluster = await make_cluster(redis=via_proxy(redis_url, proxy), GATEWAY_SNAPSHOT_EVERY="50")
+        cluster = await make_cluster(
+            redis=via_proxy(redis_url, proxy),
+            GATEWAY_SNAPSHOT_EVERY="50",
+            GATEWAY_RELAY_TIMEOUT_SECONDS="120",  # longer than the outage: nobody is closed
+        )
         writers = [
             Writer(
                 f"w{i}",
@@ -541,23 +548,26 @@ async def test_redis_outage_under_load_keeps_acks_and_nodes_repair_from_postgres
         load = await stack.enter_async_context(Load(writers, rate=150))
         await eventually(load.check(lambda: all(w.durable >= 40 for w in writers)), timeout=LOADED)
         assert all(status == 200 for status, _ in await cluster.readiness())
+        owner = await owner_index(cluster)
+        on_owner = [w for i, w in enumerate(writers) if i % NODES == owner]
+        relayed = [w for i, w in enumerate(writers) if i % NODES != owner]
 
         await proxy.stop()
         await eventually(bus_down_everywhere(cluster), timeout=LOADED)
-        acked_when_down = [w.durable for w in writers]
-        await eventually(  # acks never depend on Redis
-            load.check(acked_beyond(writers, acked_when_down, 100)),
+        acked_when_down = [w.durable for w in on_owner]
+        await eventually(  # the owner's acks never depend on Redis
+            load.check(acked_beyond(on_owner, acked_when_down, 100)),
             timeout=LOADED,
-            message="edits are acknowledged while Redis is away",
+            message="the owner's clients' edits are acknowledged while Redis is away",
         )
-        for i in range(NODES):  # edits still reach the other clients of the same node
-            author, neighbour = writers[i].client, writers[i + NODES].client
-            probe = author.add_timeline_entry(id=f"redis-down-{i}", title="probe", start="12:00")
-            await eventually(load.check(partial(has_entry, neighbour, probe)), timeout=LOADED)
-            async with asyncio.timeout(LOADED):
-                await author.wait_durable()
-            others = [w.client for j, w in enumerate(writers) if j % NODES != i]
-            assert not any(has_entry(c, probe) for c in others)  # the bus really was cut
+        author, neighbour = on_owner[0].client, on_owner[1].client
+        probe = author.add_timeline_entry(id="redis-down", title="probe", start="12:00")
+        await eventually(load.check(partial(has_entry, neighbour, probe)), timeout=LOADED)
+        async with asyncio.timeout(LOADED):
+            await author.wait_durable()
+        assert not any(has_entry(w.client, probe) for w in relayed)  # the bus really was cut
+        held = [w.local - w.durable for w in relayed]
+        assert all(n > 0 for n in held)  # relayed edits wait for the owner, unacknowledged
 
         await proxy.start()
         await eventually(ready_everywhere(cluster), timeout=LOADED, message="buses reconnected")
@@ -566,13 +576,21 @@ async def test_redis_outage_under_load_keeps_acks_and_nodes_repair_from_postgres
         await load.finish()
         await all_durable(w.client for w in writers)
         assert all(w.client.connections == 1 for w in writers)  # no client changed node
-        probes = {f"redis-down-{i}" for i in range(NODES)}
-        expected = probes.union(*(w.sent for w in writers))
+        expected = {"redis-down"}.union(*(w.sent for w in writers))
         await converge((w.client for w in writers), expected)
         final = view(writers[0].client)
 
     stored = await cluster.stored_doc()
     assert view(stored) == final
+
+
+async def owner_index(cluster: Cluster) -> int:
+    """The index of the node that owns ROOM (``GET /v1/weddings/{id}/owner``)."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        response = await http.get(f"{cluster.nodes[0].http_url}/v1/weddings/{ROOM}/owner")
+    owner = response.json()["owner"]
+    (index,) = [i for i, node in enumerate(cluster.nodes) if node.env["GATEWAY_NODE_ID"] == owner]
+    return index
 
 
 def bus_down_everywhere(cluster: Cluster) -> Callable[[], Awaitable[bool]]:
