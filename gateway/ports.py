@@ -57,6 +57,15 @@ class Bus(Protocol):
     subscriber may have missed messages (a sequence gap, a dropped connection, an overflowing
     queue) its iterator yields a loss marker (``is_loss_marker``) before the next message: the
     node then repairs the room from the Store, which holds every accepted update.
+
+    The relay to a room's owner (gateway/relay.py) rides on this and gives, on every Bus:
+    a client's updates reach the owner in the client's order and are judged only in that order
+    (a gap asks for a resend); each is resent until the owner acknowledges it (after a loss
+    marker on either side, an owner change, or the resend delay), so a loss costs a resend,
+    never an update; a duplicate is harmless (applying a CRDT update twice changes nothing);
+    a client whose oldest update waits longer than the relay timeout is closed with 4002 (its
+    client resends). tests/adapters/contracts.py checks the order and the loss markers on each
+    Bus; tests/test_relay.py the resends.
     """
 
     def publish_nowait(self, room: RoomId, payload: bytes) -> None:
