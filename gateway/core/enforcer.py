@@ -25,8 +25,11 @@ from pycrdt import Array, Doc, Map
 
 from gateway.core import schema
 from gateway.core.policy import Grant, Timeline
+from gateway.core.update_check import ID, InvalidUpdate, UpdateSummary
 
 MAX_SNAPSHOT_DEPTH = 4
+MAX_UNDO_REFS = 64
+"""Items an undo of one core key remembers standing for (refused writes, what they were made on)."""
 TIMELINE = 0  # first element of a timeline path in ``_Changes.deep`` (a core path starts with str)
 
 
@@ -81,6 +84,17 @@ class Verdict:
         return bool(self.core or self.entries or self.removals or self.reinsertions)
 
 
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """A core value the room put back, still the key's visible value.
+
+    ``refs``: the refused writes' items and the items they were made on (their origins). A
+    client write of the key made on one of them was made on the state the undo restores."""
+
+    value: Any
+    refs: frozenset[ID]
+
+
 @dataclass(slots=True)
 class _Changes:
     core: dict[str, KeyChange] = field(default_factory=dict)
@@ -93,7 +107,10 @@ class _Changes:
 class Enforcer:
     """Judges the changes of client updates to one room's Doc. Call it from the room's task."""
 
-    __slots__ = ("_changes", "_ids", "_subscriptions", "_undoing", "core", "doc", "timeline")
+    __slots__ = (
+        "_changes", "_ids", "_replaced", "_subscriptions", "_undoing", "core", "doc", "timeline",
+        "undone",
+    )  # fmt: skip
 
     def __init__(self, doc: Doc[Any]) -> None:
         self.doc = doc
@@ -104,6 +121,11 @@ class Enforcer:
         """The timeline's entry ids, kept current by judged updates (reading them from the Doc
         costs ~8 µs per entry); None after any other change of the timeline."""
         self._undoing = False
+        self.undone: dict[str, Undo] = {}
+        """core key -> the room's undo that is the key's visible value: no event for the key
+        since the undo (any event drops it)."""
+        self._replaced: dict[str, Undo] = {}
+        """The undos the judged update's changes replaced (an undo of an undo keeps their refs)."""
         self._subscriptions = [
             self.core.observe_deep(self._collect_core),
             self.timeline.observe_deep(self._collect_timeline),
@@ -122,6 +144,8 @@ class Enforcer:
     def _collect_core(self, events: list[Any]) -> None:
         changes = self._changes
         if changes is None:
+            if self.undone and not self._undoing:
+                self._forget(events)  # a trusted change (or a re-assertion) of these keys
             return
         try:
             for event in events:
@@ -132,6 +156,15 @@ class Enforcer:
                     changes.core.update(_key_changes(event.keys))
         except BaseException:
             changes.unreadable = True
+
+    def _forget(self, events: list[Any]) -> None:
+        try:
+            for event in events:
+                path = list(event.path)
+                for key in [path[0]] if path else list(event.keys):
+                    self.undone.pop(key, None)
+        except BaseException:
+            self.undone.clear()  # unreadable: no undo is known to be visible any more
 
     def _collect_timeline(self, events: list[Any]) -> None:
         changes = self._changes
@@ -166,6 +199,12 @@ class Enforcer:
             return verdict
         if changes.unreadable:
             raise Unjudgeable("the changes of the update could not be read")
+        undone = self.undone
+        self._replaced = {
+            key: undone.pop(key)
+            for key in [*changes.core, *(p[0] for p in changes.deep if isinstance(p[0], str))]
+            if key in undone
+        }
         self._judge_core(grant, changes.core, verdict)
         for delta in changes.deltas:
             self._judge_delta(grant, delta, before, verdict)
@@ -341,14 +380,59 @@ class Enforcer:
 
     # -- undoing ---------------------------------------------------------------------------------
 
-    def compensate(self, verdict: Verdict) -> None:
-        """Undo the refused changes in one transaction of the room's own Doc."""
+    def compensate(self, verdict: Verdict, summary: UpdateSummary | None = None) -> None:
+        """Undo the refused changes in one transaction of the room's own Doc; ``summary``: of
+        the judged update, whose refused core writes the undos then stand for."""
         assert self._changes is None, "compensate after judge"
         self._undoing = True  # judge already accounted for what this does to the entry ids
         try:
             self._undo(verdict)
         finally:
             self._undoing = False
+        for key, value in verdict.core.items():  # ABSENT too: the deleted write is visible
+            write = summary.core_writes.get(key) if summary is not None else None
+            refs = write.refs if write is not None else frozenset()
+            before = self._replaced.get(key)
+            if before is not None:  # the undo of a write made on an undo: the same old value
+                refs |= before.refs
+            if len(refs) > MAX_UNDO_REFS:
+                refs = write.refs if write is not None else frozenset()
+            self.undone[key] = Undo(value, refs)
+        self._replaced = {}
+
+    def reassert(self, grant: Grant, summary: UpdateSummary) -> list[str]:
+        """Write again the accepted core values of ``summary``'s update that pycrdt hid behind
+        one of the room's undos; returns the fields (``core.venue``) written.
+
+        A refused write must be as if it never happened: a concurrent write of the same key,
+        made on the value the undo restores, must win over that restored value. But Yjs orders
+        concurrent writes of one key by client id, so a writer with a lower id than the refused
+        one lands left of it and the undo stays the visible value: no event fires and the write
+        is lost. Only over an undo that is still the key's visible value (no event since), for a
+        write made on what the undo stands for (never over another client's value: that is
+        last-writer-wins), and only a value the writer may write (schema and role)."""
+        self._replaced = {}
+        if not self.undone or not grant.rights.core:
+            return []
+        chosen: dict[str, Any] = {}
+        for key, write in summary.core_writes.items():
+            undo = self.undone.get(key)
+            if undo is None or write.at < 0 or not write.refs & undo.refs:
+                continue
+            try:
+                value = summary.core_value(key)
+            except InvalidUpdate:
+                continue
+            if (
+                value != undo.value
+                and self._core_reason(grant, key, ("update", undo.value, value)) is None
+            ):
+                chosen[key] = value
+        if chosen:
+            with self.doc.transaction():
+                for key, value in chosen.items():
+                    self.core[key] = value  # the observer drops these undos
+        return [f"core.{key}" for key in chosen]
 
     def _undo(self, verdict: Verdict) -> None:
         with self.doc.transaction():

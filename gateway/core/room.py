@@ -29,7 +29,7 @@ from gateway.core.guard import Guard
 from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
 from gateway.core.outgoing import catch_up_message, rejects
-from gateway.core.policy import Awareness, Timeline
+from gateway.core.policy import Awareness, Grant, Timeline
 from gateway.core.session import Session, SessionState
 from gateway.core.update_check import MissingReference, UpdateSummary
 from gateway.errors import (
@@ -272,15 +272,20 @@ class Room:
             # reconnect); clients resend what they need acknowledged as updates (§4.3).
             stored = None if catch_up else update
             return [Persist(stored, ack_to, seq, grant.author)] if ack_to else []
-        fields = tuple(verdict.fields)
         rights = grant.rights
         if not rights.writes and not verdict.refusals and enforcer is not None:
             # no event (e.g. writes into a deleted entry), still a write
             verdict.refusals.append(Refusal("document", f"role {grant.role} may not write"))
+        reasserted = [] if verdict.refusals else self._reassert(summary, grant)
+        fields = (*verdict.fields, *reasserted)
         # A role that may not write everything never has its bytes shared as they came: a write
         # into a deleted entry fires no event to judge, and its values must not travel on.
         trusted = rights.core and rights.timeline is Timeline.ALL
-        if not verdict.refusals and (trusted or enforcer is None or self._pending(summary)):
+        if (
+            not verdict.refusals
+            and not reasserted
+            and (trusted or enforcer is None or self._pending(summary))
+        ):
             # (an update kept pending is shared as it came: it is judged when it integrates)
             self.guard.record(summary)
             data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(update)
@@ -291,13 +296,14 @@ class Room:
             ]
         # Share what the Doc now holds instead of the client's bytes: the refused content is
         # collected by then (tombstones only), and the sender gets the compensation too.
-        shared = self._compensate(verdict, before=encode_state_vector(self.guard.clocks))
+        shared = self._compensate(verdict, summary, before=encode_state_vector(self.guard.clocks))
         self.guard.record(self.guard.summarize_trusted(shared))
         data = codec.SYNC_UPDATE_PREFIX + codec.write_var_bytes(shared)
-        if not verdict.refusals:  # accepted as a whole: the sender has it all already
+        if not verdict.refusals:  # accepted as a whole: the sender has it all already,
+            sender = None if reasserted else session  # but for a re-assertion
             return [
-                Broadcast(data, session, True, False, shared),
-                Publish(data, session),
+                Broadcast(data, sender, True, False, shared),
+                Publish(data, sender),
                 Persist(shared, ack_to, seq, grant.author, fields),
             ]
         effects: list[Effect] = [
@@ -315,12 +321,28 @@ class Room:
         state = decode_state_vector(self.doc.get_state())
         return any(end > state.get(c, 0) for c, (_, end) in summary.clients.items())
 
-    def _compensate(self, verdict: Verdict, *, before: bytes) -> bytes:
+    def _reassert(self, summary: UpdateSummary, grant: Grant) -> list[str]:
+        """Write again the accepted core values the update wrote that pycrdt hid behind one of
+        the room's undos (``Enforcer.reassert``); returns the fields written."""
+        enforcer = self.enforcer
+        if enforcer is None or not enforcer.undone or not summary.core_writes:
+            return []
+        if self._pending(summary):  # judged when it integrates
+            return []
+        try:
+            return enforcer.reassert(grant, summary)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            self.poisoned = True
+            raise RoomPoisoned(f"a hidden write could not be re-asserted: {exc!r}", b"") from exc
+
+    def _compensate(self, verdict: Verdict, summary: UpdateSummary, *, before: bytes) -> bytes:
         """Undo the refused changes; return everything the room gained since ``before``."""
         self.refusals += len(verdict.refusals)
         try:
             if verdict.compensates and self.enforcer is not None:
-                self.enforcer.compensate(verdict)
+                self.enforcer.compensate(verdict, summary)
             return self.doc.get_update(before)
         except (KeyboardInterrupt, SystemExit):
             raise

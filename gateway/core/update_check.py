@@ -25,7 +25,7 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.core.update_reader import (
     CLOCK_LIMIT,
@@ -41,6 +41,7 @@ from gateway.core.update_reader import (
     Struct,
     TypeRef,
     UpdateLimits,
+    read_any_content,
     read_update,
 )
 
@@ -48,10 +49,12 @@ __all__ = [
     "CLOCK_LIMIT",
     "DEFAULT_LIMITS",
     "ID",
+    "NO_ORIGIN",
     "ContentRef",
     "DocIndex",
     "InvalidUpdate",
     "ItemInfo",
+    "KeyWrite",
     "MissingReference",
     "Parent",
     "TypeRef",
@@ -60,6 +63,12 @@ __all__ = [
     "check_update",
     "summarize_trusted",
 ]
+
+CORE = "core"
+"""The root whose keyed writes a summary keeps (``UpdateSummary.core_writes``)."""
+
+NO_ORIGIN: ID = (-1, -1)
+"""In ``KeyWrite.refs``: a write made where the key never had an item."""
 
 Place = tuple[Parent | None, str | None]
 """(parent, key) of an item; parent None: unknown here (collected as GC, or not resolvable)."""
@@ -100,6 +109,18 @@ class ItemInfo(NamedTuple):
     """For a shared type, how many shared types deep it is (1 directly under a root)."""
 
 
+class KeyWrite(NamedTuple):
+    """What one update writes under one key of the ``core`` map (its items placed there)."""
+
+    last: ID
+    """Its last item under the key, in encoding order: the one that counts."""
+    at: int
+    """Where that item's Any content starts in the update; -1 for other content."""
+    refs: frozenset[ID]
+    """The ids and origins (NO_ORIGIN for none) of all its items under the key: what the
+    writes were made on."""
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateSummary:
     """What a checked update writes: record it in the room's DocIndex once applied."""
@@ -118,6 +139,18 @@ class UpdateSummary:
     """References found neither in the update nor in the index (only without an index)."""
     structs: int
     delete_ranges: int
+    core_writes: Mapping[str, KeyWrite]
+    """key -> the update's writes under that key of the ``core`` root (resolved places)."""
+    data: bytes
+    """The update itself (to read a written value: ``core_value``)."""
+
+    def core_value(self, key: str) -> Any:
+        """The value the update wrote last under ``core[key]`` (KeyError: none; InvalidUpdate:
+        not an Any value)."""
+        write = self.core_writes[key]
+        if write.at < 0:
+            raise InvalidUpdate(f"the update's last write of core.{key} is not a plain value")
+        return read_any_content(self.data, write.at)
 
 
 def check_update(
@@ -377,6 +410,7 @@ class _Placer:
         infos, gc = [], []
         roots: set[str] = set()
         keys: set[tuple[Parent, str]] = set()
+        writes: dict[str, tuple[ID, int, set[ID]]] = {}
         places = self.places
         for i, struct in enumerate(self.structs):
             if struct.origin is None and struct.right is None:
@@ -384,7 +418,7 @@ class _Placer:
             elif i not in places:
                 self.place(i)
         for i, struct in enumerate(self.structs):
-            client, clock, length, _, _, origin, right, content, type_ref = struct
+            client, clock, length, _, _, origin, right, content, type_ref, _ = struct
             if not self.is_item(i):
                 if content == ContentRef.GC:
                     gc.append((client, clock, length))
@@ -399,6 +433,8 @@ class _Placer:
                 roots.add(parent)
             if key is not None and parent is not None:
                 keys.add((parent, key))
+                if parent == CORE:
+                    self.add_write(writes, key, struct)
             inherited = origin is not None or right is not None
             kind = None if type_ref is None else _TYPE_REFS[type_ref]
             info = ItemInfo(
@@ -416,7 +452,18 @@ class _Placer:
             unresolved=frozenset(self.unresolved),
             structs=len(self.structs),
             delete_ranges=sum(len(r) for r in self.parsed.deletes.values()),
+            core_writes={
+                k: KeyWrite(last, at, frozenset(refs)) for k, (last, at, refs) in writes.items()
+            },
+            data=self.parsed.data,
         )
+
+    @staticmethod
+    def add_write(writes: dict[str, tuple[ID, int, set[ID]]], key: str, struct: Struct) -> None:
+        refs = writes[key][2] if key in writes else set()
+        refs.add(struct.id)
+        refs.add(NO_ORIGIN if struct.origin is None else struct.origin)
+        writes[key] = struct.id, struct.at, refs
 
 
 class DocIndex:

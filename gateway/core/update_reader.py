@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import re
+import struct as binary
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from gateway.errors import ProtocolError, WireProtocolError
 from wedsync_protocol.codec import MAX_SAFE_INTEGER, Reader
@@ -131,6 +132,8 @@ class Struct(NamedTuple):
     right: ID | None
     content: int
     type_ref: int | None
+    at: int = -1
+    """Where an Any content (its count of values) starts in the update; -1 for other content."""
 
     @property
     def id(self) -> ID:
@@ -145,6 +148,8 @@ class ParsedUpdate:
     sections: dict[int, tuple[int, int]] = field(default_factory=dict)
     """client -> (first clock, end clock) of its section."""
     deletes: dict[int, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    data: bytes = b""
+    """The update these were read from."""
 
 
 def read_update(update: bytes, limits: UpdateLimits = DEFAULT_LIMITS) -> ParsedUpdate:
@@ -156,6 +161,30 @@ def read_update(update: bytes, limits: UpdateLimits = DEFAULT_LIMITS) -> ParsedU
         raise
     except WireProtocolError as exc:  # the Reader's own bounds
         raise InvalidUpdate(f"{exc} (update byte {walker.reader.pos})") from None
+
+
+def read_any_content(update: bytes, at: int, limits: UpdateLimits = DEFAULT_LIMITS) -> Any:
+    """The last value of the Any content at byte ``at`` of ``update`` (a map key's value, as
+    yrs reads it), as Python values: objects as dicts, arrays as lists, binary as bytes,
+    null and undefined as None.
+
+    For an offset ``read_update`` recorded (``Struct.at``): those bytes passed its bounds, and
+    this decoder keeps them anyway (depth, counts, lengths), raising InvalidUpdate.
+    """
+    decoder = _AnyDecoder(update, limits)
+    decoder.reader.pos = at
+    try:
+        n = decoder.walker.count("Any values", 1)
+        if n == 0:
+            raise decoder.walker.fail("Any content without a value")
+        value = None
+        for _ in range(n):
+            value = decoder.value(0)
+        return value
+    except InvalidUpdate:
+        raise
+    except WireProtocolError as exc:
+        raise InvalidUpdate(f"{exc} (update byte {decoder.reader.pos})") from None
 
 
 def utf16_length(raw: bytes) -> int:
@@ -176,7 +205,7 @@ class _Walker:
     def __init__(self, update: bytes, limits: UpdateLimits) -> None:
         self.reader = Reader(update)
         self.limits = limits
-        self.parsed = ParsedUpdate()
+        self.parsed = ParsedUpdate(data=update)
 
     def fail(self, reason: str) -> InvalidUpdate:
         return InvalidUpdate(f"{reason} (update byte {self.reader.pos})")
@@ -257,8 +286,9 @@ class _Walker:
                 key = self.string("map key")
             if isinstance(parent, str):
                 self.check_root_use(parent, key)
+        at = self.reader.pos if ref == ContentRef.ANY else -1
         length, type_ref = self.content(ref)
-        item = Struct(client, clock, length, parent, key, origin, right_origin, ref, type_ref)
+        item = Struct(client, clock, length, parent, key, origin, right_origin, ref, type_ref, at)
         self.parsed.structs.append(item)
         return length
 
@@ -423,3 +453,52 @@ class _Walker:
         if clock + length >= CLOCK_LIMIT:
             raise self.fail(f"delete range of client {client} ends at {clock + length}")
         return clock, length
+
+
+_FIXED = {123: (8, ">d"), 122: (8, ">q"), 124: (4, ">f")}  # lib0: float64, bigint64, float32
+_CONSTANTS: dict[int, Any] = {126: None, 127: None, 120: True, 121: False}
+
+
+class _AnyDecoder:
+    """lib0 ``readAny`` into Python values, with the walker's bounds (recursion at most
+    ``max_depth`` containers deep)."""
+
+    __slots__ = ("reader", "walker")
+
+    def __init__(self, update: bytes, limits: UpdateLimits) -> None:
+        self.walker = _Walker(update, limits)
+        self.reader = self.walker.reader
+
+    def value(self, depth: int) -> Any:
+        walker = self.walker
+        tag = walker.byte("Any value")
+        if tag in _CONSTANTS:
+            return _CONSTANTS[tag]
+        if tag == 119:
+            return walker.string("Any string")
+        if tag == 125:
+            return self.integer()
+        if tag in _FIXED:
+            size, layout = _FIXED[tag]
+            return binary.unpack(layout, self.reader.read_bytes(size))[0]
+        if tag == 118 or tag == 117:
+            if depth + 1 > walker.limits.max_depth:
+                raise walker.fail(f"Any value nested deeper than {walker.limits.max_depth}")
+            n = walker.count("Any entries", 2 if tag == 118 else 1)
+            if tag == 117:
+                return [self.value(depth + 1) for _ in range(n)]
+            return {walker.string("Any object key"): self.value(depth + 1) for _ in range(n)}
+        if tag == 116:
+            return walker.raw_string("Any binary")
+        raise walker.fail(f"unknown Any tag {tag}")
+
+    def integer(self) -> int:
+        """A lib0 signed varInt (bit 0x40 of the first byte is the sign)."""
+        start = self.reader.pos
+        self.walker.varint()  # bounds: at most 10 bytes, magnitude at most 2^53 - 1
+        data = self.reader.data[start : self.reader.pos]
+        value, shift = data[0] & 0x3F, 6
+        for byte in data[1:]:
+            value |= (byte & 0x7F) << shift
+            shift += 7
+        return -value if data[0] & 0x40 else value

@@ -1357,3 +1357,103 @@ def test_two_new_entries_with_one_id_fare_the_same_whatever_the_room_judged_befo
     assert entries_kept_of_two_with_one_id(earlier=False) == entries_kept_of_two_with_one_id(
         earlier=True
     )
+
+
+# -- a write hidden behind the room's undo (Enforcer.reassert) -----------------------------------
+
+
+def join_as(wedding: Wedding, role: Role, client_id: int) -> Client:
+    """A member of ``role`` whose Doc writes with ``client_id`` (Yjs orders concurrent writes
+    of one key by client id)."""
+    client = wedding.join(role)
+    client.doc = Doc(client_id=client_id)
+    client.doc.apply_update(wedding.room.doc.get_update())
+    return client
+
+
+def replayed(results: Sequence[Result]) -> dict[str, Any]:
+    """The document the store's log holds: WEDDING, then what each result persisted."""
+    doc: Doc[Any] = Doc()
+    doc.apply_update(WEDDING)
+    for result in results:
+        doc.apply_update(result.persisted.update or b"")
+    return state(doc)
+
+
+@pytest.mark.parametrize("key", ["venue", "venue_address"], ids=["restored", "removed"])
+@pytest.mark.parametrize("couple_id", [50, 950], ids=["couple-id-lower", "couple-id-higher"])
+def test_a_couples_concurrent_write_wins_over_the_undo_of_a_refused_vendor_write(
+    couple_id: int, key: str
+) -> None:
+    wedding = Wedding()
+    vendor = join_as(wedding, Role.VENDOR, 900)
+    couple = join_as(wedding, Role.COUPLE, couple_id)
+    observer = join_as(wedding, Role.PLANNER, 10)  # a replica applying the room's broadcasts
+    mine = local_edit(couple, set_core(key, "Couple venue"))  # on the state before the vendor's
+    refusal = wedding.edit(vendor, set_core(key, "Vendor venue"))  # refused: undone
+    assert refusal.persisted.fields == ()
+    result = wedding.send(couple, mine)
+    assert core(wedding.room.doc)[key] == "Couple venue"
+    docs = [wedding.room.doc, couple.doc, vendor.doc, observer.doc]
+    assert [state(doc) for doc in docs] == [state(wedding.room.doc)] * 4
+    assert result.persisted.fields == (f"core.{key}",)
+    assert result.persisted.author == couple.session.grant.author
+    assert replayed([refusal, result]) == state(wedding.room.doc)
+    if couple_id > 900:  # visible on arrival: shared as it came, nothing re-asserted
+        assert result.persisted.update == mine
+        assert result.broadcast.exclude is couple.session
+    else:  # hidden behind the undo: the room writes it again, and everyone gets that
+        assert result.persisted.update != mine
+        assert result.broadcast.exclude is None
+
+
+def test_a_couple_losing_to_another_couples_concurrent_write_is_not_reasserted() -> None:
+    wedding = Wedding()
+    higher = join_as(wedding, Role.COUPLE, 900)
+    lower = join_as(wedding, Role.COUPLE, 50)
+    mine = local_edit(lower, set_core("venue", "Lower venue"))
+    wedding.edit(higher, set_core("venue", "Higher venue"))
+    result = wedding.send(lower, mine)
+    assert core(wedding.room.doc)["venue"] == "Higher venue"  # last writer wins by client id
+    assert result.persisted.update == mine
+    assert result.persisted.fields == ()
+    assert state(lower.doc) == state(higher.doc) == state(wedding.room.doc)
+
+
+def test_an_undo_restoring_another_couples_value_keeps_last_writer_wins() -> None:
+    wedding = Wedding()
+    higher = join_as(wedding, Role.COUPLE, 900)
+    lower = join_as(wedding, Role.COUPLE, 50)
+    vendor = join_as(wedding, Role.VENDOR, 950)
+    mine = local_edit(lower, set_core("venue", "Lower venue"))  # concurrent with the higher's
+    wedding.edit(higher, set_core("venue", "Higher venue"))
+    wedding.edit(vendor, set_core("venue", "Vendor venue"))  # made on the higher's: undone
+    result = wedding.send(lower, mine)
+    # the lower couple's write was made on the old value, not on the one the undo restores
+    assert core(wedding.room.doc)["venue"] == "Higher venue"
+    assert result.persisted.update == mine
+    assert state(lower.doc) == state(vendor.doc) == state(wedding.room.doc)
+
+
+def test_a_write_hidden_behind_an_undo_is_reasserted_only_within_the_schema() -> None:
+    wedding = Wedding()
+    vendor = join_as(wedding, Role.VENDOR, 900)
+    couple = join_as(wedding, Role.COUPLE, 50)
+    mine = local_edit(couple, set_core("venue", "x" * 201))  # too long: hidden, and invalid
+    wedding.edit(vendor, set_core("venue", "Vendor venue"))
+    result = wedding.send(couple, mine)
+    assert core(wedding.room.doc)["venue"] == CORE["venue"]
+    assert result.persisted.fields == ()
+    assert state(couple.doc) == state(wedding.room.doc)
+
+
+def test_a_write_made_on_an_undo_of_an_undo_is_reasserted() -> None:
+    wedding = Wedding()
+    vendor = join_as(wedding, Role.VENDOR, 900)
+    couple = join_as(wedding, Role.COUPLE, 50)
+    mine = local_edit(couple, set_core("venue", "Couple venue"))
+    wedding.edit(vendor, set_core("venue", "Vendor venue"))
+    wedding.edit(vendor, set_core("venue", "Vendor venue again"))  # made on the first undo
+    wedding.send(couple, mine)
+    assert core(wedding.room.doc)["venue"] == "Couple venue"
+    assert state(couple.doc) == state(vendor.doc) == state(wedding.room.doc)

@@ -30,6 +30,7 @@ from gateway.core.update_check import (
     UpdateSummary,
     check_update,
 )
+from gateway.core.update_reader import read_any_content
 from gateway.errors import ProtocolError
 from tests.core import update_builder as b
 from wedsync_protocol.codec import Reader
@@ -977,3 +978,35 @@ def test_a_1_mb_yjs_paste_is_accepted() -> None:
     records = run_generator("--seed", "8", "--sessions", "1", "--steps", "10", "--paste", "1000000")
     assert max(len(r["update"]) // 2 for r in records) > 990_000
     assert check_yjs_updates(records) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "value"),
+    [
+        (bytes([1, 125, 0x45]), -5),  # a JS integer: lib0 varInt, sign in bit 0x40
+        (bytes([1, 125, 0x80 | 0x3F, 0x01]), 127),
+        (bytes([1, 117, 2, 125, 5, 119, 1, ord("a")]), [5, "a"]),
+        (bytes([1, 118, 1, 1, ord("k"), 126]), {"k": None}),
+        (bytes([2, 120, 121]), False),  # the last value is the key's
+        (bytes([1, 116, 2, 1, 2]), b"\x01\x02"),
+    ],
+)
+def test_an_any_content_reads_as_python_values(content: bytes, value: Any) -> None:
+    assert read_any_content(content, 0) == value
+
+
+def test_an_any_content_is_read_within_the_depth_limit() -> None:
+    deep = bytes([1]) + bytes([117, 1]) * 65 + bytes([126])
+    with pytest.raises(InvalidUpdate, match="nested deeper"):
+        read_any_content(deep, 0)
+
+
+def test_a_summary_keeps_the_last_core_value_an_update_writes() -> None:
+    doc: Doc[Any] = Doc(client_id=7)
+    with doc.transaction():
+        doc.get("core", type=Map)["venue"] = "First"
+        doc.get("core", type=Map)["venue"] = "Second"
+        doc.get("timeline", type=Array).append(Map({"venue": "not core"}))
+    summary = check_update(doc.get_update(), {})
+    assert set(summary.core_writes) == {"venue"}
+    assert summary.core_value("venue") == "Second"
