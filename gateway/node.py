@@ -284,7 +284,9 @@ class Node:
         bus_stats = getattr(self.bus, "statistics", None)
         return {
             "accepting": not self.rooms.stopping.is_set(),
-            "store": self.committer.healthy and not self.committer.full,
+            "store": self.committer.healthy
+            and not self.committer.full
+            and self.ownership.reachable,
             "bus": bool(getattr(bus_stats(), "connected", True)) if bus_stats else True,
         }
 

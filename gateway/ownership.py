@@ -17,8 +17,10 @@ token and the store refuses an older one in the appending transaction. So:
 - A renewal that finds the lease taken, a refused append (fenced) or an OWNER of a newer fence
   means the room was lost: the node drops it without compacting; its members reconnect (4003)
   and the room is loaded again as a relay.
-- A node that relays a room with members in it checks each interval whether the lease is
-  free (released on an owner's unload or drain, or expired after its holder died) and takes it:
+- The owner announces itself on the room's channel each interval (OWNER, a heartbeat), even
+  while it cannot renew. A node that relays a room with members in it checks each interval
+  whether the lease is free (released on an owner's unload or drain, or expired after its holder
+  died) and its owner has not been heard for ``lease_seconds``, and then takes it:
   it merges the stored history into its document, stores what it holds beyond it (published
   by the old owner, not committed before it died), judges its own clients' unacknowledged
   forwards and announces itself (OWNER); the other nodes resend theirs. Members stay connected.
@@ -76,6 +78,10 @@ class Ownership:
         self.tasks = tasks
         self.changes = 0
         """Rooms this node took or lost."""
+        self._failed = False
+        self.reachable = True
+        """False from a lease query that failed until the next interval whose queries all
+        succeed (a relaying node appends nothing, so this is how it learns; /readyz)."""
         relay.events = OwnerEvents(owner_seen=self.owner_seen, released=self.released)
 
     @property
@@ -173,10 +179,13 @@ class Ownership:
             return
         while True:
             await asyncio.sleep(self.interval)  # a heartbeat: the lease is a matter of time
+            self._failed = False
             try:
                 await self.tick()
             except GatewayError as exc:
                 log.warning("lease_tick_failed", error=str(exc))
+                self._failed = True
+            self.reachable = not self._failed
 
     async def tick(self) -> None:
         assert self.leases is not None
@@ -187,6 +196,8 @@ class Ownership:
         if owned:
             started = loop.time()
             pairs = [(s.id, s.fence) for s in owned if s.fence is not None]
+            for slot in owned:  # a heartbeat: an owner that is heard is not replaced
+                self.relay.announce(slot)
             renewed = await self.leases.renew(pairs, self.node_id, self.lease_seconds)
             for slot in owned:
                 if slot.fence is None:
@@ -215,15 +226,19 @@ class Ownership:
         assert self.leases is not None
         if slot.owning or not slot.serving:
             return
+        loop = asyncio.get_running_loop()
         try:
             lease = await self.leases.holder(slot.id)
             if lease.holder is not None:
                 slot.owner = lease.holder
                 return
+            if slot.owner is not None and loop.time() - slot.owner_heard < self.lease_seconds:
+                return  # its owner is alive: a lease lapsed in a store outage is renewed by it
             started = asyncio.get_running_loop().time()
             lease = await self.leases.acquire(slot.id, self.node_id, self.lease_seconds)
         except BackendUnavailable as exc:
             log.warning("lease_takeover_failed", room=slot.id, error=str(exc))
+            self._failed = True
             return
         slot.known_fence = max(slot.known_fence, lease.fence)
         if not lease.acquired:

@@ -275,8 +275,11 @@ class Relay:
         """One envelope from another node."""
         envelope = msgpack.unpackb(message.payload)
         kind = envelope[0]
+        now = asyncio.get_running_loop().time()
         if slot.owning:
-            slot.heard[message.origin] = asyncio.get_running_loop().time()
+            slot.heard[message.origin] = now
+        elif message.origin == slot.owner:
+            slot.owner_heard = now
         match kind:
             case Kind.MESSAGE:
                 self._on_message(slot, room, message.origin, envelope)

@@ -89,6 +89,7 @@ class RoomSlot:
         "loaded",
         "outstanding",
         "owner",
+        "owner_heard",
         "proxies",
         "renewed",
         "repairing",
@@ -122,6 +123,9 @@ class RoomSlot:
         """The node known to hold the room's lease (this node's id when it owns the room)."""
         self.fence: int | None = None
         """This node's fencing token while it owns the room (None: it does not, or no leases)."""
+        self.owner_heard = 0.0
+        """Loop time the owner was last heard from on the bus (its OWNER heartbeat, each lease
+        interval): while it is heard, nobody takes its room over, even if its lease lapsed."""
         self.known_fence = 0
         """The highest fence seen for the room: messages of an older owner are ignored."""
         self.valid_until = float("inf")

@@ -33,7 +33,6 @@ import asyncpg
 import httpx
 from pycrdt import Doc, Map
 
-from gateway.adapters.postgres_store import migrate
 from gateway_client import GatewayClient
 
 DSN = os.environ.get("GATEWAY_PERF_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
@@ -65,7 +64,9 @@ async def until(check: Any, what: str, poll: float = 0.01) -> float:
     """Poll ``check`` (async) until true; return the loop time it became true."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(DEADLINE):
-        while not await check():
+        while True:
+            if await check():
+                break
             await asyncio.sleep(poll)  # polling an outside process: no event to wait on
     return loop.time()
 
@@ -81,7 +82,6 @@ async def listening(port: int) -> bool:
 
 async def one_run(lease_seconds: float, interval: float) -> dict[str, float]:
     run = f"fo_{uuid4().hex[:10]}"
-    await migrate(DSN, schema=run)
     env = {
         "GATEWAY_DATABASE_URL": DSN,
         "GATEWAY_DATABASE_SCHEMA": run,
@@ -89,6 +89,11 @@ async def one_run(lease_seconds: float, interval: float) -> dict[str, float]:
         "GATEWAY_REDIS_PREFIX": run,
         "GATEWAY_LEASE_SECONDS": str(lease_seconds),
     }
+    migrate = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "migrate", env={**os.environ, **env}
+    )
+    if await migrate.wait() != 0:
+        raise RuntimeError("gateway migrate failed")
     ports = {"a": free_port(), "b": free_port()}
     nodes = {name: spawn(name, port, env) for name, port in ports.items()}
     room = "failover-wedding"
