@@ -18,6 +18,9 @@ own members. Everything travels on the room's bus channel, in envelopes (msgpack
     RESEND_ALL                                      the owner missed messages: resend all
     HEARTBEAT                                       a relaying node still has clients here
 
+Every envelope ends with the id of the node that published it (a bus's own publisher id need
+not be the node's).
+
 Delivery (the Bus port: at most once, ordered per room and publisher, a loss marker after a
 gap) gives the relay these guarantees, which tests/adapters/contracts.py checks on each bus:
 
@@ -82,11 +85,15 @@ class Kind(enum.IntEnum):
 
 
 def message_envelope(
-    data: bytes, fence: int | None = None, sender: tuple[str | None, int] = (None, 0)
+    data: bytes,
+    fence: int | None = None,
+    sender: tuple[str | None, int] = (None, 0),
+    node: str = "",
 ) -> bytes:
     """The MESSAGE envelope of protocol message ``data`` (``fence``: of the judging owner;
-    ``sender``: the node and session id of the client it came from, which has it)."""
-    envelope: bytes = msgpack.packb([Kind.MESSAGE, fence, sender[0], sender[1], data])
+    ``sender``: the node and session id of the client it came from, which has it), published
+    by ``node``."""
+    envelope: bytes = msgpack.packb([Kind.MESSAGE, fence, sender[0], sender[1], data, node])
     return envelope
 
 
@@ -148,7 +155,7 @@ class Relay:
     def publish(self, slot: RoomSlot, data: bytes, sender: Session | None = None) -> None:
         """Publish a protocol message for the other nodes' members; a document update carries
         the fence of this node's lease (it judged it)."""
-        envelope = message_envelope(data, slot.fence, self._client_of(slot, sender))
+        envelope = message_envelope(data, slot.fence, self._client_of(slot, sender), self.node_id)
         self.bus.publish_nowait(slot.id, envelope)
 
     def _client_of(self, slot: RoomSlot, session: Session | None) -> tuple[str | None, int]:
@@ -162,7 +169,7 @@ class Relay:
 
     def publish_to(self, room_id: RoomId, data: bytes) -> None:
         """Publish a protocol message of no room this node has loaded (a reset notice)."""
-        self.bus.publish_nowait(room_id, message_envelope(data))
+        self.bus.publish_nowait(room_id, message_envelope(data, node=self.node_id))
 
     def publish_kind(self, room_id: RoomId, kind: Kind) -> None:
         """Publish an envelope with no arguments (RESEND_ALL, HEARTBEAT)."""
@@ -176,7 +183,7 @@ class Relay:
         self._send(room_id, [Kind.RELEASED, self.node_id, fence])
 
     def _send(self, room_id: RoomId, envelope: list[Any]) -> None:
-        self.bus.publish_nowait(room_id, msgpack.packb(envelope))
+        self.bus.publish_nowait(room_id, msgpack.packb([*envelope, self.node_id]))
 
     # -- the relaying side ----------------------------------------------------------------------
 
@@ -274,18 +281,18 @@ class Relay:
     def receive(self, slot: RoomSlot, room: Room, message: BusMessage) -> None:
         """One envelope from another node."""
         envelope = msgpack.unpackb(message.payload)
-        kind = envelope[0]
+        kind, origin = envelope[0], NodeId(envelope[-1])
         now = asyncio.get_running_loop().time()
         if slot.owning:
-            slot.heard[message.origin] = now
-        elif message.origin == slot.owner:
+            slot.heard[origin] = now
+        elif origin == slot.owner:
             slot.owner_heard = now
         match kind:
             case Kind.MESSAGE:
-                self._on_message(slot, room, message.origin, envelope)
+                self._on_message(slot, room, origin, envelope)
             case Kind.FORWARD:
                 if slot.owning and envelope[1] == self.node_id:
-                    self._on_forward(slot, room, message.origin, envelope)
+                    self._on_forward(slot, room, origin, envelope)
             case Kind.REPLY:
                 if envelope[1] == self.node_id:
                     self._on_reply(slot, envelope[2], envelope[3])
@@ -295,7 +302,7 @@ class Relay:
                     if session is not None:
                         self.fanout.close(session, ClosedByOwner(envelope[3], envelope[4]))
             case Kind.LEFT:
-                self._drop_proxy(slot, room, (message.origin, envelope[1]))
+                self._drop_proxy(slot, room, (origin, envelope[1]))
             case Kind.OWNER:
                 self._events.owner_seen(slot, envelope[1], envelope[2])
             case Kind.RELEASED:
@@ -326,7 +333,7 @@ class Relay:
     def _on_message(
         self, slot: RoomSlot, room: Room, publisher: NodeId, envelope: list[Any]
     ) -> None:
-        _, fence, sender_node, sender_client, data = envelope
+        _, fence, sender_node, sender_client, data = envelope[:5]
         if fence is not None and data.startswith(SYNC_UPDATE_PREFIX):
             if fence < slot.known_fence:  # judged by an owner that lost the room since
                 log.info("stale_owner_update_dropped", room=slot.id, fence=fence, node=publisher)
@@ -341,7 +348,9 @@ class Relay:
     # -- the owning side ------------------------------------------------------------------------
 
     def _on_forward(self, slot: RoomSlot, room: Room, origin: NodeId, envelope: list[Any]) -> None:
-        _, _, client, seq, first, catch_up, subject, role, vendor_id, rejects, update = envelope
+        _, _, client, seq, first, catch_up, subject, role, vendor_id, rejects, update = envelope[
+            :11
+        ]
         key = (origin, client)
         proxy = slot.proxies.get(key)
         if proxy is None:

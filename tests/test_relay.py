@@ -318,8 +318,8 @@ async def test_a_document_update_judged_by_an_older_owner_is_ignored(
         stale, current = MemoryBus(NodeId("node-a"), broker), MemoryBus(NodeId("node-c"), broker)
         old = codec.encode(SyncUpdate(edit([wedding], 95, venue="Stale")))
         new = codec.encode(SyncUpdate(edit([wedding], 96, guest_count=40)))
-        stale.publish_nowait(ROOM, message_envelope(old, fence=1))
-        current.publish_nowait(ROOM, message_envelope(new, fence=2))
+        stale.publish_nowait(ROOM, message_envelope(old, fence=1, node="node-a"))
+        current.publish_nowait(ROOM, message_envelope(new, fence=2, node="node-c"))
         await eventually(lambda: core(relay).get("guest_count") == 40)
         assert "venue" not in core(relay)
         assert [core_of(m.update) for m in outlet.messages(SyncUpdate)] == [{"guest_count": 40}]
