@@ -148,6 +148,8 @@ class Relay:
         self.limits = limits
         self.settings = settings
         self.events: OwnerEvents | None = None
+        self._proxy_of: dict[Session, Proxy] = {}
+        """Every proxy of every room this node owns, by its session."""
         self.forwards = self.resends = 0
 
     # -- what every node publishes --------------------------------------------------------------
@@ -162,9 +164,9 @@ class Relay:
         """Which node's client ``session`` is: a proxy stands for another node's client."""
         if session is None:
             return None, 0
-        for proxy in slot.proxies.values():
-            if proxy.session is session:
-                return proxy.origin, proxy.client
+        proxy = self._proxy_of.get(session)
+        if proxy is not None:
+            return proxy.origin, proxy.client
         return self.node_id, session.id
 
     def publish_to(self, room_id: RoomId, data: bytes) -> None:
@@ -355,6 +357,7 @@ class Relay:
         proxy = slot.proxies.get(key)
         if proxy is None:
             proxy = slot.proxies[key] = self._proxy(slot, origin, client, first)
+            self._proxy_of[proxy.session] = proxy
             grant = Grant(subject=subject, role=Role(role), vendor_id=vendor_id)
             proxy.session.grant = grant
             proxy.session.features = Feature.ACKS | (Feature.REJECTS if rejects else Feature(0))
@@ -384,9 +387,17 @@ class Relay:
     def _drop_proxy(self, slot: RoomSlot, room: Room, key: tuple[NodeId, int]) -> None:
         proxy = slot.proxies.pop(key, None)
         if proxy is not None:
+            self._proxy_of.pop(proxy.session, None)
             room.release_claims(proxy.session)
             self.fanout.disconnect(proxy.session)
             slot.changed.set()  # the owner may be idle now
+
+    def unloaded(self, slot: RoomSlot) -> None:
+        """The room left this node: its proxies go with it."""
+        for proxy in slot.proxies.values():
+            self._proxy_of.pop(proxy.session, None)
+            self.fanout.disconnect(proxy.session)
+        slot.proxies.clear()
 
     def forget_silent(self, slot: RoomSlot, room: Room, older_than: float) -> None:
         """On the owner: drop the proxies of nodes not heard from since ``older_than`` (loop

@@ -289,6 +289,7 @@ class Rooms:
         except GatewayError as exc:
             log.warning("room_unload_compaction_failed", room=slot.id, error=str(exc))
         finally:
+            self.relay.unloaded(slot)
             await self.ownership.release(slot)
             slot.state = RoomState.CLOSED
             slot.closed.set()

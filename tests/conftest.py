@@ -150,6 +150,6 @@ def gateway_processes(tmp_path: Path) -> Iterator[list[RunningGateway]]:
             running.process.wait()
 
 
-from tests.services import postgres_dsn, redis_url  # noqa: E402  (fixtures for every test)
+from tests.services import postgres_dsn, postgres_schema, redis_url  # noqa: E402  (fixtures)
 
-__all__ = ["postgres_dsn", "redis_url"]
+__all__ = ["postgres_dsn", "postgres_schema", "redis_url"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+from collections.abc import AsyncIterator
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -75,3 +77,17 @@ def postgres_dsn() -> str:
         _unavailable("Postgres", " or ".join(candidates), error, POSTGRES_HELP)
     assert dsn is not None
     return dsn
+
+
+@pytest.fixture
+async def postgres_schema(postgres_dsn: str) -> AsyncIterator[str]:
+    """A schema name of the test's own (``t_<uuid12>``), dropped with everything in it after."""
+    name = f"t_{uuid4().hex[:12]}"
+    try:
+        yield name
+    finally:
+        conn = await asyncpg.connect(postgres_dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()

@@ -10,9 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
-from uuid import uuid4
 
-import asyncpg
 import pytest
 from pycrdt import Doc, Map
 
@@ -91,17 +89,10 @@ class SharedStore:
 
 
 @pytest.fixture
-async def store(postgres_dsn: str) -> AsyncIterator[SharedStore]:
-    schema = f"t_{uuid4().hex[:12]}"
-    try:
-        async with PostgresStore.connect(postgres_dsn, schema=schema, create=True) as inner:
-            yield SharedStore(inner)
-    finally:
-        conn = await asyncpg.connect(postgres_dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
+async def store(postgres_dsn: str, postgres_schema: str) -> AsyncIterator[SharedStore]:
+    connecting = PostgresStore.connect(postgres_dsn, schema=postgres_schema, create=True)
+    async with connecting as inner:
+        yield SharedStore(inner)
 
 
 def make_node(

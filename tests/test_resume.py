@@ -3,12 +3,9 @@ one CATCH_UP holding only what the client missed; a reset history tells old clie
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
-import asyncpg
 import httpx
 import pytest
 from pycrdt import Doc
@@ -187,17 +184,9 @@ async def test_a_malformed_state_vector_is_refused_cleanly(
 
 
 @pytest.fixture
-async def shared_postgres(postgres_dsn: str) -> AsyncIterator[dict[str, Any]]:
-    schema = f"t_{uuid4().hex[:12]}"
-    await migrate(postgres_dsn, schema=schema)
-    try:
-        yield {"database_url": Secret(postgres_dsn), "database_schema": schema}
-    finally:
-        connection = await asyncpg.connect(postgres_dsn)
-        try:
-            await connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        finally:
-            await connection.close()
+async def shared_postgres(postgres_dsn: str, postgres_schema: str) -> dict[str, Any]:
+    await migrate(postgres_dsn, schema=postgres_schema)
+    return {"database_url": Secret(postgres_dsn), "database_schema": postgres_schema}
 
 
 async def test_a_client_resumes_on_another_node(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -27,16 +26,8 @@ ALL_MIGRATIONS = [m.name for m in MIGRATIONS]
 
 
 @pytest.fixture
-async def schema(postgres_dsn: str) -> AsyncIterator[str]:
-    name = f"t_{uuid4().hex[:12]}"
-    try:
-        yield name
-    finally:
-        conn = await asyncpg.connect(postgres_dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
+def schema(postgres_schema: str) -> str:
+    return postgres_schema
 
 
 @pytest.fixture
