@@ -280,23 +280,32 @@ async def check_stored(
     assert view(stored) == final
 
 
+async def writing_with_an_owner(
+    stack: AsyncExitStack, cluster: Cluster
+) -> tuple[list[Writer], Load, Ownership]:
+    """Writers spread over the nodes, writing under load, each with 30 edits acknowledged; and
+    the answer of the node that owns the wedding."""
+    writers = await spread_writers(stack, cluster)
+    await create_wedding([w.client for w in writers])
+    load = await stack.enter_async_context(Load(writers, rate=RATE))
+    await eventually(load.check(lambda: all(w.durable >= 30 for w in writers)), timeout=LOADED)
+    everyone = range(len(cluster.nodes))
+    old = await eventually(claimed_by_one_of(cluster, everyone), timeout=LOADED)
+    return writers, load, old
+
+
 async def test_kill_9_of_an_owner_under_load_loses_no_acknowledged_edit_and_a_new_owner_takes_over(
     make_cluster: ClusterFactory,
 ) -> None:
     cluster = await make_cluster(GATEWAY_LEASE_SECONDS=LEASE_SECONDS, GATEWAY_SNAPSHOT_EVERY="50")
-    everyone = range(len(cluster.nodes))
     async with AsyncExitStack() as stack:
-        writers = await spread_writers(stack, cluster)
-        await create_wedding([w.client for w in writers])
-        load = await stack.enter_async_context(Load(writers, rate=RATE))
-        await eventually(load.check(lambda: all(w.durable >= 30 for w in writers)), timeout=LOADED)
-        old = await eventually(claimed_by_one_of(cluster, everyone), timeout=LOADED)
-        victim = [node_id(n) for n in cluster.nodes].index(old.owner)
+        writers, load, old = await writing_with_an_owner(stack, cluster)
+        victim = [node_id(n) for n in cluster.nodes].index(cast(str, old.owner))
         cluster.kill(victim)
         acked_at_kill = [w.durable for w in writers]  # the dead owner acknowledges nothing more
         sent_at_kill = [w.local for w in writers]
 
-        survivors = [i for i in everyone if i != victim]
+        survivors = [i for i in range(len(cluster.nodes)) if i != victim]
         new = await eventually(
             claimed_by_one_of(cluster, survivors, other_than=old.owner),
             timeout=LOADED,
@@ -371,17 +380,12 @@ async def test_a_paused_owner_stores_nothing_after_losing_its_lease(
     )
     assert [node_id(n) for n in cluster.nodes] == names
     await record_appends(cluster)  # before any client: no node has written yet
-    everyone = range(len(cluster.nodes))
     async with AsyncExitStack() as stack:
-        writers = await spread_writers(stack, cluster)
-        await create_wedding([w.client for w in writers])
-        load = await stack.enter_async_context(Load(writers, rate=RATE))
-        await eventually(load.check(lambda: all(w.durable >= 30 for w in writers)), timeout=LOADED)
-        old = await eventually(claimed_by_one_of(cluster, everyone), timeout=LOADED)
+        writers, load, old = await writing_with_an_owner(stack, cluster)
         paused = names.index(cast(str, old.owner))
         process = cluster.nodes[paused].process
         assert process is not None
-        others = [i for i in everyone if i != paused]
+        others = [i for i in range(len(cluster.nodes)) if i != paused]
         on_paused = [w for i, w in enumerate(writers) if i % len(cluster.nodes) == paused]
         elsewhere = [w for w in writers if w not in on_paused]
 
