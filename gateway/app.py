@@ -32,10 +32,13 @@ from gateway.node import Node
 from gateway.ports import Bus, Leases, Revocations, Store
 from gateway.relay import RelaySettings
 from gateway.settings import Settings
+from gateway.supervision import Supervisor
 from gateway.types import NodeId
 
 
-async def open_bus(settings: Settings, stack: AsyncExitStack) -> Bus:
+async def open_bus(
+    settings: Settings, stack: AsyncExitStack, supervisor: Supervisor | None = None
+) -> Bus:
     """Redis pub/sub when GATEWAY_REDIS_URL is set, else the in-memory bus (one node)."""
     if settings.redis_url is None:
         return MemoryBus(NodeId(settings.node_id))
@@ -44,6 +47,8 @@ async def open_bus(settings: Settings, stack: AsyncExitStack) -> Bus:
         node_id=NodeId(settings.node_id),
         prefix=settings.redis_prefix,
         sharded=settings.redis_sharded,
+        stall_seconds=settings.redis_stall_seconds,
+        supervisor=supervisor,
     )
     return await stack.enter_async_context(bus)
 
@@ -71,11 +76,15 @@ async def open_store_and_leases(
     return postgres, postgres
 
 
-async def open_revocations(settings: Settings, stack: AsyncExitStack) -> Revocations:
+async def open_revocations(
+    settings: Settings, stack: AsyncExitStack, supervisor: Supervisor | None = None
+) -> Revocations:
     """Shared through Redis when GATEWAY_REDIS_URL is set, else kept in this process."""
     if settings.redis_url is None:
         return await stack.enter_async_context(MemoryRevocations())
-    revocations = RedisRevocations.connect(str(settings.redis_url), prefix=settings.redis_prefix)
+    revocations = RedisRevocations.connect(
+        str(settings.redis_url), prefix=settings.redis_prefix, supervisor=supervisor
+    )
     return await stack.enter_async_context(revocations)
 
 
@@ -113,8 +122,11 @@ class GatewayApp:
         routes: Sequence[BaseRoute],
         serving: Callable[[], AbstractAsyncContextManager[LifespanState]],
         websocket: WebSocketEndpoint,
+        supervisor: Supervisor,
     ) -> None:
         self.websocket = websocket
+        self.supervisor = supervisor
+        """The process's background tasks: ``/livez`` and the server's exit follow it."""
         self._serving = serving
         self._node: Node | None = None
         self.http = Starlette(
@@ -158,6 +170,7 @@ def create_app(
     process on one in-memory broker).
     """
     verifier = TokenVerifier.from_settings(settings)
+    supervisor = Supervisor()
 
     @asynccontextmanager
     async def serving() -> AsyncIterator[LifespanState]:
@@ -165,7 +178,7 @@ def create_app(
             if verifier is None:
                 log_development_mode()
             if revocations is None:
-                shared = await open_revocations(settings, stack)
+                shared = await open_revocations(settings, stack, supervisor)
             else:
                 shared = revocations
             gatekeeper = Gatekeeper(verifier, shared)
@@ -173,7 +186,7 @@ def create_app(
             journal = open_journal(settings, stack)
             node = Node(
                 node_id=NodeId(settings.node_id),
-                bus=bus if bus is not None else await open_bus(settings, stack),
+                bus=bus if bus is not None else await open_bus(settings, stack, supervisor),
                 store=store,
                 limits=limits_from(settings),
                 room_idle_seconds=settings.room_idle_seconds,
@@ -191,9 +204,10 @@ def create_app(
                     timeout_seconds=settings.relay_timeout_seconds,
                     max_outstanding=settings.relay_max_outstanding,
                 ),
+                supervisor=supervisor,
             )
             await stack.enter_async_context(node)
-            yield {"node": node, "gatekeeper": gatekeeper}
+            yield {"node": node, "gatekeeper": gatekeeper, "supervisor": supervisor}
 
     websocket = WebSocketEndpoint(
         max_message_bytes=settings.max_message_bytes,
@@ -211,7 +225,7 @@ def create_app(
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
     ]
-    return GatewayApp(routes, serving, websocket)
+    return GatewayApp(routes, serving, websocket, supervisor)
 
 
 def open_journal(settings: Settings, stack: AsyncExitStack) -> CrashJournal:
@@ -222,6 +236,11 @@ def open_journal(settings: Settings, stack: AsyncExitStack) -> CrashJournal:
 
 
 async def livez(request: Request) -> Response:
+    """Alive unless a background task the process needs is beyond repair (then the server
+    drains and exits non-zero; a probe restarts it if it cannot)."""
+    supervisor: Supervisor = request.state.supervisor
+    if supervisor.failed is not None:
+        return JSONResponse({"status": "failed", "reason": supervisor.failed}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
@@ -230,7 +249,12 @@ async def readyz(request: Request) -> Response:
     node: Node = request.state.node
     checks = node.readiness()
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "unready", "node": node.node_id, "checks": checks}
+    body = {
+        "status": "ready" if ready else "unready",
+        "node": node.node_id,
+        "checks": checks,
+        "degraded": node.degraded(),
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_audit(settings, args.wedding_id, limit=args.limit, as_json=args.json)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
-        serve_forever(dataclasses.replace(settings, **overrides))
+        return serve_forever(dataclasses.replace(settings, **overrides))
     except ConfigError as exc:  # found while building the app: e.g. an unusable key file
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -179,8 +179,9 @@ def run_migrate(settings: Settings, *, check: bool) -> int:
     return 0
 
 
-def serve_forever(settings: Settings) -> None:
-    """Run the app under uvicorn with uvloop until SIGINT/SIGTERM."""
+def serve_forever(settings: Settings) -> int:
+    """Run the app under uvicorn with uvloop until SIGINT/SIGTERM (0), or until the process
+    can no longer serve (1: gateway/supervision.py; the orchestrator starts a new one)."""
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
@@ -200,6 +201,11 @@ def serve_forever(settings: Settings) -> None:
     )
     tune_gc()
     GatewayServer(config).run()
+    failed = app.supervisor.failed
+    if failed is not None:
+        print(f"gateway: exiting: {failed}", file=sys.stderr)
+        return 1
+    return 0
 
 
 class GatewayServer(uvicorn.Server):
@@ -208,6 +214,11 @@ class GatewayServer(uvicorn.Server):
     uvicorn closes every WebSocket (1012) before the app's lifespan shutdown runs, which would
     lose the acks of appends still in flight and the DRAIN notice (proto/spec.md §4.5).
     """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        if isinstance(config.app, GatewayApp):  # a failed process stops: drain, then exit 1
+            config.app.supervisor.on_failed(lambda reason: setattr(self, "should_exit", True))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if isinstance(self.config.app, GatewayApp):

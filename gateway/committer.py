@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
@@ -43,6 +44,8 @@ class Committer:
         self._committed = self._batches = self._failures = self._fenced = 0
         self.healthy = True
         """False from a failed append until the next successful one (see /readyz)."""
+        self.health_changed: Callable[[bool], None] = lambda healthy: None
+        """Called when ``healthy`` changes: acks pause, or resume (proto/spec.md §4.7)."""
 
     @property
     def full(self) -> bool:
@@ -79,12 +82,14 @@ class Committer:
         await self.submit_nowait(room, None)
 
     async def run(self) -> None:
-        """Commit batches until cancelled; retry a failing store with backoff (acks pause)."""
+        """Commit batches until cancelled; retry a failing store with backoff (acks pause).
+
+        Restartable (gateway/supervision.py): what is queued stays queued."""
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
             while self._queue:
                 await self._commit_one_batch()
+            self._wakeup.clear()
+            await self._wakeup.wait()
 
     async def _commit_one_batch(self) -> None:
         batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
@@ -92,6 +97,14 @@ class Committer:
         self._in_flight = len(appends)
         try:
             offsets = iter(await self._append_with_retry(appends) if appends else [])
+        except Exception as exc:  # not an outage (retried above): a bug, or nobody foresaw it.
+            # Whether it was stored is unknown: no ack; the writers are closed (4002) and resend,
+            # and a Yjs update applied twice changes nothing.
+            failed = BackendUnavailable(f"the store failed unexpectedly: {exc!r}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(failed)
+            raise
         finally:
             self._in_flight = 0
         for item, future in batch:
@@ -109,7 +122,7 @@ class Committer:
     async def _append_with_retry(self, appends: list[Append]) -> list[int | None]:
         try:  # fast path: no retry machinery per batch while the store is healthy
             offsets = await self.store.append(appends)
-            self.healthy = True
+            self._set_healthy(True)
             return offsets
         except BackendUnavailable:
             self._log_failure(None)
@@ -122,11 +135,16 @@ class Committer:
         async for attempt in retrying:
             with attempt:
                 offsets = await self.store.append(appends)
-        self.healthy = True
+        self._set_healthy(True)
         return offsets
 
+    def _set_healthy(self, healthy: bool) -> None:
+        if healthy is not self.healthy:
+            self.healthy = healthy
+            self.health_changed(healthy)
+
     def _log_failure(self, state: object) -> None:
-        self.healthy = False
+        self._set_healthy(False)
         self._failures += 1
         log.warning("store_append_failed", pending=len(self._queue), attempt=self._failures)
 

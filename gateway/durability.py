@@ -4,7 +4,6 @@ effects, logs are compacted, and a RESUME reads the log it can answer from."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
 from functools import partial
 
@@ -19,6 +18,7 @@ from gateway.errors import BackendUnavailable, GatewayError, LeaseLost, Protocol
 from gateway.fanout import Fanout
 from gateway.ports import Store
 from gateway.slot import RoomSlot
+from gateway.supervision import Spawn
 from gateway.types import RoomId
 
 log = structlog.get_logger(__name__)
@@ -66,7 +66,7 @@ class Durability:
         committer: Committer,
         store: Store,
         fanout: Fanout,
-        tasks: Callable[[], asyncio.TaskGroup],
+        spawn: Spawn,
         *,
         snapshot_every: int,
         resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
@@ -74,7 +74,7 @@ class Durability:
         self.committer = committer
         self.store = store
         self.fanout = fanout
-        self.tasks = tasks
+        self.spawn = spawn
         self.snapshot_every = snapshot_every
         self.resume_log_max_updates = resume_log_max_updates
         self.updates_persisted = 0
@@ -108,9 +108,12 @@ class Durability:
         room = slot.room
         if future.cancelled() or room is None:
             return
-        if future.exception() is not None:
-            if isinstance(future.exception(), LeaseLost):
+        error = future.exception()
+        if error is not None:
+            if isinstance(error, LeaseLost):
                 self.lease_lost(slot)  # nothing of it is stored, and it is never acknowledged
+            else:
+                self._unacknowledged(session, error)
             return
         self.fanout.execute(slot, room.durable(session, seq, future.result()))
 
@@ -120,9 +123,21 @@ class Durability:
         """A barrier is durable: everything submitted before it is (the ack of an unchanged
         message, proto/spec.md §4.2)."""
         room = slot.room
-        if future.cancelled() or future.exception() is not None or room is None:
+        if future.cancelled() or room is None:
+            return
+        error = future.exception()
+        if error is not None:
+            self._unacknowledged(session, error)
             return
         self.fanout.execute(slot, room.durable(session, seq, future.result()))
+
+    def _unacknowledged(self, session: Session | None, error: BaseException) -> None:
+        """An append failed for good: its writer will never get the ack, so close it (4002);
+        it reconnects and sends what was not acknowledged again (proto/spec.md §4.3)."""
+        if session is not None:
+            self.fanout.close(
+                session, BackendUnavailable(f"an update could not be stored: {error}")
+            )
 
     async def wait_flushed(self, room_id: RoomId) -> None:
         """Return once everything submitted before is durable (and its acks are queued)."""
@@ -172,7 +187,7 @@ class Durability:
         if future.cancelled() or future.exception() is not None:
             slot.compacting = False
             return
-        self.tasks().create_task(self._compact_in_background(slot), context=contextvars.Context())
+        self.spawn("compaction", self._compact_in_background(slot))
 
     async def _compact_in_background(self, slot: RoomSlot) -> None:
         try:

@@ -89,6 +89,12 @@ class Fanout:
         """Clients connected to this node (proxies are other nodes' clients)."""
         return len(self.outlets) - len(self.proxies)
 
+    def tell(self, data: bytes, wanted: Callable[[Session], bool]) -> None:
+        """Send ``data`` to every client of this node (not the proxies) that ``wanted``."""
+        for session, outlet in list(self.outlets.items()):
+            if session not in self.proxies and wanted(session):
+                outlet.send_nowait(data)
+
     def close(self, session: Session, error: GatewayError) -> None:
         """Close one client, if it is still connected."""
         outlet = self.outlets.get(session)

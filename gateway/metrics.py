@@ -20,6 +20,25 @@ class NodeCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         stats = self.node.statistics()
         yield GaugeMetricFamily("gateway_rooms", "Rooms loaded on this node.", value=stats.rooms)
+        ready = self.node.readiness()
+        yield GaugeMetricFamily(
+            "gateway_store_up",
+            "1 while the store commits (0: acks are paused, /readyz says why).",
+            value=int(ready["store"]),
+        )
+        yield GaugeMetricFamily(
+            "gateway_bus_up",
+            "1 while the bus delivers (0: cross-node delivery is delayed or stopped).",
+            value=int(ready["bus"]),
+        )
+        failures = CounterMetricFamily(
+            "gateway_task_failures",
+            "Background tasks that failed unexpectedly (restarted, or the job was dropped).",
+            labels=["task"],
+        )
+        for task, count in sorted(self.node.supervisor.failures.items()):
+            failures.add_metric([task], count)
+        yield failures
         yield GaugeMetricFamily(
             "gateway_connections", "Client connections on this node.", value=stats.connections
         )

@@ -20,6 +20,7 @@ through this node.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -43,8 +44,10 @@ from gateway.ports import Bus, Lease, Leases, Store
 from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
+from gateway.supervision import Supervisor
 from gateway.types import NodeId, RoomId
-from wedsync_protocol.messages import Message
+from wedsync_protocol import codec
+from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status
 
 __all__ = [
     "RESUME_LOG_MAX_UPDATES",
@@ -96,8 +99,11 @@ class Node:
         leases: Leases | None = None,
         lease_seconds: float = 3.0,
         relay: RelaySettings | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
-        """``leases`` None: this node owns every room (the embedded single node)."""
+        """``leases`` None: this node owns every room (the embedded single node).
+        ``supervisor``: the process's (gateway/supervision.py), shared with the bus."""
+        self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
         self.store = store
@@ -116,11 +122,11 @@ class Node:
             self.committer,
             store,
             self.fanout,
-            lambda: self.tasks,
+            self.spawn,
             snapshot_every=snapshot_every,
             resume_log_max_updates=resume_log_max_updates,
         )
-        self.peers = Peers(store, self.fanout, self.relay, lambda: self.tasks)
+        self.peers = Peers(store, self.fanout, self.relay, self.spawn)
         self.ownership = Ownership(
             node_id=node_id,
             leases=leases,
@@ -130,7 +136,7 @@ class Node:
             lease_seconds=lease_seconds,
             slots=lambda: self.rooms.every_slot(),
             lost=lambda slot, error: self.rooms.drop(slot, error),
-            tasks=lambda: self.tasks,
+            spawn=self.spawn,
         )
         self.rooms = Rooms(
             node_id=node_id,
@@ -145,7 +151,7 @@ class Node:
             gate=ApplyGate(self.committer, journal),
             journal=journal,
             idle_seconds=room_idle_seconds,
-            tasks=lambda: self.tasks,
+            spawn=self.spawn,
         )
         self.durability.lease_lost = lambda slot: self.ownership.lose(slot, "an append was fenced")
         self.fanout.handlers = Handlers(
@@ -158,13 +164,19 @@ class Node:
             repair=self.peers.repair_soon,
         )
         self._messages_received = 0
+        self.committer.health_changed = self._acks_paused_changed
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        self._committer_task = self._tasks.create_task(self.committer.run())
-        self._ownership_task = self._tasks.create_task(self.ownership.run())
+        keep = self.supervisor.keep
+        self._committer_task = self._tasks.create_task(
+            keep("committer", self.committer.run, essential=True)
+        )
+        self._ownership_task = self._tasks.create_task(
+            keep("ownership", self.ownership.run, essential=True)
+        )
         return self
 
     async def __aexit__(
@@ -207,6 +219,12 @@ class Node:
             raise RuntimeError("Node is used outside its async context")
         return self._tasks
 
+    def spawn(self, name: str, job: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run one job of the node (a room, a compaction, a repair, a takeover): its failure
+        is logged and counted by the supervisor, never raised into the node's task group."""
+        contained = self.supervisor.contain(name, job)
+        return self.tasks.create_task(contained, context=contextvars.Context())
+
     # -- clients --------------------------------------------------------------------------------
 
     async def join(self, room_id: RoomId, session: Session, outlet: Outlet) -> RoomSlot:
@@ -235,7 +253,21 @@ class Node:
         room = slot.room
         if slot.state is not RoomState.SERVING or room is None:
             raise RoomReset(f"room {slot.id} is being reset; reconnect")
-        return self.fanout.execute(slot, room.receive(session, message))
+        pending = self.fanout.execute(slot, room.receive(session, message))
+        if type(message) is Hello and self.acks_paused and session.wants_acks:
+            self.fanout.tell(codec.encode(Status(STATUS_ACKS_PAUSED)), lambda s: s is session)
+        return pending
+
+    @property
+    def acks_paused(self) -> bool:
+        """This node's store is failing: updates are applied and shared, not made durable."""
+        return not self.committer.healthy
+
+    def _acks_paused_changed(self, healthy: bool) -> None:
+        """Tell every client that asked for acks that they pause, or resume (spec §4.7)."""
+        status = codec.encode(Status(0 if healthy else STATUS_ACKS_PAUSED))
+        self.fanout.tell(status, lambda session: session.wants_acks)
+        log.warning("acks_resumed" if healthy else "acks_paused", clients=self.fanout.connections)
 
     async def _held(self, slot: RoomSlot, session: Session, message: Message) -> None:
         """Handle ``message`` once the room can take it, reading nothing else of the client
@@ -280,15 +312,44 @@ class Node:
     # -- health ---------------------------------------------------------------------------------
 
     def readiness(self) -> dict[str, bool]:
-        """The checks behind /readyz."""
-        bus_stats = getattr(self.bus, "statistics", None)
+        """The checks behind /readyz (``degraded`` says what a failing one costs)."""
         return {
             "accepting": not self.rooms.stopping.is_set(),
-            "store": self.committer.healthy
-            and not self.committer.full
-            and self.ownership.reachable,
-            "bus": bool(getattr(bus_stats(), "connected", True)) if bus_stats else True,
+            "store": not self._store_trouble(),
+            "bus": not self._bus_trouble(),
         }
+
+    def degraded(self) -> dict[str, str]:
+        """For each failing dependency, what its clients notice, in words (/readyz)."""
+        found = {}
+        store = self._store_trouble()
+        if store:
+            found["store"] = store
+        bus = self._bus_trouble()
+        if bus:
+            found["bus"] = bus
+        return found
+
+    def _store_trouble(self) -> str:
+        committer = self.committer
+        if not committer.healthy:
+            return "acks paused: appends to the store fail and are retried"
+        if committer.full:
+            return f"acks paused: {committer.max_pending} appends wait; writers are refused (4002)"
+        if not self.ownership.reachable:
+            return "leases cannot be renewed: edits wait for a judge, then 4002"
+        return ""
+
+    def _bus_trouble(self) -> str:
+        statistics = getattr(self.bus, "statistics", None)
+        if statistics is None:
+            return ""
+        state = statistics()
+        if not getattr(state, "connected", True):
+            return "cross-node delivery stopped: the bus is unreachable (reconnecting)"
+        if getattr(state, "stalled", False):
+            return "cross-node delivery delayed: the bus does not answer"
+        return ""
 
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(

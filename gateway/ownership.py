@@ -31,7 +31,6 @@ The embedded single node has no leases: it owns every room.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable, Iterable
 
 import structlog
@@ -42,6 +41,7 @@ from gateway.fanout import Fanout
 from gateway.ports import Leases, Store
 from gateway.relay import OwnerEvents, Relay
 from gateway.slot import RoomSlot
+from gateway.supervision import Spawn
 from gateway.types import NodeId
 
 log = structlog.get_logger(__name__)
@@ -65,7 +65,7 @@ class Ownership:
         lease_seconds: float,
         slots: Callable[[], Iterable[RoomSlot]],
         lost: Callable[[RoomSlot, RoomReset], None],
-        tasks: Callable[[], asyncio.TaskGroup],
+        spawn: Spawn,
     ) -> None:
         self.node_id = node_id
         self.leases = leases
@@ -75,7 +75,7 @@ class Ownership:
         self.lease_seconds = lease_seconds
         self.slots = slots
         self._lost = lost
-        self.tasks = tasks
+        self.spawn = spawn
         self.changes = 0
         """Rooms this node took or lost."""
         self._failed = False
@@ -167,7 +167,7 @@ class Ownership:
         """The owner gave the room up: take it now if clients here need a judge."""
         slot.owner = None
         if slot.room is not None and slot.room.members and not slot.owning:
-            self.tasks().create_task(self.take_over(slot), context=contextvars.Context())
+            self.spawn("takeover", self.take_over(slot))
 
     # -- the timer ------------------------------------------------------------------------------
 

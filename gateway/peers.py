@@ -3,9 +3,7 @@ gateway/relay.py), and its repair after bus loss."""
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import structlog
 
@@ -15,6 +13,7 @@ from gateway.fanout import Fanout
 from gateway.ports import BusMessage, Store, is_loss_marker
 from gateway.relay import Kind, Relay
 from gateway.slot import RoomSlot
+from gateway.supervision import Spawn
 
 log = structlog.get_logger(__name__)
 
@@ -22,13 +21,11 @@ log = structlog.get_logger(__name__)
 class Peers:
     """Feeds bus messages to the rooms; merges the store's history in when some were lost."""
 
-    def __init__(
-        self, store: Store, fanout: Fanout, relay: Relay, tasks: Callable[[], asyncio.TaskGroup]
-    ) -> None:
+    def __init__(self, store: Store, fanout: Fanout, relay: Relay, spawn: Spawn) -> None:
         self.store = store
         self.fanout = fanout
         self.relay = relay
-        self.tasks = tasks
+        self.spawn = spawn
         self.repairs = 0
 
     async def consume(
@@ -54,7 +51,7 @@ class Peers:
         if slot.room is not None and not slot.repairing:
             slot.repairing = True
             repair = self.repair(slot, slot.room)
-            self.tasks().create_task(repair, context=contextvars.Context())
+            self.spawn("repair", repair)
 
     async def repair(self, slot: RoomSlot, room: Room) -> None:
         """Bus messages were lost: merge the store's history in and send local members the rest."""

@@ -1,16 +1,15 @@
 """Rooms: the registry of this node's rooms — load once, serve, unload when idle, reset, drop.
 
 A room's failure is the room's: a load that fails fails that room's joins (BackendUnavailable,
-4002) and the next join loads it again; a room task that fails closes its members (4003).
-Neither reaches the node's task group.
+4002) and the next join loads it again; a room task that fails closes its members (4003) and
+unloads, and a later join loads the room again. Neither reaches the node's task group (each
+room task is a job of the supervisor, gateway/supervision.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from collections.abc import Callable
 
 import structlog
 
@@ -29,6 +28,7 @@ from gateway.peers import Peers
 from gateway.ports import Bus, Store
 from gateway.relay import Relay
 from gateway.slot import RoomSlot, RoomState
+from gateway.supervision import Spawn
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
@@ -52,7 +52,7 @@ class Rooms:
         gate: ApplyJournal,
         journal: CrashJournal | None,
         idle_seconds: float,
-        tasks: Callable[[], asyncio.TaskGroup],
+        spawn: Spawn,
     ) -> None:
         self.node_id = node_id
         self.store = store
@@ -66,8 +66,8 @@ class Rooms:
         self.gate = gate
         self.journal = journal
         self.idle_seconds = idle_seconds
-        self.tasks = tasks
-        """The node's task group, which owns every room task."""
+        self.spawn = spawn
+        """Starts a supervised job in the node's task group: every room task is one."""
         self.stopping = asyncio.Event()
         self.slots: dict[RoomId, RoomSlot] = {}
         """Rooms loading or serving (at most one per id)."""
@@ -185,7 +185,7 @@ class Rooms:
 
     def _start(self, room_id: RoomId) -> RoomSlot:
         slot = self.slots[room_id] = RoomSlot(room_id)
-        task = self.tasks().create_task(self._run(slot), context=contextvars.Context())
+        task = self.spawn("room", self._run(slot))
         self.room_tasks.add(task)
         task.add_done_callback(self.room_tasks.discard)
         return slot
@@ -289,9 +289,11 @@ class Rooms:
         except GatewayError as exc:
             log.warning("room_unload_compaction_failed", room=slot.id, error=str(exc))
         finally:
-            self.relay.unloaded(slot)
-            await self.ownership.release(slot)
-            slot.state = RoomState.CLOSED
-            slot.closed.set()
-            if self._unloading.get(slot.id) is slot:
-                del self._unloading[slot.id]
+            try:
+                self.relay.unloaded(slot)
+                await self.ownership.release(slot)
+            finally:  # whatever failed, the next load of the room must not wait for this one
+                slot.state = RoomState.CLOSED
+                slot.closed.set()
+                if self._unloading.get(slot.id) is slot:
+                    del self._unloading[slot.id]

@@ -2,7 +2,8 @@
 
 ``stop()`` closes the listener and aborts every piped connection (both sides see the connection
 drop, as when the service crashes); until ``start()`` listens again on the same port, new
-connections are refused. Runs on the test's event loop; nothing here sleeps.
+connections are refused. ``stall()`` keeps every connection open and pipes nothing (the service
+was stopped with SIGSTOP) until ``resume()``. Runs on the test's event loop; nothing here sleeps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class _Side(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self.proxy._transports.add(transport)
+        if self.proxy.stalled:
+            transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer
@@ -47,6 +50,8 @@ class _Side(asyncio.Protocol):
             self.peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        if self.proxy.stalled:
+            return
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.resume_reading()
 
@@ -89,6 +94,7 @@ class TcpProxy:
         self.target_port = target_port
         self.port = port
         self.connections_accepted = 0
+        self.stalled = False
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.Transport] = set()
         self._connecting: set[asyncio.Task[None]] = set()
@@ -106,6 +112,18 @@ class TcpProxy:
             self._accept, "127.0.0.1", self.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
+
+    def stall(self) -> None:
+        """Stop piping, connections kept open (a service stopped with SIGSTOP): nothing is
+        read from either side until ``resume``."""
+        self.stalled = True
+        for transport in self._transports:
+            transport.pause_reading()
+
+    def resume(self) -> None:
+        self.stalled = False
+        for transport in self._transports:
+            transport.resume_reading()
 
     async def stop(self) -> None:
         """Stop listening and abort every piped connection, both sides."""

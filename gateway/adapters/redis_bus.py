@@ -60,6 +60,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 from gateway.adapters.redis_common import reconnect_logger, safe_url
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.ports import LOSS_SEQ, BusMessage, loss_marker
+from gateway.supervision import Supervisor
 from gateway.types import NodeId, RoomId
 
 log = structlog.get_logger(__name__)
@@ -79,6 +80,9 @@ class BusStatistics:
     reconnects: int  # pub/sub connection re-established after a loss
     connected: bool
     rooms: int  # rooms with a subscription on this node
+    stalled: bool = False
+    """Connected, but Redis has not answered for ``stall_seconds`` (a PING on the quiet pub/sub
+    connection, or a publish): cross-node delivery is delayed."""
 
 
 class _State(enum.Enum):
@@ -160,7 +164,13 @@ class RedisBus:
         subscribe_timeout: float = 5.0,
         command_timeout: float = 5.0,
         health_check_interval: float = 15.0,
+        probe_interval: float = 1.0,
+        stall_seconds: float = 2.0,
+        supervisor: Supervisor | None = None,
     ) -> None:
+        """The pub/sub connection is probed with PING after ``probe_interval`` s without a
+        message; Redis is *stalled* when a PING or a publish waits ``stall_seconds`` for its
+        answer, and the connection is given up (then reopened) after ``health_check_interval``."""
         if not node_id or any(c.isspace() for c in node_id):
             raise ConfigError(f"Bus node id {node_id!r} must be non-empty, without spaces.")
         if not prefix or any(c in "{} " for c in prefix):
@@ -173,6 +183,9 @@ class RedisBus:
         self.subscribe_timeout = subscribe_timeout
         self.command_timeout = command_timeout
         self.health_check_interval = health_check_interval
+        self.probe_interval = probe_interval
+        self.stall_seconds = stall_seconds
+        self._waiting_since: dict[str, float] = {}  # "reader" / "publisher": loop time
         self._publish_cmd, self._subscribe_cmd, self._unsubscribe_cmd = (
             ("SPUBLISH", "SSUBSCRIBE", "SUNSUBSCRIBE")
             if sharded
@@ -193,6 +206,8 @@ class RedisBus:
         self._closing = False
         self._stack = AsyncExitStack()
         self._published = self._delivered = self._dropped = self._gaps = self._reconnects = 0
+        self.supervisor = supervisor or Supervisor()
+        """Restarts the reader or publisher task if it fails (the process's, in the server)."""
 
     @classmethod
     def connect(
@@ -203,9 +218,19 @@ class RedisBus:
         prefix: str = "wedsync",
         sharded: bool = False,
         queue_limit: int = 4096,
+        stall_seconds: float = 2.0,
+        supervisor: Supervisor | None = None,
     ) -> Self:
         """A bus on ``url``; entering it connects (BackendUnavailable if Redis is unreachable)."""
-        return cls(url, node_id=node_id, prefix=prefix, sharded=sharded, queue_limit=queue_limit)
+        return cls(
+            url,
+            node_id=node_id,
+            prefix=prefix,
+            sharded=sharded,
+            queue_limit=queue_limit,
+            stall_seconds=stall_seconds,
+            supervisor=supervisor,
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -227,9 +252,10 @@ class RedisBus:
                 f"Redis at {safe_url(self.url)} is unreachable: {exc}"
             ) from exc
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
+        keep = self.supervisor.keep
         self._tasks = [
-            tasks.create_task(self._read_forever()),
-            tasks.create_task(self._publish_forever()),
+            tasks.create_task(keep("bus_reader", self._read_forever, essential=True)),
+            tasks.create_task(keep("bus_publisher", self._publish_forever, essential=True)),
         ]
         log.info("bus_connected", node_id=self.node_id, client_id=self._client_id)
         return self
@@ -319,7 +345,12 @@ class RedisBus:
             reconnects=self._reconnects,
             connected=self._connected,
             rooms=len(self._channels),
+            stalled=self._connected and self._stalled(),
         )
+
+    def _stalled(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(now - since >= self.stall_seconds for since in self._waiting_since.values())
 
     @property
     def subscriber_client_id(self) -> int | None:
@@ -378,6 +409,9 @@ class RedisBus:
                 await self._read_until_lost()
             except _FAILURES as exc:
                 self._connection_lost(exc)
+            except Exception as exc:  # a bug reading it: what was being read may be lost
+                log.exception("bus_reader_failed")
+                self._connection_lost(exc)
             # A connection that fails before any reply (e.g. SUBSCRIBE refused by an ACL) must
             # not be reopened in a tight loop.
             failures = 0 if self._heard_from_redis else failures + 1
@@ -388,20 +422,24 @@ class RedisBus:
     async def _read_until_lost(self) -> None:
         conn = self._conn
         assert conn is not None
-        probing = False
-        while True:
-            response = await conn.read_response(
-                timeout=self.health_check_interval, disconnect_on_error=False
-            )
-            if response is not None:
-                probing = False
-                self._heard_from_redis = True
-                await self._dispatch(response)
-            elif probing:
-                raise ConnectionError("the pub/sub connection did not answer PING")
-            else:  # quiet for a while: prove the connection is alive
-                probing = True
-                await conn.send_command("PING", check_health=False)
+        loop = asyncio.get_running_loop()
+        waiting = self._waiting_since
+        try:
+            while True:
+                response = await conn.read_response(
+                    timeout=self.probe_interval, disconnect_on_error=False
+                )
+                if response is not None:
+                    waiting.pop("reader", None)
+                    self._heard_from_redis = True
+                    await self._dispatch(response)
+                elif "reader" not in waiting:  # quiet for a while: prove Redis is alive
+                    waiting["reader"] = loop.time()
+                    await conn.send_command("PING", check_health=False)
+                elif loop.time() - waiting["reader"] >= self.health_check_interval:
+                    raise ConnectionError("the pub/sub connection did not answer PING")
+        finally:
+            waiting.pop("reader", None)
 
     def _connection_lost(self, exc: BaseException) -> None:
         """Every room must be subscribed again, and was possibly missing messages."""
@@ -568,6 +606,7 @@ class RedisBus:
                 await self._outbox_ready.wait()
                 continue
             batch = [self._outbox.popleft() for _ in range(min(MAX_PIPELINE, len(self._outbox)))]
+            self._waiting_since["publisher"] = asyncio.get_running_loop().time()
             try:
                 await self._publish_batch(batch)
             except _FAILURES as exc:
@@ -578,6 +617,8 @@ class RedisBus:
             else:
                 failures = 0
                 self._published += len(batch)
+            finally:
+                del self._waiting_since["publisher"]
 
     async def _publish_batch(self, batch: list[tuple[bytes, bytes]]) -> None:
         assert self._redis is not None

@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_ji
 
 from gateway.adapters.redis_common import reconnect_logger, safe_url
 from gateway.errors import BackendUnavailable, ConfigError
+from gateway.supervision import Supervisor
 
 log = structlog.get_logger(__name__)
 _log_reconnect_failure = reconnect_logger("revocations_reconnect_failed")
@@ -59,6 +60,7 @@ class RedisRevocations:
         command_timeout: float = 5.0,
         health_check_interval: float = 15.0,
         clock: Callable[[], float] = time.time,
+        supervisor: Supervisor | None = None,
     ) -> None:
         if not prefix or any(c in "{} " for c in prefix):
             raise ConfigError(f"Revocations prefix {prefix!r} must be non-empty, without spaces.")
@@ -77,12 +79,22 @@ class RedisRevocations:
         self._subscriber: Redis | None = None
         self._stack = AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None  # subscribed on entry; the follower takes it
+        self.supervisor = supervisor or Supervisor()
+        """Restarts the follower task if it fails (the process's, in the server)."""
         self._closing = False
 
     @classmethod
-    def connect(cls, url: str, *, prefix: str = "wedsync", grace: float = DEFAULT_GRACE) -> Self:
+    def connect(
+        cls,
+        url: str,
+        *,
+        prefix: str = "wedsync",
+        grace: float = DEFAULT_GRACE,
+        supervisor: Supervisor | None = None,
+    ) -> Self:
         """Revocations on ``url``; entering connects (BackendUnavailable if Redis is down)."""
-        return cls(url, prefix=prefix, grace=grace)
+        return cls(url, prefix=prefix, grace=grace, supervisor=supervisor)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -97,8 +109,10 @@ class RedisRevocations:
             raise BackendUnavailable(
                 f"Redis at {safe_url(self.url)} is unreachable: {exc}"
             ) from exc
+        self._pubsub = pubsub
         tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        self._task = tasks.create_task(self._follow_forever(pubsub))
+        follow = self.supervisor.keep("revocations", self._follow_forever, essential=True)
+        self._task = tasks.create_task(follow)
         log.info("revocations_loaded", revoked=len(self._revoked))
         return self
 
@@ -196,23 +210,31 @@ class RedisRevocations:
 
     # -- the subscriber task --------------------------------------------------------------------
 
-    async def _follow_forever(self, pubsub: PubSub) -> None:
+    async def _follow_forever(self) -> None:
+        """Restartable (gateway/supervision.py): a run that failed leaves no subscription,
+        and the next one subscribes (and reloads) again."""
         while True:
+            pubsub, self._pubsub = self._pubsub, None
+            if pubsub is None:
+                pubsub = await self._resubscribe()
             try:
                 await self._listen(pubsub)
             except _FAILURES as exc:
                 log.warning("revocations_connection_lost", error=str(exc))
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
-            retrying = AsyncRetrying(
-                retry=retry_if_exception_type(_FAILURES),
-                wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.05),
-                before_sleep=_log_reconnect_failure,
-            )
-            async for attempt in retrying:
-                with attempt:
-                    pubsub = await self._subscribe()
-            log.info("revocations_reconnected", revoked=len(self._revoked))
+
+    async def _resubscribe(self) -> PubSub:
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_FAILURES),
+            wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.05),
+            before_sleep=_log_reconnect_failure,
+        )
+        async for attempt in retrying:
+            with attempt:
+                pubsub = await self._subscribe()
+        log.info("revocations_reconnected", revoked=len(self._revoked))
+        return pubsub
 
     async def _subscribe(self) -> PubSub:
         """Subscribe, wait for Redis to confirm, then reload: no revocation falls in between."""

@@ -58,6 +58,7 @@ from wedsync_protocol.messages import (
     QueryAwareness,
     Reject,
     Resume,
+    Status,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -195,7 +196,7 @@ class Room:
                 raise InvalidState("an auth message reached the room")
             case Resume():
                 return [ReadLog(session, message)]  # the driver reads, then calls catch_up
-            case Ack() | Reject() | Drain() | CatchUp() | Position():
+            case Ack() | Reject() | Drain() | Status() | CatchUp() | Position():
                 return [Close(session, ProtocolError(f"{type(message).__name__} is server-only"))]
             case _:
                 assert_never(message)

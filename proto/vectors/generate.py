@@ -21,6 +21,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 # Message types and sync sub-types (proto/spec.md §2, §4).
 SYNC, AWARENESS, AUTH, QUERY_AWARENESS = 0, 1, 2, 3
 HELLO, ACK, REJECT, DRAIN, RESUME, CATCH_UP, POSITION = 100, 101, 102, 103, 104, 105, 106
+STATUS = 107
 STEP1, STEP2, UPDATE = 0, 1, 2
 GZIPPED_EMPTY = bytes.fromhex("1f8b080000000000040363600000ff12d94102000000")
 """gzip (level 1, mtime 0) of the empty update 00 00, fixed bytes: the codec never decompresses."""
@@ -271,6 +272,18 @@ def valid_vectors() -> list[dict[str, Any]]:
             var_uint(DRAIN) + var_uint(1500),
             {"type": "Drain", "retry_ms": 1500},
         ),
+        valid(
+            "status, acks paused",
+            "server",
+            var_uint(STATUS) + var_uint(1),
+            {"type": "Status", "flags": 1},
+        ),
+        valid(
+            "status, all well",
+            "server",
+            var_uint(STATUS) + var_uint(0),
+            {"type": "Status", "flags": 0},
+        ),
     ]
 
 
@@ -343,6 +356,7 @@ def invalid_vectors() -> list[dict[str, Any]]:
             "server_only",
         ),
         invalid("drain sent by a client", "client", var_uint(DRAIN) + var_uint(0), "server_only"),
+        invalid("status sent by a client", "client", var_uint(STATUS) + var_uint(0), "server_only"),
         invalid(
             "position sent by a client",
             "client",

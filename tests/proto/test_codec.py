@@ -28,6 +28,7 @@ from wedsync_protocol.messages import (
     QueryAwareness,
     Reject,
     Resume,
+    Status,
     SyncStep1,
     SyncStep2,
     SyncUpdate,
@@ -81,6 +82,8 @@ def to_message(decoded: dict[str, Any]) -> Message:
             return Reject(fields["seq"], fields["field"], fields["reason"])
         case "Drain":
             return Drain(fields["retry_ms"])
+        case "Status":
+            return Status(fields["flags"])
         case "Resume":
             return Resume(fields["epoch"], fields["offset"], bytes.fromhex(fields["state_vector"]))
         case "CatchUp":
@@ -120,6 +123,7 @@ def test_vectors_cover_every_message_type_and_error_category() -> None:
         "Ack",
         "Reject",
         "Drain",
+        "Status",
         "Resume",
         "CatchUp",
         "Position",

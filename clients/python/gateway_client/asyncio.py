@@ -116,6 +116,16 @@ class GatewayClient:
         """REJECT messages received: changes the server refused and undid (proto §4.4)."""
         return self.protocol.rejected
 
+    @property
+    def acks_paused(self) -> bool:
+        """The node said it cannot make edits durable now (STATUS, proto §4.7): edits are
+        shared with everyone at once, and acknowledged once its store recovers."""
+        return self.protocol.acks_paused
+
+    async def wait_acks_paused(self, paused: bool = True) -> None:
+        """Wait until the node says acks are paused (or, ``paused=False``, resumed)."""
+        await self._wait(lambda: self.protocol.acks_paused is paused)
+
     async def wait_rejected(self, count: int = 1) -> list[Reject]:
         """Wait until ``count`` REJECT messages have arrived in all; returns them all."""
         await self._wait(lambda: len(self.protocol.rejected) >= count)

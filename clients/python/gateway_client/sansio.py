@@ -24,6 +24,7 @@ from wedsync_protocol.messages import (
     Feature,
     Message,
     Reject,
+    Status,
     SyncUpdate,
 )
 
@@ -53,6 +54,9 @@ class ClientProtocol:
         self.durable_version = 0  # local edits known durable at the server
         self.rejected: list[Reject] = []
         self.drain: Drain | None = None
+        self.acks_paused = False
+        """The server said it cannot make edits durable now (STATUS, proto/spec.md §4.7): edits
+        are applied and shared, their ACKs come once its store recovers."""
         self._unacked: deque[tuple[int, bytes]] = deque()
         self._in_flight: deque[tuple[int, int]] = deque()  # (seq, local version it covers)
         self._applying_remote = False
@@ -109,6 +113,7 @@ class ClientProtocol:
         """Call when the WebSocket closed; edits go on locally and are resent on reconnect."""
         self.sync.synced = False
         self.connected = False
+        self.acks_paused = False  # the next node says so again if its store is failing too
         self._in_flight.clear()
         self._outbox.clear()
 
@@ -148,6 +153,8 @@ class ClientProtocol:
                 self.rejected.append(message)
             case Drain():
                 self.drain = message
+            case Status():
+                self.acks_paused = message.acks_paused
             case _:
                 pass  # awareness: this client shows no presence
 

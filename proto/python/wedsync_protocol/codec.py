@@ -26,6 +26,7 @@ from wedsync_protocol.messages import (
     QueryAwareness,
     Reject,
     Resume,
+    Status,
     SyncStep1,
     SyncStep2,
     SyncType,
@@ -157,6 +158,8 @@ def decode_server_message(data: bytes) -> Message:
         message = Reject(reader.read_varuint(), reader.read_var_string(), reader.read_var_string())
     elif kind == MessageType.DRAIN:
         message = Drain(reader.read_varuint())
+    elif kind == MessageType.STATUS:
+        message = Status(reader.read_varuint())
     elif kind == MessageType.CATCH_UP:
         epoch, offset, flags = reader.read_varuint(), reader.read_varuint(), reader.read_varuint()
         message = CatchUp(epoch, offset, flags, reader.read_var_bytes())
@@ -173,6 +176,7 @@ SERVER_ONLY = frozenset(
         MessageType.ACK,
         MessageType.REJECT,
         MessageType.DRAIN,
+        MessageType.STATUS,
         MessageType.CATCH_UP,
         MessageType.POSITION,
     }
@@ -279,6 +283,8 @@ def encode(message: Message) -> bytes:
             )
         case Drain(retry_ms):
             return bytes((MessageType.DRAIN,)) + write_varuint(retry_ms)
+        case Status(flags):
+            return bytes((MessageType.STATUS,)) + write_varuint(flags)
         case Resume(epoch, offset, state_vector):
             return (
                 bytes((MessageType.RESUME,))

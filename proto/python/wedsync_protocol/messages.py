@@ -24,6 +24,7 @@ class MessageType(enum.IntEnum):
     RESUME = 104
     CATCH_UP = 105
     POSITION = 106
+    STATUS = 107
 
 
 class SyncType(enum.IntEnum):
@@ -180,6 +181,23 @@ class Drain:
     retry_ms: int
 
 
+STATUS_ACKS_PAUSED = 1
+"""STATUS flag: the node cannot make updates durable now (its store is failing); updates are
+still applied and broadcast, and their ACKs follow once the store recovers."""
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Server → client: the node's state as it affects this client (``STATUS_*`` flags, 0: all
+    well). Sent when it changes, and after HELLO while it is not 0."""
+
+    flags: int
+
+    @property
+    def acks_paused(self) -> bool:
+        return bool(self.flags & STATUS_ACKS_PAUSED)
+
+
 Message = (
     SyncStep1
     | SyncStep2
@@ -191,6 +209,7 @@ Message = (
     | Ack
     | Reject
     | Drain
+    | Status
     | Resume
     | CatchUp
     | Position
