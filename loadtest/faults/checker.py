@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 from collections import Counter
@@ -73,7 +74,7 @@ def missing(edits: Iterable[Edit], content: dict[str, Any]) -> list[Edit]:
 def longest_gap(times: Iterable[float]) -> float:
     """The longest time between consecutive acks (seconds; 0 with fewer than two)."""
     ordered = sorted(times)
-    return max((b - a for a, b in zip(ordered, ordered[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
 
 
 @dataclass
@@ -83,6 +84,10 @@ class LogSummary:
     close_codes: Counter[int] = field(default_factory=Counter)
     internal_errors: list[str] = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)
+    """Exceptions the gateway logged (a JSON record with ``exception``)."""
+    foreign_tracebacks: list[str] = field(default_factory=list)
+    """Tracebacks printed outside the gateway's JSON logging (a library's stdlib logger),
+    each with the line before it."""
     errors: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
 
@@ -91,16 +96,18 @@ class LogSummary:
         summary = cls()
         for path in paths:
             if path.exists():
+                previous = ""
                 for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                    summary._line(path.stem, line)
+                    summary._line(path.stem, line, previous)
+                    previous = line
         return summary
 
-    def _line(self, node: str, line: str) -> None:
+    def _line(self, node: str, line: str, previous: str) -> None:
         try:
             record = json.loads(line)
         except ValueError:
             if line.startswith("Traceback"):
-                self.tracebacks.append(f"{node}: {line[:200]}")
+                self.foreign_tracebacks.append(f"{node}: {previous[:160]}")
             return
         if not isinstance(record, dict):
             return

@@ -46,11 +46,11 @@ def rss_delta(result: dict[str, Any]) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in results:
-        codes = ", ".join(f"{code}×{n}" for code, n in r["close_codes"].items()) or "-"
+        codes = ", ".join(f"{code} x{n}" for code, n in r["close_codes"].items()) or "-"
         notes = "; ".join(r["notes"] + [f"**FAIL** {f}" for f in r["failures"]]) or "ok"
+        converge = "-" if r["converge_s"] is None else f"{r['converge_s']:.2f}"
         row = [r["fault"], f"{r['acked']}/{r['edits']}", str(r["lost"]),
-               f"{r['longest_ack_gap_s']:.2f}", rss_delta(r),
-               "-" if r["converge_s"] is None else f"{r['converge_s']:.2f}", codes, notes]  # fmt: skip
+               f"{r['longest_ack_gap_s']:.2f}", rss_delta(r), converge, codes, notes]  # fmt: skip
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row) + " |")
     return "\n".join(lines) + "\n"
 

@@ -36,7 +36,8 @@ def via(url: str, proxy: TcpProxy) -> str:
 
 def target_of(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    assert parts.hostname is not None and parts.port is not None, url
+    assert parts.hostname is not None, url
+    assert parts.port is not None, url
     return parts.hostname, parts.port
 
 

@@ -56,11 +56,12 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> bool:
     """Poll ``check`` until true (True) or ``timeout`` seconds passed (False)."""
     try:
         async with asyncio.timeout(timeout):
-            while not await check():
+            while True:
+                if await check():
+                    return True
                 await asyncio.sleep(POLL)  # polling outside processes and replicas
     except TimeoutError:
         return False
-    return True
 
 
 @dataclass
@@ -88,7 +89,7 @@ class World:
 
     @classmethod
     async def open(cls, stack: AsyncExitStack, tier: Tier, needs: Needs, dir: Path) -> World:
-        dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dir.mkdir, parents=True, exist_ok=True)
         http = await stack.enter_async_context(httpx.AsyncClient())
         world = cls(tier=tier, dir=dir, http=http, env=cls._base_env(tier), stack=stack)
         redis_url = await world._open_redis(needs)
@@ -134,7 +135,7 @@ class World:
     async def _open_store(self, needs: Needs) -> None:
         if needs.postgres == "none":
             data = self.dir / "data"
-            data.mkdir(exist_ok=True)
+            await asyncio.to_thread(data.mkdir, exist_ok=True)
             if needs.tmpfs:
                 await self._mount_tmpfs(data)
             self.env["GATEWAY_DATA_DIR"] = str(data)
@@ -147,14 +148,13 @@ class World:
             self.dsn = services.SHARED_DSN
         self.schema = f"faults_{uuid4().hex[:10]}"
         self.stack.push_async_callback(services.drop_schema, self.dsn, self.schema)
-        await migrate(
-            {"GATEWAY_DATABASE_URL": self.dsn, "GATEWAY_DATABASE_SCHEMA": self.schema}
-        )
+        await migrate({"GATEWAY_DATABASE_URL": self.dsn, "GATEWAY_DATABASE_SCHEMA": self.schema})
         self.env["GATEWAY_DATABASE_SCHEMA"] = self.schema
 
     async def _mount_tmpfs(self, data: Path) -> None:
         size = f"size={self.tier.disk_mb}m"
-        subprocess.run(["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(data)], check=True)
+        command = ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(data)]
+        await asyncio.to_thread(subprocess.run, command, check=True)
         self.stack.callback(subprocess.run, ["umount", "-l", str(data)], check=False)
 
     async def _add_node(self, name: str, redis_url: str | None) -> None:

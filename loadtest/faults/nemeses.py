@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from loadtest.faults.env import Needs, World, now
+from loadtest.faults.env import Needs, World, now, until
 from loadtest.faults.rawclients import RawClient, still_open
 from loadtest.faults.recorder import Writer
 
@@ -30,7 +30,7 @@ class Nemesis:
 
     name: str
     doc: str
-    needs: Needs = Needs()
+    needs: Needs = field(default_factory=Needs)
     state: dict[str, Any] = field(default_factory=dict)
 
     async def prepare(self, world: World) -> None:
@@ -202,8 +202,7 @@ class NonReaders(Nemesis):
             return not still_open(node.pid, readers)
 
         deadline = max(bound * 2, world.tier.fault_seconds)
-        while now() - opened < deadline and not await closed():
-            await asyncio.sleep(0.1)  # polling the gateway's sockets
+        await until(closed, deadline - (now() - opened))
         took = now() - opened
         left = len(still_open(node.pid, readers))
         world.extra["non_readers"] = {"bound_s": bound, "closed_after_s": round(took, 2)}
@@ -255,7 +254,9 @@ NEMESES: list[Nemesis] = [
     RedisRestart("redis-restart", "the suite's redis-server killed, started again", OWN_REDIS),
     RedisStall("redis-stall", "the suite's redis-server SIGSTOPped, then SIGCONT", OWN_REDIS),
     TableLock("table-lock", "ACCESS EXCLUSIVE lock on the run's updates table; new weddings"),
-    PostgresRestart("postgres-restart", "the suite's Postgres stopped (fast), started", OWN_POSTGRES),
+    PostgresRestart(
+        "postgres-restart", "the suite's Postgres stopped (fast), started", OWN_POSTGRES
+    ),
     Partition("partition-postgres", "the owner's node cut off Postgres (its proxy refuses)"),
     PartitionRedis("partition-redis", "a relaying node cut off Redis (its proxy refuses)"),
     DiskFull("disk-full", "embedded node: its SQLite tmpfs filled, then freed", EMBEDDED),

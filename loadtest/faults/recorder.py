@@ -11,8 +11,10 @@ counting more messages than the connection sent (proto/spec.md §4.2).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +28,13 @@ RECONNECT_CAP_SECONDS = 1.0
 to converge measure the backoff, not the gateway."""
 
 
+DOUBLE_ACK = "edit acknowledged twice"
+REPEATED_ACK = "ACK not above the connection's previous ACK (spec §4.2: ACK values only grow)"
+UNSENT_ACK = "ACK counting more messages than the connection sent"
+
+
 def capped_backoff(cap: float = RECONNECT_CAP_SECONDS) -> Iterator[float]:
-    """proto/spec.md §6 backoff (random first delay, ×1.618), capped at ``cap`` seconds."""
+    """proto/spec.md §6 backoff (a random first delay, then x1.618), capped at ``cap`` s."""
     delay = random.uniform(0, cap)
     while True:
         yield delay
@@ -63,7 +70,8 @@ class Writer:
     urls: list[str]
     interval: float
     edits: list[Edit] = field(default_factory=list)
-    defects: list[str] = field(default_factory=list)
+    defects: Counter[str] = field(default_factory=Counter)
+    """Kinds of ACK defect seen (``REPEATED_ACK``, ``UNSENT_ACK``, ``DOUBLE_ACK``) → count."""
     client: GatewayClient = field(init=False)
     _by_version: dict[int, Edit] = field(default_factory=dict)
     _connection: int = 0
@@ -94,26 +102,24 @@ class Writer:
         await asyncio.sleep(random.uniform(0, self.interval))  # spread the writers' phases
         while not stop.is_set():
             self.edit()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)  # the load's pace
-            except TimeoutError:
-                pass
 
     def _on_ack(self, ack: Acknowledgement) -> None:
         now = time.monotonic()
         if self.client.connections != self._connection:
             self._connection, self._last_ack = self.client.connections, 0
         if ack.seq <= self._last_ack:
-            self.defects.append(f"{self.name}: ACK {ack.seq} after ACK {self._last_ack}")
+            self.defects[REPEATED_ACK] += 1
         if ack.seq > ack.sent:
-            self.defects.append(f"{self.name}: ACK {ack.seq} of {ack.sent} messages sent")
+            self.defects[UNSENT_ACK] += 1
         self._last_ack = max(self._last_ack, ack.seq)
         for version in range(ack.durable_before + 1, ack.durable_after + 1):
             edit = self._by_version.get(version)
             if edit is None:
                 continue
             if edit.acked is not None:
-                self.defects.append(f"{self.name}: edit {edit.seq} acknowledged twice")
+                self.defects[DOUBLE_ACK] += 1
             else:
                 edit.acked = now
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from loadtest.faults.checker import LogSummary, longest_gap, missing
 from loadtest.faults.env import World, now, until
 from loadtest.faults.nemeses import Nemesis
-from loadtest.faults.recorder import doc_json
+from loadtest.faults.recorder import DOUBLE_ACK, doc_json
 from loadtest.faults.tier import Tier
 
 WARMUP_TIMEOUT = 30.0
@@ -48,11 +49,12 @@ async def _load_and_check(nemesis: Nemesis, world: World) -> dict[str, Any]:
         await nemesis.hold(world)
         await nemesis.heal(world)
         healed = now()
-        await asyncio.sleep(world.tier.after_heal_seconds)  # the load goes on, by design
         converged = await until(
             _async(lambda: world.converged(before=healed)), world.tier.converge_timeout
         )
         converge_s = now() - healed if converged else None
+        left = world.tier.after_heal_seconds - (now() - healed)
+        await asyncio.sleep(max(left, 0.0))  # the load goes on after the heal, by design
         stop.set()
     return await _check(world, nemesis, rss_before, injected, healed, converge_s)
 
@@ -123,8 +125,11 @@ async def _lost(world: World) -> int:
             if doc_json(doc) != stored and writer.all_acked:
                 world.failures.append(f"replica {writer.name} of {room} differs from the store")
                 break
+    defects: Counter[str] = Counter()
     for writer in world.writers:
-        world.failures.extend(writer.defects)
+        defects.update(writer.defects)
+    for kind, count in sorted(defects.items()):
+        world.failures.append(f"{kind}: {count} times")
     return lost
 
 
@@ -143,7 +148,10 @@ def _report(
     if logs.internal_errors:
         world.failures.append(f"{len(logs.internal_errors)} closes with 1011")
     if logs.tracebacks:
-        world.failures.append(f"{len(logs.tracebacks)} tracebacks in the node logs")
+        world.failures.append(f"{len(logs.tracebacks)} exceptions logged by the gateway")
+    if logs.foreign_tracebacks:
+        world.notes.append(f"{len(logs.foreign_tracebacks)} non-JSON tracebacks in the logs"
+                           f" ({logs.foreign_tracebacks[0]})")  # fmt: skip
     acks = [e.acked for w in world.writers for e in w.acked() if e.acked is not None]
     per_writer = [longest_gap(e.acked for e in w.acked() if e.acked is not None)
                   for w in world.writers if w.name.startswith("w")]  # fmt: skip
@@ -154,7 +162,8 @@ def _report(
         "edits": sum(len(w.edits) for w in world.writers),
         "acked": len(acks),
         "lost": lost,
-        "double_acks": sum(len(w.defects) for w in world.writers),
+        "double_acks": sum(w.defects[DOUBLE_ACK] for w in world.writers),
+        "ack_defects": {w.name: dict(w.defects) for w in world.writers if w.defects},
         "fault_s": round(healed - injected, 2),
         "longest_ack_gap_s": round(longest_gap(acks), 3),
         "longest_writer_ack_gap_s": round(max(per_writer, default=0.0), 3),
@@ -165,6 +174,7 @@ def _report(
         "close_codes": dict(sorted(logs.close_codes.items())),
         "internal_error_closes": logs.internal_errors[:5],
         "tracebacks": logs.tracebacks[:5],
+        "foreign_tracebacks": logs.foreign_tracebacks[:5],
         "log_errors": dict(logs.errors),
         "notes": world.notes,
         **world.extra,

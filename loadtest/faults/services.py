@@ -8,6 +8,7 @@ ones a run isolates itself with a schema and a key prefix of its own, dropped af
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -46,9 +47,10 @@ async def accepts(port: int) -> bool:
 
 async def wait_accepting(port: int, what: str) -> None:
     async with asyncio.timeout(START_TIMEOUT):
-        while not await accepts(port):
-            await asyncio.sleep(0.05)  # polling an outside process
-    del what
+        while True:
+            if await accepts(port):
+                return
+            await asyncio.sleep(0.05)  # polling an outside process: {what}
 
 
 async def drop_schema(dsn: str, schema: str) -> None:
@@ -73,7 +75,7 @@ class OwnRedis:
     async def start(self) -> None:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
         await wait_accepting(self.port, "redis-server")
 
     def stop(self) -> None:
@@ -150,10 +152,8 @@ class OwnPostgres:
 
     def destroy(self) -> None:
         if self.started:
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
                 self._pg_ctl("stop", "-m", "immediate")
-            except subprocess.CalledProcessError:
-                pass  # already stopped
             self.started = False
         shutil.rmtree(self.dir, ignore_errors=True)
 
