@@ -187,6 +187,7 @@ class WebSocketEndpoint:
         log.info(
             "client_closed",
             code=error.close_code if error else code,
+            by="gateway" if error else "client",  # 1011 from the gateway is a bug (spec §6)
             reason=str(error) if error else "",
             seconds=round(time.monotonic() - started, 3),
             received=counts["received"],

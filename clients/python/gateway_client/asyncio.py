@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -17,6 +18,9 @@ from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
 from wedsync_protocol.close_codes import needs_new_token, reconnects
 from wedsync_protocol.messages import Reject
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing client waits for the server's answer to its close frame."""
 
 
 class GatewayClosed(Exception):
@@ -83,6 +87,11 @@ class GatewayClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._online.clear()  # leaving, not failing: close with 1000 (normal closure)
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(OSError):  # the connection was already going
+                await ws.close()
         if self._task is not None:
             self._task.cancel()
         await self._stack.aclose()
@@ -230,7 +239,9 @@ class GatewayClient:
             try:
                 self.url = self.urls[self.attempts % len(self.urls)]
                 self.attempts += 1
-                async with connect(self.url, max_size=None, compression=None) as ws:
+                async with connect(
+                    self.url, max_size=None, compression=None, close_timeout=CLOSE_TIMEOUT
+                ) as ws:
                     delays = self._delays or backoff()
                     await self._serve(ws)
                 self._connection_lost(ws.close_code or 1006, ws.close_reason or "")
