@@ -167,16 +167,16 @@ class DiskFull(Nemesis):
         world.notes.append(f"tmpfs {world.tier.disk_mb} MB filled ({written // 2**20} MB)")
 
     async def heal(self, world: World) -> None:
-        self.state["filler"].unlink()
+        self.state["filler"].unlink(missing_ok=True)
 
 
 def _fill(path: Any) -> int:
+    """Write zeros to ``path`` until the disk is full (ENOSPC); return how many bytes."""
     written = 0
-    with open(path, "wb") as file, contextlib.suppress(OSError):
-        chunk = b"\0" * 65536
-        while True:
-            written += file.write(chunk)
-            file.flush()
+    chunk = b"\0" * 65536
+    with contextlib.suppress(OSError), open(path, "wb", buffering=0) as file:
+        while True:  # unbuffered: closing the file has nothing left to flush into a full disk
+            written += file.write(chunk) or 0
     return written
 
 
