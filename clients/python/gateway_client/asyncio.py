@@ -12,13 +12,15 @@ from typing import Any, Self, TypeVar, cast
 
 from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
 from wedsync_protocol.close_codes import needs_new_token, reconnects
 from wedsync_protocol.messages import Reject
 
+POLICY_VIOLATION = 1008
+"""What a client refused before the upgrade (HTTP 4xx) reports as its close code."""
 CLOSE_TIMEOUT = 2.0
 """Seconds a closing client waits for the server's answer to its close frame."""
 
@@ -250,6 +252,12 @@ class GatewayClient:
                 self._connection_lost(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
             except* OSError as group:
                 self._connection_lost(1006, str(_first(group, OSError)))
+            except* InvalidHandshake as group:  # e.g. a node that closed during the upgrade
+                refused = _first(group, InvalidHandshake)
+                status = refused.response.status_code if isinstance(refused, InvalidStatus) else 0
+                if 400 <= status < 500 and status != 429:  # refused for good (403: bad id)
+                    self._closed = GatewayClosed(POLICY_VIOLATION, str(refused))
+                self._connection_lost(1006, str(refused))
             if self._closed is None and not self.reconnect:
                 code, reason = self.last_close or (1006, "")
                 self._closed = GatewayClosed(code, reason or "connection lost; reconnect is off")
