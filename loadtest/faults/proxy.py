@@ -3,14 +3,19 @@
 ``partition()`` aborts every piped connection (both sides see a reset) and refuses new ones;
 with ``blackhole=True`` it keeps them open but forwards nothing and opens nothing upstream, as
 a dropped network path does. ``heal()`` pipes again. ``drop()`` aborts the current connections
-once and keeps listening (a reconnect storm). Runs on the suite's event loop; nothing sleeps.
+once and keeps listening (a reconnect storm). Every proxy runs on one event loop in a thread of
+its own (``_proxy_loop``); the methods may be awaited from any loop. Nothing sleeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Coroutine
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
+
+T = TypeVar("T")
 
 
 class _Side(asyncio.Protocol):
@@ -105,6 +110,9 @@ class TcpProxy:
 
     async def start(self) -> None:
         """Listen (again) on the proxy's port."""
+        await _on_proxy_loop(self._start())
+
+    async def _start(self) -> None:
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
@@ -118,6 +126,9 @@ class TcpProxy:
 
     async def drop(self) -> int:
         """Abort every piped connection, both sides; keep listening. Returns how many."""
+        return await _on_proxy_loop(self._drop())
+
+    async def _drop(self) -> int:
         for task in list(self.connecting):
             task.cancel()
         await asyncio.gather(*self.connecting, return_exceptions=True)
@@ -128,22 +139,28 @@ class TcpProxy:
 
     async def partition(self, *, blackhole: bool = False) -> None:
         """Cut the path: refuse (abort, stop listening) or, with ``blackhole``, go silent."""
+        await _on_proxy_loop(self._partition(blackhole))
+
+    async def _partition(self, blackhole: bool) -> None:
         if blackhole:
             self.blackholed = True
             return
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        await self.drop()
+        await self._drop()
         if server is not None:
             await server.wait_closed()
 
     async def heal(self) -> None:
         """Pipe again. Connections held open by a blackhole are aborted (their bytes are gone)."""
+        await _on_proxy_loop(self._heal())
+
+    async def _heal(self) -> None:
         if self.blackholed:
             self.blackholed = False
-            await self.drop()
-        await self.start()
+            await self._drop()
+        await self._start()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -156,3 +173,22 @@ class TcpProxy:
         tb: TracebackType | None,
     ) -> None:
         await self.partition()
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _proxy_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every proxy runs on, in a thread of its own: the suite's clients keep the
+    main loop busy (100 writers decoding each other's edits), and a proxy that waited behind
+    them would look to the gateway like a Redis or Postgres that stalls."""
+    global _loop
+    if _loop is None:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, name="fault-proxies", daemon=True).start()
+        _loop = loop
+    return _loop
+
+
+async def _on_proxy_loop(job: Coroutine[Any, Any, T]) -> T:
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(job, _proxy_loop()))

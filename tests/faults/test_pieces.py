@@ -12,6 +12,7 @@ from gateway_client import Acknowledgement
 from loadtest.faults.checker import LogSummary, longest_gap, missing
 from loadtest.faults.proxy import TcpProxy
 from loadtest.faults.recorder import DOUBLE_ACK, REPEATED_ACK, UNSENT_ACK, Edit, Writer
+from tests.helpers import eventually
 
 
 async def close(writer: asyncio.StreamWriter) -> None:
@@ -72,6 +73,7 @@ async def test_a_blackhole_forwards_nothing_until_healed() -> None:
         await proxy.partition(blackhole=True)
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
         writer.write(b"ping")
+        await eventually(lambda: len(proxy.transports) == 1)  # the proxy (its thread) holds it
         await proxy.heal()  # the held connection is aborted: its bytes are gone
         with contextlib.suppress(ConnectionResetError):  # the abort may arrive as a reset
             assert await reader.read(4) == b""
