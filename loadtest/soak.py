@@ -122,9 +122,7 @@ class Gateway:
     def rss(self) -> int:
         try:
             root = psutil.Process(self.process.pid)
-            return int(
-                sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-            )
+            return int(sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]))
         except psutil.Error:
             return 0
 
@@ -179,14 +177,7 @@ class Gateways(contextlib.AbstractAsyncContextManager["Gateways"]):
                 "GATEWAY_PORT": str(port),
                 "GATEWAY_DATA_DIR": str(self.workdir / f"data-{name}"),
             }
-            with log.open("wb") as out:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "gateway", "serve"],
-                    env=node_env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            self.nodes.append(Gateway(name, port, process, log))
+            self.nodes.append(Gateway(name, port, spawn(node_env, log), log))
         async with asyncio.timeout(START_TIMEOUT):
             for node in self.nodes:
                 while not await _listening(node.port):
@@ -215,6 +206,17 @@ class Gateways(contextlib.AbstractAsyncContextManager["Gateways"]):
                 await conn.close()
 
 
+def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``gateway serve`` with ``env``, its output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 async def _listening(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -224,7 +226,7 @@ async def _listening(port: int) -> bool:
     return True
 
 
-# -- the load ----------------------------------------------------------------------------------------
+# -- the load -------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -440,7 +442,8 @@ def build_report(
 def summary(report: dict[str, Any]) -> str:
     c, counts = report["config"], report["counts"]
     nodes = "; ".join(
-        f"{n['node']}: {n['rss_mb_before_load']} → {n['rss_mb_after_warmup']} → {n['rss_mb_end']} MB"
+        f"{n['node']}: {n['rss_mb_before_load']} → {n['rss_mb_after_warmup']}"
+        f" → {n['rss_mb_end']} MB"
         for n in report["nodes"]
     )
     slope = report["slope_mb_per_h"]
@@ -504,9 +507,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--revisit", type=float, default=0.2, help="share of new weddings reopening a left one"
     )
-    p.add_argument(
-        "--room-idle-seconds", type=float, default=2.0, help="GATEWAY_ROOM_IDLE_SECONDS"
-    )
+    p.add_argument("--room-idle-seconds", type=float, default=2.0, help="GATEWAY_ROOM_IDLE_SECONDS")
     p.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sampling period")
     p.add_argument("--redis", metavar="URL", help="Redis bus (with --postgres: two nodes)")
     p.add_argument("--postgres", metavar="DSN", help="Postgres store (with --redis: two nodes)")

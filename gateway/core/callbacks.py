@@ -16,7 +16,7 @@ def weak_callback(method: Callable[[Any], object]) -> Callable[[Any], None]:
     (tests/test_memory.py). Through a weak reference, the owner goes when its last reference
     does, and the Doc with it; a callback that outlives it does nothing.
     """
-    ref = weakref.WeakMethod(method)  # type: ignore[arg-type]
+    ref = weakref.WeakMethod(method)
 
     def call(event: Any) -> None:
         target = ref()
