@@ -313,6 +313,8 @@ class Soak:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     for client in clients:
                         await client.closed.wait()
+            for client in clients:
+                client.dispose()
             self.counts.weddings_closed += 1
             self.left.append(wedding)
 
