@@ -164,7 +164,7 @@ class Gateways(contextlib.AbstractAsyncContextManager["Gateways"]):
         env = self.env()
         if self.postgres:
             migrate = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gateway", "migrate", env=env
+                sys.executable, "-m", "gateway", "migrate", env=env, cwd=self.workdir
             )
             if await migrate.wait() != 0:
                 raise RuntimeError("gateway migrate failed")
@@ -207,11 +207,16 @@ class Gateways(contextlib.AbstractAsyncContextManager["Gateways"]):
 
 
 def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """``gateway serve`` with ``env``, its output to ``log``."""
+    """``gateway serve`` with ``env``, its output to ``log``.
+
+    It runs in the log's directory: ``python -m`` puts the working directory first on
+    ``sys.path``, and the gateway measured must be the installed one, or ``--env PYTHONPATH``'s.
+    """
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
             env=env,
+            cwd=log.parent,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
