@@ -212,6 +212,7 @@ def create_app(
     websocket = WebSocketEndpoint(
         max_message_bytes=settings.max_message_bytes,
         client_queue_limit=settings.client_queue_limit,
+        client_outbox_bytes=settings.client_outbox_bytes,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
     routes = [

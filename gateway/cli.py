@@ -14,11 +14,13 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
 from gateway.adapters.postgres_store import migrate
 from gateway.adapters.redis_revocations import DEFAULT_GRACE, RedisRevocations
+from gateway.adapters.uvicorn_ws import protocol_class
 from gateway.app import GatewayApp, create_app
 from gateway.auth import issue_token
 from gateway.core.policy import Role
@@ -186,20 +188,7 @@ def serve_forever(settings: Settings) -> int:
 
     configure_logging(level=settings.log_level, fmt=settings.log_format)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=settings.ws_per_message_deflate,
-        ws_ping_interval=settings.ws_ping_interval or None,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.drain_seconds) or None,
-    )
+    config = uvicorn_config(app, settings, loop="uvloop")
     tune_gc()
     install_snapshot_signal(settings.data_dir)  # development only: with PYTHONTRACEMALLOC
     GatewayServer(config).run()
@@ -208,6 +197,25 @@ def serve_forever(settings: Settings) -> int:
         print(f"gateway: exiting: {failed}", file=sys.stderr)
         return 1
     return 0
+
+
+def uvicorn_config(app: GatewayApp, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn serves the gateway: its WebSocket protocol (gateway/adapters/uvicorn_ws.py)
+    and limits from the settings."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws": protocol_class(send_buffer_bytes=settings.socket_send_buffer_bytes),
+        "ws_max_size": settings.max_message_bytes,
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+        "ws_ping_interval": settings.ws_ping_interval or None,
+        "ws_ping_timeout": settings.ws_ping_timeout,
+        "lifespan": "on",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.drain_seconds) or None,
+    }
+    return uvicorn.Config(app, **{**options, **overrides})
 
 
 class GatewayServer(uvicorn.Server):

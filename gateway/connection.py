@@ -49,20 +49,26 @@ class ConnectionDriver:
         "_flush_scheduled",
         "_loop",
         "_out",
+        "_queued_bytes",
         "_tasks",
         "_wake",
         "_writer",
         "_writer_task",
+        "outbox_bytes",
         "queue_limit",
         "sent",
     )
 
-    def __init__(self, writer: Writer, *, queue_limit: int) -> None:
+    def __init__(self, writer: Writer, *, queue_limit: int, outbox_bytes: int = 1 << 62) -> None:
         self._writer = writer
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self.queue_limit = queue_limit
+        self.outbox_bytes = outbox_bytes
+        """Bytes waiting for the client — queued here and in the transport — before it is
+        closed as slow (4001): a client that stopped reading holds no more than this."""
         self._out: deque[Any] = deque()
+        self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._tasks: asyncio.TaskGroup | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -76,6 +82,11 @@ class ConnectionDriver:
         if len(self._out) >= self.queue_limit:
             self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
             return
+        waiting = self._queued_bytes + self._writer.buffered() + len(data)
+        if waiting > self.outbox_bytes:
+            self.close_nowait(SlowClient(f"{waiting} bytes wait for this client"))
+            return
+        self._queued_bytes += len(data)
         self._out.append(self._writer.prepare(data))
         if not self._writer.direct:
             self._kick()
@@ -96,13 +107,15 @@ class ConnectionDriver:
             self._kick()  # backpressure: the writer task waits until writable
         else:
             self.sent += written
+            self._queued_bytes = 0  # all of it is the transport's now
 
     def close_nowait(self, error: GatewayError) -> None:
         if self._error is not None:
             return
         self._error = error
         if not isinstance(error, ShuttingDown | Unauthorized | Forbidden):
-            self._out.clear()  # a draining node still delivers queued acks first, and a
+            self._out.clear()
+            self._queued_bytes = 0  # a draining node still delivers queued acks first, and a
             # refused token its permission-denied message
         self._kick()
 
@@ -131,6 +144,8 @@ class ConnectionDriver:
                 self._wake.clear()
                 while out and not self._finished:
                     self.sent += await writer.write(out)
+                    if not out:
+                        self._queued_bytes = 0
                 if self._finished:
                     return
                 if self._error is not None:
@@ -153,10 +168,12 @@ class WebSocketEndpoint:
         *,
         max_message_bytes: int,
         client_queue_limit: int,
+        client_outbox_bytes: int = 1 << 62,
         handshake_timeout_seconds: float = 15.0,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.client_queue_limit = client_queue_limit
+        self.client_outbox_bytes = client_outbox_bytes
         self.handshake_timeout_seconds = handshake_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,14 +185,18 @@ class WebSocketEndpoint:
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
             return
         await send({"type": "websocket.accept"})
-        driver = ConnectionDriver(writer_for(send), queue_limit=self.client_queue_limit)
+        driver = ConnectionDriver(
+            writer_for(send),
+            queue_limit=self.client_queue_limit,
+            outbox_bytes=self.client_outbox_bytes,
+        )
         session = Session(
             max_message_bytes=self.max_message_bytes, limits=node.limits, now=time.monotonic()
         )
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(room=room_id, client=session.id)
         log.info("client_opened", node=node.node_id)
-        counts: dict[str, Any] = {"received": 0}
+        counts: dict[str, Any] = {"received": 0, "by": "client", "reason": ""}
         auth = _Auth(gatekeeper, room_id, session, driver)
         async with asyncio.TaskGroup() as tg:
             driver.start(tg)
@@ -187,7 +208,8 @@ class WebSocketEndpoint:
         log.info(
             "client_closed",
             code=error.close_code if error else code,
-            reason=str(error) if error else "",
+            by="gateway" if error else counts["by"],  # 1011 by the gateway is a bug (spec §6)
+            reason=str(error) if error else counts["reason"],
             seconds=round(time.monotonic() - started, 3),
             received=counts["received"],
             sent=driver.sent,
@@ -228,6 +250,8 @@ class WebSocketEndpoint:
                     event = await _receive_before(receive, deadline)
                 if event["type"] == "websocket.disconnect":
                     driver.finish_nowait()
+                    counts["by"] = event.get("by", "client")  # "gateway": a keepalive timeout
+                    counts["reason"] = event.get("reason") or ""
                     return int(event.get("code", NORMAL_CLOSURE))
                 data = event.get("bytes")
                 if data is None:

@@ -127,6 +127,7 @@ class Node:
             resume_log_max_updates=resume_log_max_updates,
         )
         self.peers = Peers(store, self.fanout, self.relay, self.spawn)
+        self.relay.repair = self.peers.repair_soon
         self.ownership = Ownership(
             node_id=node_id,
             leases=leases,

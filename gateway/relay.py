@@ -12,7 +12,8 @@ own members. Everything travels on the room's bus channel, in envelopes (msgpack
     REPLY    node client data                       one message for one relayed client
     CLOSE    node client code reason                close one relayed client
     LEFT     client                                 a relayed client left: drop its proxy
-    OWNER    node fence                             this node owns the room from now on
+    OWNER    node fence state_vector                this node owns the room from now on; each
+                                                    lease interval, with its document's state
     RELEASED node fence                             this node gave the room up
     RESEND   node client from                       resend that client's forwards from ``from``
     RESEND_ALL                                      the owner missed messages: resend all
@@ -36,6 +37,11 @@ gap) gives the relay these guarantees, which tests/adapters/contracts.py checks 
 - **Bounded.** A client with ``max_outstanding`` unacknowledged forwards is not read until the
   owner answers; one whose oldest forward waited ``relay_timeout_seconds`` is closed with 4002
   (reconnect): its client resends what is not acknowledged, to whichever node it reaches.
+- **Replicas converge.** A relaying node whose document still lacks part of what the owner's
+  previous OWNER heartbeat said it held (a whole interval ago: every update in it was published
+  before that heartbeat, on the same ordered channel, and stored meanwhile) lost a message the
+  bus could not flag — say, one the owner published while this node resubscribed, stored only
+  after this node's repair read the log — and repairs from the store again (``behind``).
 - **Only the owner's updates count.** A MESSAGE carrying a document update names the fence of
   the owner that judged it; one with a fence older than the newest the node has seen (a paused
   owner that woke up after losing its lease) is dropped.
@@ -64,6 +70,7 @@ from gateway.ports import Bus, BusMessage
 from gateway.slot import Forwarded, Proxy, RoomSlot
 from gateway.types import NodeId, RoomId
 from wedsync_protocol import codec
+from wedsync_protocol.codec import decode_state_vector
 from wedsync_protocol.messages import Ack, Feature
 
 log = structlog.get_logger(__name__)
@@ -148,9 +155,11 @@ class Relay:
         self.limits = limits
         self.settings = settings
         self.events: OwnerEvents | None = None
+        self.repair: Callable[[RoomSlot], None] = lambda slot: None
+        """Rebuild the room from the store (peers.py): this node missed the owner's updates."""
         self._proxy_of: dict[Session, Proxy] = {}
         """Every proxy of every room this node owns, by its session."""
-        self.forwards = self.resends = 0
+        self.forwards = self.resends = self.behind = 0
 
     # -- what every node publishes --------------------------------------------------------------
 
@@ -178,8 +187,10 @@ class Relay:
         self._send(room_id, [kind])
 
     def announce(self, slot: RoomSlot) -> None:
-        """OWNER: this node judges the room from now on (relaying nodes resend to it)."""
-        self._send(slot.id, [Kind.OWNER, self.node_id, slot.fence])
+        """OWNER: this node judges the room from now on (relaying nodes resend to it), and
+        what its document holds (relaying nodes that lack part of it repair)."""
+        state = slot.room.doc.get_state() if slot.room is not None else b""
+        self._send(slot.id, [Kind.OWNER, self.node_id, slot.fence, state])
 
     def released(self, room_id: RoomId, fence: int) -> None:
         self._send(room_id, [Kind.RELEASED, self.node_id, fence])
@@ -307,6 +318,8 @@ class Relay:
                 self._drop_proxy(slot, room, (origin, envelope[1]))
             case Kind.OWNER:
                 self._events.owner_seen(slot, envelope[1], envelope[2])
+                if len(envelope) > 4 and not slot.owning and envelope[1] == slot.owner:
+                    self._check_behind(slot, room, envelope[3])
             case Kind.RELEASED:
                 if slot.owner == envelope[1]:
                     self._events.released(slot)
@@ -406,6 +419,19 @@ class Relay:
             if slot.heard.get(proxy.origin, 0.0) < older_than:
                 self._drop_proxy(slot, room, key)
 
+    def _check_behind(self, slot: RoomSlot, room: Room, state: bytes) -> None:
+        """Repair if this node still lacks what the owner held one heartbeat ago."""
+        previous, slot.owner_state = slot.owner_state, state
+        if not previous or slot.repairing:
+            return
+        mine = decode_state_vector(room.doc.get_state())
+        if any(
+            mine.get(client, 0) < clock for client, clock in decode_state_vector(previous).items()
+        ):
+            self.behind += 1
+            log.warning("room_behind_owner", room=slot.id, owner=slot.owner)
+            self.repair(slot)
+
     def _on_reply(self, slot: RoomSlot, client: int, data: bytes) -> None:
         session = self._local(slot, client)
         if session is None:
@@ -416,8 +442,9 @@ class Relay:
             while pending and pending[0].seq <= message.seq:
                 pending.popleft()
             slot.acked.set()
-            if not session.wants_acks:
-                return
+            if not session.wants_acks or message.seq <= session.acked:
+                return  # the owner acknowledged a resend again: the client heard it once
+            session.acked = message.seq
         else:
             self.fanout.flush_batch(slot)  # a REJECT never overtakes the undo it explains
         outlet = self.fanout.outlets.get(session)

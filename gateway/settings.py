@@ -47,8 +47,11 @@ class Settings:
     log_format: str = "json"  # json | console
     max_message_bytes: int = 1 << 20  # larger frames close with 1009
     client_queue_limit: int = 256  # outbound messages per client; overflow → close 4001
+    client_outbox_bytes: int = 4 << 20  # bytes waiting for one client (ours + transport's) → 4001
+    socket_send_buffer_bytes: int = 262144  # SO_SNDBUF of each WebSocket; 0: kernel autotuning
     ws_per_message_deflate: bool = False  # measured choice: DESIGN.md §10
     ws_ping_interval: float = 20.0  # seconds between keepalive pings; 0 disables
+    ws_ping_timeout: float = 20.0  # a ping unanswered this long closes the client (4001)
     broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
     resume_log_max_updates: int = 500  # RESUME further behind: the diff, no log read and merge
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
@@ -105,6 +108,9 @@ class Settings:
             for name in (
                 "max_message_bytes",
                 "client_queue_limit",
+                "client_outbox_bytes",
+                "ws_ping_timeout",
+                "redis_stall_seconds",
                 "snapshot_every",
                 "commit_batch_max",
                 "max_pending_appends",
@@ -121,6 +127,12 @@ class Settings:
             )
             if getattr(self, name) <= 0
         ]
+        if self.client_outbox_bytes < self.max_message_bytes:
+            problems.append(
+                "GATEWAY_CLIENT_OUTBOX_BYTES must be at least GATEWAY_MAX_MESSAGE_BYTES."
+            )
+        if self.socket_send_buffer_bytes < 0:
+            problems.append("GATEWAY_SOCKET_SEND_BUFFER_BYTES must be 0 (kernel default) or more.")
         if self.relay_timeout_seconds <= self.relay_resend_seconds:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."

@@ -90,6 +90,7 @@ class RoomSlot:
         "outstanding",
         "owner",
         "owner_heard",
+        "owner_state",
         "proxies",
         "renewed",
         "repairing",
@@ -126,6 +127,8 @@ class RoomSlot:
         self.owner_heard = 0.0
         """Loop time the owner was last heard from on the bus (its OWNER heartbeat, each lease
         interval): while it is heard, nobody takes its room over, even if its lease lapsed."""
+        self.owner_state = b""
+        """The state vector of the owner's last OWNER heartbeat (gateway/relay.py)."""
         self.known_fence = 0
         """The highest fence seen for the room: messages of an older owner are ignored."""
         self.valid_until = float("inf")

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from gateway.app import create_app
-from gateway.cli import GatewayServer
+from gateway.cli import GatewayServer, uvicorn_config
 from gateway.settings import Settings
 from tests.helpers import eventually
 
@@ -59,17 +58,7 @@ async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) ->
     port = free_port()
     settings = Settings(port=port, data_dir=data_dir, **overrides)
     app = create_app(settings, bus=bus)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=settings.ws_per_message_deflate,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
+    config = uvicorn_config(app, settings, host="127.0.0.1", timeout_graceful_shutdown=None)
     server = GatewayServer(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.get_running_loop().create_task(server.serve())

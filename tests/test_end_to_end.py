@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from gateway_client import GatewayClient
+import pytest
+
+from gateway_client import GatewayClient, GatewayClosed
 from tests.conftest import RunningGateway
 from tests.helpers import eventually
 
@@ -121,3 +123,33 @@ async def test_shutdown_acknowledges_durable_edits_then_drains(tmp_path: Path) -
         assert client.last_close == (1012, f"node {running.node.node_id} is shutting down")
         assert client.protocol.drain is not None
         assert client.protocol.unacked == 0  # every edit the node applied was acknowledged
+
+
+async def test_a_node_that_closes_during_the_upgrade_is_retried_then_the_next_one_serves(
+    gateway: RunningGateway,
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # no HTTP answer at all: what an overloaded or restarting node does
+
+    broken = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = broken.sockets[0].getsockname()[1]
+    try:
+        urls = [f"ws://127.0.0.1:{port}/ws", gateway.ws_url]  # rotated on reconnect
+        async with GatewayClient(urls, "retried", delays=iter([0.0] * 10)) as client:
+            await client.wait_synced()
+            client.set_core(partner_a="Ana", partner_b="Bea", status="planning")
+            await client.wait_durable()
+            assert client.attempts >= 2
+    finally:
+        broken.close()
+        await broken.wait_closed()
+
+
+async def test_a_wedding_id_refused_before_the_upgrade_stops_the_client(
+    gateway: RunningGateway,
+) -> None:
+    async with GatewayClient(gateway.ws_url, "not.a.wedding.id") as client:
+        with pytest.raises(GatewayClosed) as closed:
+            await client.wait_synced()
+    assert closed.value.code == 1008
+    assert "403" in closed.value.reason

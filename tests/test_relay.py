@@ -212,6 +212,55 @@ async def test_a_relayed_update_is_acknowledged_only_once_the_owner_stored_it(
         )
 
 
+async def test_an_update_resent_while_the_owner_stores_it_is_acknowledged_once(
+    store: SharedStore,
+) -> None:
+    wedding = created_wedding()
+    await store.inner.append([Append(ROOM, wedding)])
+    async with AsyncExitStack() as stack:
+        owner, relay = await nodes(stack, store, MemoryBroker())
+        await member(owner, FakeOutlet(), grant=COUPLE)
+        outlet = FakeOutlet()
+        slot, session = await member(relay, outlet, Feature.ACKS, grant=COUPLE)
+        store.appending.clear()  # the owner's store is slow: the relay resends meanwhile
+        assert relay.receive(slot, session, SyncUpdate(edit([wedding], 61, venue="Mill"))) is None
+        await eventually(lambda: store.waiting == 1, message="the owner's append is waiting")
+        for _ in range(2):  # as after a loss marker, or the resend timer
+            relay.relay.resend(slot, session)
+        await eventually(lambda: owner.committer.statistics().pending >= 3, message="two owed")
+        store.appending.set()
+        await eventually(lambda: outlet.messages(Ack) == [Ack(1)])
+        second = edit([wedding], 62, guest_count=80)
+        assert relay.receive(slot, session, SyncUpdate(second)) is None
+        await eventually(lambda: outlet.messages(Ack)[-1:] == [Ack(2)])
+        assert outlet.messages(Ack) == [Ack(1), Ack(2)]  # ACKs only grow (spec §4.2)
+
+
+async def test_a_relaying_node_that_missed_an_update_unflagged_repairs_on_the_heartbeat(
+    store: SharedStore,
+) -> None:
+    """The owner's OWNER heartbeat carries its state vector: a relaying node still lacking part
+    of it a heartbeat later lost a message no loss marker flagged (one the owner published while
+    this node resubscribed, stored after this node's repair read the log) and repairs."""
+    wedding = created_wedding()
+    await store.inner.append([Append(ROOM, wedding)])
+    async with AsyncExitStack() as stack:
+        owner, relay = await nodes(stack, store, MemoryBroker(), lease_seconds=0.6)
+        await member(owner, FakeOutlet(), grant=COUPLE)
+        outlet = FakeOutlet()
+        await member(relay, outlet, grant=COUPLE)
+        missed = edit([wedding], 63, venue="Old Mill")
+        await store.inner.append([Append(ROOM, missed)])  # stored, and its publish was lost:
+        owner_room = owner.room(ROOM)
+        assert owner_room is not None
+        owner_room.doc.apply_update(missed)  # the owner holds it; nothing reached node-b
+        await eventually(lambda: core(relay).get("venue") == "Old Mill", timeout=10)
+        assert relay.relay.behind >= 1
+        assert any(
+            core_of(m.update).get("venue") == "Old Mill" for m in outlet.messages(SyncUpdate)
+        )
+
+
 async def test_forwards_lost_on_the_bus_are_resent_and_judged_in_order(
     store: SharedStore,
 ) -> None:

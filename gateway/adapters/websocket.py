@@ -11,11 +11,13 @@ close handshake stays uvicorn's.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections import deque
 from typing import Any, Protocol
 
 from starlette.types import Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 _BINARY_FIN = 0x82
 
@@ -48,15 +50,25 @@ class Writer(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def buffered(self) -> int:
+        """Bytes written to the connection's transport and not yet taken by the kernel."""
+        ...
+
 
 class AsgiWriter:
     """One ``websocket.send`` event per message."""
 
-    __slots__ = ("_send",)
+    __slots__ = ("_send", "_transport")
     direct = False
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, transport: Any = None) -> None:
         self._send = send
+        self._transport = transport
+        """uvicorn's transport, when known: its buffer counts toward the client's outbox."""
+
+    def buffered(self) -> int:
+        transport = self._transport
+        return int(transport.get_write_buffer_size()) if transport is not None else 0
 
     def prepare(self, data: bytes) -> Any:
         return _shared(data, _asgi_event)
@@ -73,6 +85,7 @@ class AsgiWriter:
 
     async def close(self, code: int, reason: str) -> None:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        _abort_if_stuck(self._transport)
 
 
 class RawFrameWriter:
@@ -96,6 +109,9 @@ class RawFrameWriter:
     def write_nowait(self, queued: deque[Any]) -> int | None:
         return self._write(queued) if self._protocol.writable.is_set() else None
 
+    def buffered(self) -> int:
+        return int(self._protocol.transport.get_write_buffer_size())
+
     def _write(self, queued: deque[Any]) -> int:
         protocol = self._protocol
         if protocol.close_sent or protocol.disconnected or protocol.transport.is_closing():
@@ -109,17 +125,34 @@ class RawFrameWriter:
 
     async def close(self, code: int, reason: str) -> None:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        _abort_if_stuck(self._protocol.transport)
+
+
+CLOSE_GRACE_SECONDS = 2.0
+"""A closed connection whose socket still buffers data this long after the close is aborted:
+its peer does not read (the close frame waits behind that data), and a graceful close would
+wait for it forever."""
+
+
+def _abort_if_stuck(transport: Any) -> None:
+    if transport is not None and transport.get_write_buffer_size():
+        loop = asyncio.get_running_loop()
+        loop.call_later(CLOSE_GRACE_SECONDS, _abort_if_still_buffered, transport)
+
+
+def _abort_if_still_buffered(transport: Any) -> None:
+    if transport.get_write_buffer_size():
+        transport.abort()
 
 
 def writer_for(send: Send) -> Writer:
     """The fastest writer that is correct for this connection."""
     protocol: Any = getattr(send, "__self__", None)
-    uvicorn_sansio = type(protocol).__name__ == "WebSocketsSansIOProtocol" and all(
-        hasattr(protocol, a) for a in ("transport", "writable", "close_sent", "conn")
-    )
-    if uvicorn_sansio and not getattr(protocol.conn, "extensions", True):
+    if not isinstance(protocol, WebSocketsSansIOProtocol):
+        return AsgiWriter(send)
+    if not protocol.conn.extensions:
         return RawFrameWriter(send, protocol)
-    return AsgiWriter(send)
+    return AsgiWriter(send, protocol.transport)
 
 
 def _asgi_event(data: bytes) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Session:
     """
 
     __slots__ = (
+        "acked",
         "byte_rate",
         "client_id_claims",
         "features",
@@ -60,6 +61,8 @@ class Session:
         """What this connection may do in its wedding (its token's; replaced by a refresh)."""
         self.seq = 0
         """Document-bearing messages (sync step 2 and update) received so far (proto §4.2)."""
+        self.acked = 0
+        """The highest ACK sent to the client: ACKs only grow (a relayed one is sent once)."""
         self.owned_client_ids: set[int] = set()
         self.client_id_claims: deque[float] = deque()  # when each new client id was claimed
         self.last_receive = now

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from gateway_client import ClientProtocol, backoff
+from gateway_client import Acknowledgement, ClientProtocol, backoff
 from wedsync_protocol import codec
 from wedsync_protocol.errors import ProtocolError
 from wedsync_protocol.messages import (
@@ -131,6 +131,20 @@ def test_cumulative_ack_makes_edits_durable_in_order() -> None:
     assert (client.durable_version, client.unacked) == (1, 1)
     client.receive_data(codec.encode(Ack(2)))
     assert (client.durable_version, client.unacked) == (2, 0)
+
+
+def test_on_ack_reports_every_ack_with_the_edits_it_made_durable() -> None:
+    client = new_client()
+    seen: list[Acknowledgement] = []
+    client.on_ack = seen.append
+    client.connection_made()
+    client.receive_data(codec.encode(Hello(1, Feature.ACKS)))
+    edit(client, venue="Hall")
+    edit(client, guest_count=80)
+    client.data_to_send()
+    client.receive_data(codec.encode(Ack(2)))
+    client.receive_data(codec.encode(Ack(2)))  # a repeated ACK covers nothing new
+    assert seen == [Acknowledgement(2, 2, 0, 2), Acknowledgement(2, 2, 2, 2)]
 
 
 def test_step2_reply_counts_in_seq_but_makes_no_edit_durable() -> None:

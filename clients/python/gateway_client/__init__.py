@@ -2,10 +2,11 @@
 
 from gateway_client.asyncio import GatewayClient, GatewayClosed
 from gateway_client.backoff import backoff
-from gateway_client.sansio import ClientProtocol
+from gateway_client.sansio import Acknowledgement, ClientProtocol
 from gateway_client.sync import ClientSync, Origin, Replica
 
 __all__ = [
+    "Acknowledgement",
     "ClientProtocol",
     "ClientSync",
     "GatewayClient",

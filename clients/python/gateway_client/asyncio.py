@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -11,12 +12,17 @@ from typing import Any, Self, TypeVar, cast
 
 from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from gateway_client.backoff import backoff
 from gateway_client.sansio import ClientProtocol
 from wedsync_protocol.close_codes import needs_new_token, reconnects
 from wedsync_protocol.messages import Reject
+
+POLICY_VIOLATION = 1008
+"""What a client refused before the upgrade (HTTP 4xx) reports as its close code."""
+CLOSE_TIMEOUT = 2.0
+"""Seconds a closing client waits for the server's answer to its close frame."""
 
 
 class GatewayClosed(Exception):
@@ -83,6 +89,11 @@ class GatewayClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._online.clear()  # leaving, not failing: close with 1000 (normal closure)
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(OSError):  # the connection was already going
+                await ws.close()
         if self._task is not None:
             self._task.cancel()
         await self._stack.aclose()
@@ -230,7 +241,9 @@ class GatewayClient:
             try:
                 self.url = self.urls[self.attempts % len(self.urls)]
                 self.attempts += 1
-                async with connect(self.url, max_size=None, compression=None) as ws:
+                async with connect(
+                    self.url, max_size=None, compression=None, close_timeout=CLOSE_TIMEOUT
+                ) as ws:
                     delays = self._delays or backoff()
                     await self._serve(ws)
                 self._connection_lost(ws.close_code or 1006, ws.close_reason or "")
@@ -239,6 +252,12 @@ class GatewayClient:
                 self._connection_lost(rcvd.code if rcvd else 1006, rcvd.reason if rcvd else "")
             except* OSError as group:
                 self._connection_lost(1006, str(_first(group, OSError)))
+            except* InvalidHandshake as group:  # e.g. a node that closed during the upgrade
+                refused = _first(group, InvalidHandshake)
+                status = refused.response.status_code if isinstance(refused, InvalidStatus) else 0
+                if 400 <= status < 500 and status != 429:  # refused for good (403: bad id)
+                    self._closed = GatewayClosed(POLICY_VIOLATION, str(refused))
+                self._connection_lost(1006, str(refused))
             if self._closed is None and not self.reconnect:
                 code, reason = self.last_close or (1006, "")
                 self._closed = GatewayClosed(code, reason or "connection lost; reconnect is off")

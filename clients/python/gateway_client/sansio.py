@@ -10,6 +10,8 @@ the server's sync step 1 held until the CATCH_UP, POSITION, ACK numbering) are
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pycrdt import Doc, TransactionEvent, merge_updates
@@ -29,8 +31,27 @@ from wedsync_protocol.messages import (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """One ACK as the client saw it (proto/spec.md §4.2), for ``ClientProtocol.on_ack``."""
+
+    seq: int
+    """The ACK's cumulative sequence number on this connection."""
+    sent: int
+    """Document-bearing messages this connection had sent when the ACK arrived."""
+    durable_before: int
+    """``durable_version`` before this ACK."""
+    durable_after: int
+    """``durable_version`` after it: local edits ``durable_before + 1 .. durable_after`` became
+    durable with this ACK (none when equal)."""
+
+
 class ClientProtocol:
-    """Sync state of one client Doc across connections."""
+    """Sync state of one client Doc across connections.
+
+    ``on_ack``, when set, is called with an ``Acknowledgement`` for every ACK received (an
+    observer: tests and the load-test kit's fault suite record which edit became durable when).
+    """
 
     def __init__(
         self, doc: Doc[Any], *, acks: bool = True, token: str | None = None, resume: bool = True
@@ -62,6 +83,7 @@ class ClientProtocol:
         self._applying_remote = False
         self._outbox: list[bytes] = []
         self._subscription = doc.observe(self._on_transaction)
+        self.on_ack: Callable[[Acknowledgement], None] | None = None
 
     @property
     def epoch(self) -> int:
@@ -141,11 +163,14 @@ class ClientProtocol:
         return self.doc.get_update(state_vector)
 
     def acknowledged(self, seq: int) -> None:
+        before = self.durable_version
         while self._in_flight and self._in_flight[0][0] <= seq:
             _, version = self._in_flight.popleft()
             self.durable_version = max(self.durable_version, version)
         while self._unacked and self._unacked[0][0] <= self.durable_version:
             self._unacked.popleft()
+        if self.on_ack is not None:
+            self.on_ack(Acknowledgement(seq, self.sync.seq, before, self.durable_version))
 
     def other(self, message: Message) -> None:
         match message:

@@ -1,0 +1,70 @@
+"""uvicorn's sans-I/O WebSocket protocol, made to let go of a peer that stopped reading.
+
+Two changes, both about memory held for a client that no longer reads:
+
+- the kernel's send buffer of each WebSocket is capped (``send_buffer_bytes``; Linux doubles
+  the value asked for, and without a cap autotuning grew it to ~2.8 MB per stalled client);
+- a peer that does not answer a keepalive ping within ``ws_ping_timeout`` is closed with 4001
+  and, if its socket still holds data it will never read, aborted: uvicorn's own timeout closes
+  with 1011 (which proto/spec.md §6 keeps for a gateway bug) and then waits for the buffer to
+  drain, which from a peer that does not read never happens. The application hears of it as a
+  ``websocket.disconnect`` whose ``by`` is ``"gateway"``.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import structlog
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+log = structlog.get_logger(__name__)
+
+KEEPALIVE_CLOSE_CODE = 4001  # slow client: reconnect (proto/spec.md §6)
+
+
+class GatewayWebSocketProtocol(WebSocketsSansIOProtocol):
+    """Configure through ``protocol_class``."""
+
+    send_buffer_bytes = 0
+    """SO_SNDBUF asked for each WebSocket; 0 keeps the kernel's autotuning."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self.send_buffer_bytes and sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+            except OSError as exc:  # not a TCP socket (tests over a pipe): keep the default
+                log.debug("send_buffer_not_set", error=str(exc))
+
+    def keepalive_timeout(self) -> None:
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        reason = f"no answer to a keepalive ping within {self.ping_timeout:g} s"
+        disconnect: Any = {  # "by": the application's log blames the gateway, not the peer
+            "type": "websocket.disconnect",
+            "code": KEEPALIVE_CLOSE_CODE,
+            "reason": reason,
+            "by": "gateway",
+        }
+        self.queue.put_nowait(disconnect)
+        self.conn.fail(KEEPALIVE_CLOSE_CODE, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()  # it does not read: what waits for it would never drain
+        else:
+            self.transport.close()
+
+
+def protocol_class(*, send_buffer_bytes: int) -> type[GatewayWebSocketProtocol]:
+    """The protocol uvicorn should run (``uvicorn.Config(ws=...)``) with these settings."""
+    return type(
+        "ConfiguredGatewayWebSocketProtocol",
+        (GatewayWebSocketProtocol,),
+        {"send_buffer_bytes": send_buffer_bytes},
+    )
