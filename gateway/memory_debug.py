@@ -50,7 +50,9 @@ def dump_snapshot(directory: Path, n: int) -> Path:
     The summary also says how much RSS ``malloc_trim(0)`` gave back: memory freed but kept by
     the allocator (fragmentation), not held by live objects.
     """
-    gc.collect()
+    uncollected = rss_bytes()
+    found = gc.collect()
+    collected = rss_bytes()
     snapshot = tracemalloc.take_snapshot()
     path = directory / f"tracemalloc-{os.getpid()}-{n}.snapshot"
     snapshot.dump(str(path))
@@ -58,7 +60,9 @@ def dump_snapshot(directory: Path, n: int) -> Path:
     trimmed = malloc_trim()
     lines = [
         f"traced: {tracemalloc.get_traced_memory()[0]} bytes",
+        f"rss: {uncollected} bytes; after gc.collect ({found} unreachable): {collected} bytes",
         f"rss: {before} bytes; after malloc_trim: {rss_bytes()} bytes (trimmed: {trimmed})",
+        f"gc.get_stats(): {gc.get_stats()}",
     ]
     for stat in snapshot.statistics("traceback")[:TOP_LINES]:
         lines.append(f"{stat.size} bytes in {stat.count} blocks")
