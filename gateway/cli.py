@@ -26,6 +26,7 @@ from gateway.auth import issue_token
 from gateway.core.policy import Role
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.logs import configure_logging
+from gateway.memory_debug import install_snapshot_signal
 from gateway.settings import Settings
 from gateway.types import parse_room_id
 
@@ -189,6 +190,7 @@ def serve_forever(settings: Settings) -> int:
     app = create_app(settings)
     config = uvicorn_config(app, settings, loop="uvloop")
     tune_gc()
+    install_snapshot_signal(settings.data_dir)  # development only: with PYTHONTRACEMALLOC
     GatewayServer(config).run()
     failed = app.supervisor.failed
     if failed is not None:

@@ -92,7 +92,7 @@ class LoadClient:
         self.doc: Doc[Any] = Doc(client_id=config.doc_client_id(gid))
         self.core = self.doc.get("core", type=Map)
         self.timeline = self.doc.get("timeline", type=Array)
-        self.doc.observe(self._on_transaction)
+        self._subscription = self.doc.observe(self._on_transaction)
         self._capturing = False
         self._captured = b""
         self.conn: WsConnection | None = None
@@ -160,6 +160,11 @@ class LoadClient:
         self.live = True
         synced = time.monotonic_ns()
         return (opened - started) // 1000, (synced - started) // 1000
+
+    def dispose(self) -> None:
+        """Let the Doc go once this client is done: pycrdt's Doc holds its observer (and so
+        this client) in Rust, where the cycle collector cannot free them (loadtest/soak.py)."""
+        self.doc.unobserve(self._subscription)
 
     def drop(self, *, abort: bool) -> None:
         """Leave: abort = a network failure (no close frame), else a clean close."""

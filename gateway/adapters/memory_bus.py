@@ -80,6 +80,8 @@ class MemoryBus:
         finally:
             subscribers = self.broker.subscribers[room]
             subscribers.discard(subscriber)
+            if not any(s.node_id == self.node_id for s in subscribers):
+                self._seq.pop(room, None)  # the room left this node: one entry per room ever
             if not subscribers:
                 del self.broker.subscribers[room]
 

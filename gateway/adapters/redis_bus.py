@@ -334,6 +334,10 @@ class RedisBus:
         finally:
             channel.inboxes.discard(inbox)
             if not channel.inboxes:
+                # The room left this node: forget its seq, or one entry per wedding ever served
+                # would stay. If it comes back while a peer kept it, that peer sees the seq
+                # start again at 1 as a gap and repairs from the store once.
+                self._seq.pop(room, None)
                 await self._release(name, channel)
 
     def statistics(self) -> BusStatistics:

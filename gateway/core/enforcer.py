@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 from pycrdt import Array, Doc, Map
 
 from gateway.core import schema
+from gateway.core.callbacks import weak_callback
 from gateway.core.policy import Grant, Timeline
 from gateway.core.update_check import ID, InvalidUpdate, UpdateSummary
 
@@ -108,8 +109,8 @@ class Enforcer:
     """Judges the changes of client updates to one room's Doc. Call it from the room's task."""
 
     __slots__ = (
-        "_changes", "_ids", "_replaced", "_subscriptions", "_undoing", "core", "doc", "timeline",
-        "undone",
+        "__weakref__", "_changes", "_ids", "_replaced", "_subscriptions", "_undoing", "core",
+        "doc", "timeline", "undone",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any]) -> None:
@@ -126,9 +127,9 @@ class Enforcer:
         since the undo (any event drops it)."""
         self._replaced: dict[str, Undo] = {}
         """The undos the judged update's changes replaced (an undo of an undo keeps their refs)."""
-        self._subscriptions = [
-            self.core.observe_deep(self._collect_core),
-            self.timeline.observe_deep(self._collect_timeline),
+        self._subscriptions = [  # weakly: the Doc must not keep its Enforcer alive (callbacks.py)
+            self.core.observe_deep(weak_callback(self._collect_core)),
+            self.timeline.observe_deep(weak_callback(self._collect_timeline)),
         ]
 
     # -- collecting ------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, assert_never
@@ -9,6 +10,7 @@ from typing import Any, assert_never
 from pycrdt import Doc, get_state, get_update, merge_updates
 
 from gateway.core.awareness import AwarenessTable, awareness_message, check_json
+from gateway.core.callbacks import weak_callback
 from gateway.core.effects import (
     Broadcast,
     Close,
@@ -112,7 +114,11 @@ class Room:
         self._changed = False
         # pycrdt fires this only when a transaction changed the document (new structs,
         # deletions, or parts kept pending); a duplicate update fires nothing.
-        self._subscription = self.doc.observe(self._on_change)
+        # Weakly: the Doc must not keep its Room alive (callbacks.py). pycrdt's Doc also holds
+        # itself through its observer, in Rust, out of the cycle collector's sight: the observer
+        # is removed when the Room goes, or the Doc and all its memory would stay forever.
+        self._subscription = self.doc.observe(weak_callback(self._on_change))
+        weakref.finalize(self, self.doc.unobserve, self._subscription)
         self.enforcer = Enforcer(self.doc) if enforce else None
         self.refusals = 0
         self.epoch = epoch

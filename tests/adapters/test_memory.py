@@ -12,7 +12,7 @@ import pytest
 from gateway.adapters.memory_bus import MemoryBroker, MemoryBus
 from gateway.adapters.sqlite_store import SqliteStore
 from gateway.ports import Append, Author, Bus, History, Store
-from gateway.types import NodeId
+from gateway.types import NodeId, RoomId
 from tests.adapters.contracts import ROOM, BusContract, BusFactory, StoreContract, StoreFactory
 
 
@@ -70,3 +70,18 @@ class TestSqliteStore(StoreContract):
             assert await store.append([Append(ROOM, b"4")]) == [4]
             expected = History(ROOM, snapshot_offset=3, updates=[(4, b"4")], epoch=2)
             assert await store.load(ROOM) == expected
+
+
+async def test_a_room_that_leaves_the_node_leaves_no_seq_behind() -> None:
+    broker = MemoryBroker()
+    a, b = MemoryBus(NodeId("node-a"), broker), MemoryBus(NodeId("node-b"), broker)
+    rooms = [RoomId(f"other-{n}") for n in range(20)]
+    async with b.subscribe(ROOM):
+        for room in rooms:
+            async with a.subscribe(room), b.subscribe(room):
+                a.publish_nowait(room, b"update")
+                b.publish_nowait(room, b"update")
+        async with a.subscribe(ROOM):
+            a.publish_nowait(ROOM, b"update")
+        assert (a._seq, dict(b._seq)) == ({}, {})  # b still holds ROOM, but published nothing
+    assert broker.subscribers == {}

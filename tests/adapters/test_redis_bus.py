@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from gateway.adapters.redis_bus import RedisBus
 from gateway.errors import BackendUnavailable
 from gateway.ports import Bus, BusMessage, is_loss_marker
-from gateway.types import NodeId
+from gateway.types import NodeId, RoomId
 from tests.adapters.contracts import (
     OTHER_ROOM,
     ROOM,
@@ -382,3 +382,19 @@ async def test_unreachable_redis_is_backend_unavailable() -> None:
     with pytest.raises(BackendUnavailable, match="unreachable"):
         async with RedisBus.connect("redis://127.0.0.1:1/0", node_id=NodeId("node-a")):
             pass
+
+
+async def test_a_room_that_leaves_the_node_leaves_no_seq_behind(
+    connect_bus: RedisBusFactory,
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+    async with b.subscribe(ROOM) as messages:
+        for n in range(20):
+            room = RoomId(f"other-{n}")
+            async with a.subscribe(room):
+                a.publish_nowait(room, b"update")
+        async with a.subscribe(ROOM):
+            a.publish_nowait(ROOM, b"update")
+            assert (await next_message(messages)).payload == b"update"
+    assert a._seq == {}
+    await eventually(lambda: a.statistics().rooms == 0)
