@@ -97,6 +97,8 @@ def limits_from(settings: Settings) -> Limits:
         message_burst=settings.message_burst,
         bytes_per_second=settings.bytes_per_second,
         byte_burst=settings.byte_burst,
+        rate_pacing_seconds=settings.rate_pacing_seconds,
+        rate_window_seconds=settings.rate_window_seconds,
     )
 
 
@@ -213,6 +215,7 @@ def create_app(
         max_message_bytes=settings.max_message_bytes,
         client_queue_limit=settings.client_queue_limit,
         client_outbox_bytes=settings.client_outbox_bytes,
+        client_drain_timeout=settings.client_drain_timeout,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
     routes = [

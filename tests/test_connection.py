@@ -197,24 +197,6 @@ async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> No
         await stop_in_process(running)
 
 
-async def test_client_over_its_message_rate_is_closed_with_4429(tmp_path: Path) -> None:
-    running = await start_in_process(tmp_path / "data", messages_per_second=5.0, message_burst=10)
-    try:
-        async with GatewayClient(running.ws_url, "rate") as calm:
-            await calm.wait_synced()
-            async with connect(f"{running.ws_url}/rate") as flood:
-                await flood.recv()
-                with pytest.raises(ConnectionClosed):
-                    await send_until_closed(flood, codec.encode(SyncStep1(b"\x00")))
-                assert flood.close_code == 4429
-                assert "messages/s" in (flood.close_reason or "")
-            version = calm.create_wedding("Ana Silva", "Bea Costa", venue="unaffected")
-            await calm.wait_durable(version)
-            assert calm.core()["venue"] == "unaffected"
-    finally:
-        await stop_in_process(running)
-
-
 async def test_client_that_never_sends_step1_is_closed_with_4408(tmp_path: Path) -> None:
     running = await start_in_process(tmp_path / "data", handshake_timeout_seconds=0.2)
     try:
