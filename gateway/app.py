@@ -192,6 +192,7 @@ def create_app(
                 store=store,
                 limits=limits_from(settings),
                 room_idle_seconds=settings.room_idle_seconds,
+                malloc_trim_seconds=settings.malloc_trim_seconds,
                 snapshot_every=settings.snapshot_every,
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,

@@ -57,6 +57,7 @@ class Settings:
     broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
     resume_log_max_updates: int = 500  # RESUME further behind: the diff, no log read and merge
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
+    malloc_trim_seconds: float = 30.0  # after rooms unload, trim the heap this often at most
     lease_seconds: float = 3.0  # a wedding's owner lease (Postgres); renewed every third of it
     relay_resend_seconds: float = 2.0  # an update relayed to the owner, unanswered: sent again
     relay_timeout_seconds: float = 10.0  # no answer from the owner this long: close 4002
@@ -144,6 +145,8 @@ class Settings:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
             )
+        if self.malloc_trim_seconds < 0:
+            problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
             problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
         if self.byte_burst < self.max_message_bytes:

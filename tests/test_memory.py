@@ -147,3 +147,30 @@ def test_sigusr2_dumps_a_tracemalloc_snapshot_only_while_tracing(tmp_path: Path)
     finally:
         tracemalloc.stop()
         signal.signal(signal.SIGUSR2, previous)
+
+
+async def test_the_heap_is_trimmed_after_rooms_unload(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path) as store:
+        node = Node(
+            node_id=NodeId("node-1"),
+            bus=MemoryBus(NodeId("node-1")),
+            store=store,
+            limits=LIMITS,
+            room_idle_seconds=0.01,
+            malloc_trim_seconds=0.01,
+        )
+        async with node:
+            assert node.trimmer is not None
+            assert node.trimmer.trims == 0  # nothing unloaded yet: nothing to give back
+            slot, session = await member(node, FakeOutlet(), Feature.ACKS, room=RoomId("w"))
+            node.receive(slot, session, SyncUpdate(created_wedding()))
+            node.leave(slot, session)
+            await eventually(lambda: node.trimmer is not None and node.trimmer.trims == 1)
+            assert memory_debug.rss_bytes() > 0
+
+
+async def test_no_trimmer_runs_when_it_is_off(tmp_path: Path) -> None:
+    async with SqliteStore.open(tmp_path) as store:
+        node = Node(node_id=NodeId("n"), bus=MemoryBus(NodeId("n")), store=store, limits=LIMITS)
+        async with node:
+            assert node.trimmer is None
