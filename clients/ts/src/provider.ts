@@ -100,10 +100,12 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   lastClose: { code: number, reason: string } | null = null
   /** WebSocket connections opened so far. */
   connections = 0
+  /** DRAIN messages received: a node said it was shutting down (spec §4.5). */
+  drains = 0
   /** Times the server said the wedding's history was reset. */
   resets = 0
-  /** The size of each CATCH_UP update as received (compressed when gzip). */
-  readonly catchUpBytes: number[] = []
+  /** Each CATCH_UP received: its update's size as received, and its flags (spec §4.6). */
+  readonly catchUps: Array<{ bytes: number, gzip: boolean, reset: boolean }> = []
   /** The last (epoch, offset) the server said this document covers (spec §4.6). */
   epoch = 0
   offset = 0
@@ -364,6 +366,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     const exp = tokenExpiry(this.token)
     if (exp === null) return
     const life = exp * 1000 - Date.now()
+    if (life <= 0) return // the server closes with 4401; the next connection asks for a new one
     const delay = Math.min(MAX_TIMER_MS, Math.max(0, life - Math.min(this.refreshMarginMs, life / 2)))
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = setTimeout(() => { void this.refreshToken() }, delay)
@@ -419,10 +422,12 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
         break
       case 'CatchUp': {
         let update = message.update
-        this.catchUpBytes.push(update.length)
-        if ((message.flags & CATCH_UP_GZIP) !== 0) update = await gunzip(update)
+        const gzip = (message.flags & CATCH_UP_GZIP) !== 0
+        const reset = (message.flags & CATCH_UP_RESET) !== 0
+        this.catchUps.push({ bytes: update.length, gzip, reset })
+        if (gzip) update = await gunzip(update)
         if (this.ws !== ws) return
-        if ((message.flags & CATCH_UP_RESET) !== 0) await this.replaceDoc(update)
+        if (reset) await this.replaceDoc(update)
         else Y.applyUpdate(this._doc, update, this)
         this.epoch = message.epoch
         this.offset = message.offset
@@ -445,6 +450,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
         break
       }
       case 'Drain':
+        this.drains++
         this.retryMs = message.retryMs
         break
       case 'Status':
