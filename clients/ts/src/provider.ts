@@ -244,6 +244,10 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
 
   private async open (): Promise<void> {
     if (!this.shouldConnect || this.ws !== null || this.destroyed) return
+    if (globalThis.navigator?.onLine === false) {
+      this.setStatus('disconnected') // the 'online' event connects (onOnline)
+      return
+    }
     this.setStatus('connecting')
     let token: string | null
     try {
