@@ -32,7 +32,7 @@ $(TS_BUILT): $(TS_STAMP) $(TS)/tsconfig.json $(TS)/scripts/build-demo.mjs $(wild
 
 install: $(STAMP) $(NODE_STAMP) $(TS_BUILT)
 
-serve: $(STAMP)
+serve: $(STAMP) $(TS_BUILT)
 	$(BIN)/gateway serve
 
 lint: $(STAMP)
