@@ -37,8 +37,9 @@ export interface WedsyncProviderOptions {
   offline?: boolean
   /** The IndexedDB database name (default `wedsync:<weddingId>`). */
   offlineName?: string
-  /** The WebSocket class: the browser's by default; the `ws` package in Node. */
-  WebSocketPolyfill?: WebSocketConstructor
+  /** The WebSocket class: the browser's by default; the `ws` package's in Node (any class with
+   * the browser's WebSocket API: see `WebSocketLike`). */
+  WebSocketPolyfill?: WebSocketConstructor | (new (url: string, ...rest: any[]) => unknown)
   /** Several gateway URLs (each like the first argument), rotated on each reconnect. */
   urls?: string[]
   /** Connect at once (default true); otherwise call `connect()`. */
@@ -178,7 +179,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this._doc = doc
     this.tokenSource = options.token
     if (typeof options.token === 'string') this.token = options.token
-    const WS = options.WebSocketPolyfill ?? (globalThis.WebSocket as unknown as WebSocketConstructor)
+    const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.offlineName = options.offline === true ? (options.offlineName ?? `wedsync:${weddingId}`) : null
@@ -297,7 +298,9 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private connectionLost (code: number, reason: string): void {
     this.ws = null
     this.lastClose = { code, reason }
+    const wasSynced = this.synced
     this.synced = this.caughtUp = false
+    if (wasSynced) this.emit('synced', [{ synced: false }])
     this.acksPaused = false // the next node says so again if its store is failing too
     this.inFlight = []
     this.inbox = Promise.resolve()
@@ -482,7 +485,6 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     if (this.awareness.getLocalState() !== null) {
       this.send(awarenessMessage(this.awareness, [this.awareness.clientID]))
     }
-    this.send(encode({ type: 'QueryAwareness' }))
     this.emit('synced', [{ synced: true }])
   }
 

@@ -20,6 +20,7 @@ export const JWT_SECRET = 'ts-sdk-tests-secret-0123456789abcdef0123456789'
 
 export interface RunningGateway {
   port: number
+  dataDir: string
   wsUrl: string
   httpUrl: string
   process: ChildProcess
@@ -49,10 +50,13 @@ export function requireGateway (): void {
 }
 
 /** Start `gateway serve` on a free port with `env` (GATEWAY_* variables) and wait until live. */
-export async function startGateway (env: Record<string, string> = {}): Promise<RunningGateway> {
+export async function startGateway (
+  env: Record<string, string> = {}, { port, dataDir }: { port?: number, dataDir?: string } = {}
+): Promise<RunningGateway> {
   requireGateway()
-  const port = await freePort()
-  const dataDir = mkdtempSync(join(tmpdir(), 'wedsync-ts-'))
+  port ??= await freePort()
+  const keepData = dataDir !== undefined
+  dataDir ??= mkdtempSync(join(tmpdir(), 'wedsync-ts-'))
   const child = spawn(GATEWAY, ['serve'], {
     cwd: ROOT,
     env: {
@@ -70,9 +74,13 @@ export async function startGateway (env: Record<string, string> = {}): Promise<R
   child.stderr?.on('data', (chunk) => { output += String(chunk) })
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
   let exitCode: number | null | undefined
-  void exited.then((code) => { exitCode = code; rmSync(dataDir, { recursive: true, force: true }) })
+  void exited.then((code) => {
+    exitCode = code
+    if (!keepData) rmSync(dataDir, { recursive: true, force: true })
+  })
   const gateway: RunningGateway = {
     port,
+    dataDir,
     wsUrl: `ws://127.0.0.1:${port}/ws`,
     httpUrl: `http://127.0.0.1:${port}`,
     process: child,

@@ -1,6 +1,9 @@
 // The SDK in Node (the `ws` package) against real `gateway serve` processes: durable acks,
 // refused edits, resume with a gzip CATCH_UP, an epoch reset, token refresh, close codes that
 // stop, and a drain that moves the client to a second gateway.
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
@@ -15,7 +18,7 @@ const providers: WedsyncProvider[] = []
 
 function client (url: string, wedding: string, options: WedsyncProviderOptions = {}): WedsyncProvider {
   const provider = new WedsyncProvider(url, wedding, new Y.Doc(), {
-    WebSocketPolyfill: WebSocket as unknown as WedsyncProviderOptions['WebSocketPolyfill'],
+    WebSocketPolyfill: WebSocket,
     ...options
   })
   providers.push(provider)
@@ -152,6 +155,45 @@ describe('one gateway in development mode', () => {
     await waitFor(() => b.awareness.getStates().get(a.awareness.clientID)?.user?.name === 'Ana', 'b sees Ana')
     a.disconnect()
     await waitFor(() => !b.awareness.getStates().has(a.awareness.clientID), 'Ana left')
+  })
+})
+
+describe('a gateway that stops answering', () => {
+  test('an edit sent but not acknowledged stays pending; it is resent to the next gateway', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'wedsync-ts-kill-'))
+    const running: RunningGateway[] = []
+    try {
+      const first = await startGateway({}, { dataDir })
+      running.push(first)
+      const wedding = newWedding()
+      const sent: Uint8Array[] = []
+      class Recording extends WebSocket {
+        send (data: Uint8Array): void {
+          sent.push(data)
+          super.send(data)
+        }
+      }
+      const a = client(first.wsUrl, wedding, { WebSocketPolyfill: Recording, delays: function * () { while (true) yield 50 } })
+      await synced(a)
+      createWedding(a)
+      await durable(a)
+      first.process.kill('SIGSTOP') // the edit reaches the socket; nobody will ever ACK it
+      const before = sent.length
+      a.doc.getMap('core').set('venue', 'Sent, not saved')
+      await waitFor(() => sent.length > before, 'the edit was sent')
+      expect(sent[before][0]).toBe(0) // a sync message: the update itself
+      expect(a.pendingEdits).toBe(1) // sent is not saved
+      first.process.kill('SIGKILL')
+      await first.exited
+      const second = await startGateway({}, { port: first.port, dataDir })
+      running.push(second)
+      await waitFor(() => a.connections === 2 && a.synced, 'a reconnected to the restarted gateway', 30_000)
+      await durable(a)
+      expect((await weddingJson(second, wedding)).core.venue).toBe('Sent, not saved')
+    } finally {
+      for (const gateway of running) await gateway.stop('SIGKILL')
+      rmSync(dataDir, { recursive: true, force: true })
+    }
   })
 })
 
