@@ -127,6 +127,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private readonly refreshMarginMs: number
   private ws: WebSocketLike | null = null
   private shouldConnect = false
+  private opening = false
+  private readonly ownAwareness: boolean
   private destroyed = false
   private attempts = 0
   private seq = 0
@@ -186,6 +188,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.makeDelays = options.delays ?? (() => backoff())
     this.delays = this.makeDelays()
     this.refreshMarginMs = options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS
+    this.ownAwareness = options.awareness === undefined
     this.awareness = options.awareness ?? new awarenessProtocol.Awareness(doc)
     doc.on('update', this.onDocUpdate)
     this.awareness.on('update', this.onAwarenessUpdate)
@@ -228,6 +231,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   /** Disconnect and release everything; the offline copy stays in IndexedDB. */
   destroy (): void {
     if (this.destroyed) return
+    if (this.ownAwareness) this.awareness.destroy() // sends this client's removal while connected
     this.disconnect()
     this.destroyed = true
     this._doc.off('update', this.onDocUpdate)
@@ -244,13 +248,14 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   // -- connection ---------------------------------------------------------------------------
 
   private async open (): Promise<void> {
-    if (!this.shouldConnect || this.ws !== null || this.destroyed) return
+    if (!this.shouldConnect || this.ws !== null || this.opening || this.destroyed) return
     if (globalThis.navigator?.onLine === false) {
       this.setStatus('disconnected') // the 'online' event connects (onOnline)
       return
     }
     this.setStatus('connecting')
     let token: string | null
+    this.opening = true
     try {
       token = await this.currentToken()
     } catch (error) {
@@ -258,8 +263,13 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
       this.scheduleReconnect()
       this.setStatus('disconnected')
       return
+    } finally {
+      this.opening = false
     }
-    if (!this.shouldConnect || this.ws !== null || this.destroyed) return
+    if (!this.shouldConnect || this.ws !== null || this.destroyed) {
+      if (this.ws === null) this.setStatus('disconnected')
+      return
+    }
     this.url = this.urls[this.attempts % this.urls.length]
     this.attempts++
     const ws = new this.WebSocketClass(this.url)
@@ -274,7 +284,11 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     ws.onmessage = (event) => {
       if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return // text: not ours
       const data = new Uint8Array(event.data)
-      this.inbox = this.inbox.then(async () => await this.receive(ws, data))
+      this.inbox = this.inbox.then(async () => await this.receive(ws, data)).catch((error: unknown) => {
+        // Not the server's fault we know of (a Y.Doc observer threw, say): start over.
+        this.emit('error', [{ error: asError(error) }])
+        if (this.ws === ws) ws.close(CloseCode.NORMAL, 'the client failed handling a message')
+      })
     }
     ws.onclose = (event) => {
       if (this.ws === ws) this.connectionLost(event.code, event.reason)
@@ -404,7 +418,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
       message = decodeServerMessage(data)
     } catch (error) {
       this.emit('error', [{ error: asError(error) }])
-      ws.close(CloseCode.PROTOCOL_ERROR, 'the server broke the protocol')
+      ws.close(CloseCode.NORMAL, 'the server broke the protocol') // reconnect with backoff
       return
     }
     switch (message.type) {
