@@ -14,7 +14,6 @@
 import * as Y from 'yjs'
 import * as awarenessProtocol from 'y-protocols/awareness'
 import { ObservableV2 } from 'lib0/observable'
-import { IndexeddbPersistence } from 'y-indexeddb'
 
 import {
   ALL_FEATURES, AUTH_PERMISSION_DENIED, AUTH_TOKEN, CATCH_UP_GZIP, CATCH_UP_RESET,
@@ -25,6 +24,7 @@ import {
   CloseCode, backoff, gunzip, needsNewToken, reconnects, tokenExpiry,
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
+import { OfflineStore } from './offline.js'
 
 export type ConnectionStatus = 'connecting' | 'connected' | 'disconnected'
 /** A token, or a function giving a fresh one (called again before the current one expires). */
@@ -66,14 +66,6 @@ export interface WedsyncProviderEvents {
   error: (event: { error: Error }) => void
 }
 
-interface OfflineState {
-  epoch: number
-  offset: number
-  localVersion: number
-  unacked: Array<[number, Uint8Array]>
-}
-
-const OFFLINE_KEY = 'wedsync-client'
 const DEFAULT_REFRESH_MARGIN_MS = 60_000
 /** Longest a timer is set for: setTimeout overflows above 2^31 − 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1
@@ -121,7 +113,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private token: string | null = null
   private readonly WebSocketClass: WebSocketConstructor
   private readonly offlineName: string | null
-  private persistence: IndexeddbPersistence | null = null
+  private offline: OfflineStore | null = null
+  private adopting = false
   private readonly makeDelays: () => Iterator<number>
   private delays: Iterator<number>
   private readonly refreshMarginMs: number
@@ -144,7 +137,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private saving: Promise<void> = Promise.resolve()
   private saveQueued = false
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
-    if (origin === this || (this.persistence !== null && origin === this.persistence)) return
+    if (origin === this || (this.offline !== null && origin === this.offline.origin)) return
     this.localEdit(update)
   }
 
@@ -241,7 +234,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
       globalThis.removeEventListener('offline', this.onOffline)
       globalThis.removeEventListener('pagehide', this.onUnload)
     }
-    void this.persistence?.destroy()
+    this.offline?.destroy()
     super.destroy()
   }
 
@@ -560,11 +553,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.inFlight = []
     this.durableVersion = this.localVersion
     this.resets++
-    if (this.persistence !== null && this.offlineName !== null) {
-      await this.persistence.clearData()
-      this.persistence = new IndexeddbPersistence(this.offlineName, doc)
-      await this.persistence.whenSynced
-    }
+    if (this.offline !== null) await this.offline.replace(doc)
     doc.on('update', this.onDocUpdate)
     this.emit('reset', [{ doc }])
   }
@@ -586,46 +575,53 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
    * reported pending only once it is in IndexedDB (writes are coalesced, one at a time).
    */
   private saveOffline (): void {
-    if (this.persistence === null) {
+    if (this.offlineName === null) {
       this.report(this.unacked.length)
       return
     }
-    if (this.saveQueued) return
+    const store = this.offline
+    if (store === null || this.saveQueued) return // reported once the copy is open
     this.saveQueued = true
-    const persistence = this.persistence
     this.saving = this.saving.then(async () => {
       this.saveQueued = false
-      const state: OfflineState = {
-        epoch: this.epoch,
-        offset: this.offset,
-        localVersion: this.localVersion,
-        unacked: this.unacked.slice()
-      }
+      const unacked = this.unacked.slice()
       try {
-        await persistence.set(OFFLINE_KEY, state as unknown as string)
+        await store.save({ epoch: this.epoch, offset: this.offset, unacked: unacked.map(([, u]) => u) })
+        if (this.adopting) {
+          this.adopting = false
+          await store.forgetAdopted() // their edits are in this tab's record now
+        }
       } catch (error) {
         this.emit('error', [{ error: asError(error) }])
       }
-      this.report(state.unacked.filter(([v]) => v > this.durableVersion).length)
+      this.report(unacked.filter(([v]) => v > this.durableVersion).length)
     })
   }
 
+  /** Open the offline copy; adopt the edits and position of tabs that are gone (a reload). */
   private async loadOffline (name: string): Promise<void> {
-    const persistence = new IndexeddbPersistence(name, this._doc)
-    this.persistence = persistence
-    await persistence.whenSynced
-    const state = await persistence.get(OFFLINE_KEY) as OfflineState | undefined
-    if (state === undefined || this.destroyed) return
-    this.epoch = state.epoch
-    this.offset = state.offset
-    // Edits made before this provider existed (an earlier page) keep their order, first.
-    const shift = state.localVersion
-    this.unacked = [...state.unacked, ...this.unacked.map(([v, u]): [number, Uint8Array] => [v + shift, u])]
-    this.localVersion += shift
-    this.durableVersion = state.unacked.length > 0 ? state.unacked[0][0] - 1 : shift
-    Y.transact(this._doc, () => {
-      for (const [, update] of state.unacked) Y.applyUpdate(this._doc, update)
-    }, this)
+    const store = new OfflineStore(name, this._doc, String(this._doc.clientID))
+    this.offline = store // its origin marks the stored content it applies: not local edits
+    const adopted = await store.load()
+    if (this.destroyed) return
+    if (adopted.length > 0) {
+      const latest = adopted.reduce((a, b) =>
+        b.epoch > a.epoch || (b.epoch === a.epoch && b.offset > a.offset) ? b : a)
+      this.epoch = latest.epoch
+      this.offset = latest.offset
+      // Their edits come first, numbered before those this page made while the copy opened.
+      const loaded = adopted.flatMap((record) => record.unacked)
+      const k = loaded.length
+      this.unacked = [
+        ...loaded.map((u, i): [number, Uint8Array] => [i + 1, u]),
+        ...this.unacked.map(([v, u]): [number, Uint8Array] => [v + k, u])
+      ]
+      this.localVersion += k
+      Y.transact(this._doc, () => {
+        for (const update of loaded) Y.applyUpdate(this._doc, update)
+      }, this)
+      this.adopting = true
+    }
     this.saveOffline()
   }
 }
