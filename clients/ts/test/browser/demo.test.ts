@@ -68,6 +68,15 @@ async function addEntry (page: Page, start: string, title: string): Promise<void
 
 const titles = async (page: Page): Promise<string[]> => await page.locator('#timeline-list .what').allTextContents()
 
+/** Edits the page's provider took over from closed tabs, once its offline copy is open. */
+async function adoptedEdits (page: Page): Promise<number> {
+  return await page.evaluate(async () => {
+    const { provider } = (globalThis as any).wedsync
+    await provider.whenLoaded
+    return provider.localVersion as number // only adoption counts edits before any are made
+  })
+}
+
 async function screenshot (page: Page, name: string): Promise<void> {
   mkdirSync(ARTIFACTS, { recursive: true })
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
@@ -124,6 +133,33 @@ describe.skipIf(skipBrowser)('the demo page in Chromium', () => {
     await expect.poll(async () => await fieldValue(b, 'Venue'), WAIT).toBe('Offline venue')
     await expect.poll(async () => await titles(b), WAIT).toEqual(['Ceremony in the garden'])
     await screenshot(b, 'demo-other-browser')
+  })
+
+  test('a second tab offline does not take the open tab\'s edits; once that tab is closed, a reload does', async () => {
+    const wedding = newWedding('demo')
+    const token = await genToken('--subject', 'ana', '--wedding', wedding, '--role', 'planner')
+    const other = await openDemo(wedding, await genToken('--subject', 'bea', '--wedding', wedding, '--role', 'planner'))
+    const first = await openDemo(wedding, token)
+    await createWedding(first, 'Ana Silva', 'Bea Costa')
+    await expect.poll(async () => await status(first), WAIT).toBe('Saved ✓')
+    await first.waitForFunction(() => navigator.serviceWorker.controller !== null, null, WAIT)
+    const context = first.context()
+    await context.setOffline(true)
+    await addEntry(first, '12:00', 'Lunch')
+    await expect.poll(async () => await status(first), WAIT).toBe('Offline · 1 edit kept on this device')
+
+    const second = await context.newPage() // same browser profile: same IndexedDB
+    await second.goto(`${gateway.httpUrl}/?wedding=${wedding}&token=${token}`)
+    await expect.poll(async () => await titles(second), WAIT).toEqual(['Lunch']) // the stored document
+    expect(await adoptedEdits(second)).toBe(0) // the first tab's edit is the first tab's to send
+    expect(await status(second)).toBe('Offline')
+    await first.close()
+    await second.reload()
+    expect(await adoptedEdits(second)).toBe(1)
+    await expect.poll(async () => await status(second), WAIT).toBe('Offline · 1 edit kept on this device')
+    await context.setOffline(false)
+    await expect.poll(async () => await status(second), WAIT).toBe('Saved ✓')
+    await expect.poll(async () => await titles(other), WAIT).toEqual(['Lunch'])
   })
 
   test("a vendor's forbidden edit shows the refusal and the old value", async () => {
