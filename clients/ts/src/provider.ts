@@ -24,6 +24,7 @@ import {
   CloseCode, backoff, gunzip, needsNewToken, reconnects, tokenExpiry,
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
+import { Edits } from './edits.js'
 import { OfflineStore } from './offline.js'
 
 export type ConnectionStatus = 'connecting' | 'connected' | 'disconnected'
@@ -102,9 +103,16 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   /** The last (epoch, offset) the server said this document covers (spec §4.6). */
   epoch = 0
   offset = 0
-  /** Local edits made so far, and how many of them the server has made durable. */
-  localVersion = 0
-  durableVersion = 0
+  /** Local edits made so far (the last version given). */
+  get localVersion (): number {
+    return this.edits.localVersion
+  }
+
+  /** Every local edit up to this version is durable at the server. */
+  get durableVersion (): number {
+    return this.edits.durableVersion
+  }
+
   /** Resolves once the offline copy (if any) is loaded into the document. */
   readonly whenLoaded: Promise<void>
 
@@ -124,12 +132,10 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private readonly ownAwareness: boolean
   private destroyed = false
   private attempts = 0
-  private seq = 0
   private caughtUp = false
   private heldStep1: Uint8Array | null = null
   private retryMs: number | null = null
-  private unacked: Array<[number, Uint8Array]> = []
-  private inFlight: Array<[number, number]> = [] // (seq, local version it covers)
+  private readonly edits = new Edits()
   private reportedPending = 0
   private inbox: Promise<void> = Promise.resolve()
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null
@@ -290,11 +296,10 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   }
 
   private connectionMade (token: string | null): void {
-    this.seq = 0
+    this.edits.connectionMade()
     this.synced = this.acksEnabled = this.caughtUp = false
     this.heldStep1 = null
     this.retryMs = null
-    this.inFlight = []
     if (token !== null) this.send(encode({ type: 'Auth', authType: AUTH_TOKEN, text: token }))
     this.send(encode({ type: 'Hello', version: EXTENSION_VERSION, features: ALL_FEATURES }))
     const stateVector = Y.encodeStateVector(this._doc)
@@ -309,7 +314,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.synced = this.caughtUp = false
     if (wasSynced) this.emit('synced', [{ synced: false }])
     this.acksPaused = false // the next node says so again if its store is failing too
-    this.inFlight = []
+    this.edits.connectionMade() // nothing in flight any more: whatever was unacknowledged is kept
     this.inbox = Promise.resolve()
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = null
@@ -500,41 +505,27 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.document({ type: 'SyncStep2', update })
   }
 
-  /** Number a document-bearing message (its seq is what an ACK names, spec §4.2) and send it. */
-  private document (message: Message): number {
-    this.seq++
+  /** Send a document-bearing message, numbered for ACK (spec §4.2); `version`: its edits. */
+  private document (message: Message, version?: number): void {
+    this.edits.numberMessage(version)
     this.send(encode(message))
-    return this.seq
   }
 
   private acknowledged (seq: number): void {
-    while (this.inFlight.length > 0 && this.inFlight[0][0] <= seq) {
-      const [, version] = this.inFlight.shift() as [number, number]
-      this.durableVersion = Math.max(this.durableVersion, version)
-    }
-    const before = this.unacked.length
-    while (this.unacked.length > 0 && this.unacked[0][0] <= this.durableVersion) this.unacked.shift()
-    if (this.unacked.length !== before) this.saveOffline()
+    if (this.edits.acknowledged(seq)) this.saveOffline()
   }
 
   /** Unacknowledged edits, merged into one update: the server may have lost them (§4.3). */
   private resend (): void {
-    if (this.unacked.length === 0) return
-    const version = this.unacked[this.unacked.length - 1][0]
-    const update = Y.mergeUpdates(this.unacked.map(([, u]) => u))
-    const seq = this.document({ type: 'SyncUpdate', update })
-    this.inFlight.push([seq, version])
+    const kept = this.edits.resend()
+    if (kept !== null) this.document({ type: 'SyncUpdate', update: kept.update }, kept.version)
   }
 
   // -- local edits ----------------------------------------------------------------------------
 
   private localEdit (update: Uint8Array): void {
-    this.localVersion++
-    this.unacked.push([this.localVersion, update])
-    if (this.caughtUp && this.ws !== null) {
-      const seq = this.document({ type: 'SyncUpdate', update })
-      this.inFlight.push([seq, this.localVersion])
-    }
+    const version = this.edits.record(update)
+    if (this.caughtUp && this.ws !== null) this.document({ type: 'SyncUpdate', update }, version)
     this.saveOffline()
   }
 
@@ -549,9 +540,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     const doc = new Y.Doc({ gc: old.gc })
     Y.applyUpdate(doc, update, this)
     this._doc = doc
-    this.unacked = []
-    this.inFlight = []
-    this.durableVersion = this.localVersion
+    this.edits.dropAll()
     this.resets++
     if (this.offline !== null) await this.offline.replace(doc)
     doc.on('update', this.onDocUpdate)
@@ -576,7 +565,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
    */
   private saveOffline (): void {
     if (this.offlineName === null) {
-      this.report(this.unacked.length)
+      this.report(this.edits.pending)
       return
     }
     const store = this.offline
@@ -584,9 +573,9 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.saveQueued = true
     this.saving = this.saving.then(async () => {
       this.saveQueued = false
-      const unacked = this.unacked.slice()
+      const version = this.edits.localVersion
       try {
-        await store.save({ epoch: this.epoch, offset: this.offset, unacked: unacked.map(([, u]) => u) })
+        await store.save({ epoch: this.epoch, offset: this.offset, unacked: this.edits.updates() })
         if (this.adopting) {
           this.adopting = false
           await store.forgetAdopted() // their edits are in this tab's record now
@@ -594,7 +583,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
       } catch (error) {
         this.emit('error', [{ error: asError(error) }])
       }
-      this.report(unacked.filter(([v]) => v > this.durableVersion).length)
+      this.report(this.edits.pendingUpTo(version)) // the edits this write stored
     })
   }
 
@@ -611,12 +600,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
       this.offset = latest.offset
       // Their edits come first, numbered before those this page made while the copy opened.
       const loaded = adopted.flatMap((record) => record.unacked)
-      const k = loaded.length
-      this.unacked = [
-        ...loaded.map((u, i): [number, Uint8Array] => [i + 1, u]),
-        ...this.unacked.map(([v, u]): [number, Uint8Array] => [v + k, u])
-      ]
-      this.localVersion += k
+      this.edits.prepend(loaded)
       Y.transact(this._doc, () => {
         for (const update of loaded) Y.applyUpdate(this._doc, update)
       }, this)
