@@ -29,6 +29,7 @@ const coreForm = $<HTMLFormElement>('core-form')
 const statusEl = $('status')
 
 $('wedding-id').textContent = weddingId
+$('role').textContent = `you are ${roleOf(token)}`
 document.title = `WedSync · ${weddingId}`
 
 // -- who is here ----------------------------------------------------------------------------------
@@ -37,16 +38,27 @@ function myName (): string {
   const named = params.get('name')
   if (named !== null && named !== '') return named
   const sub = token !== undefined ? subjectOf(token) : null
-  return sub ?? `${NAMES[provider.awareness.clientID % NAMES.length]} (guest)`
+  return sub ?? `Guest ${NAMES[provider.awareness.clientID % NAMES.length]}`
+}
+
+function claimsOf (jwt: string): Record<string, any> {
+  try {
+    return JSON.parse(atob((jwt.split('.')[1] ?? '').replace(/-/g, '+').replace(/_/g, '/')))
+  } catch {
+    return {}
+  }
 }
 
 function subjectOf (jwt: string): string | null {
-  try {
-    const claims = JSON.parse(atob((jwt.split('.')[1] ?? '').replace(/-/g, '+').replace(/_/g, '/')))
-    return typeof claims.sub === 'string' ? claims.sub : null
-  } catch {
-    return null
-  }
+  const sub = claimsOf(jwt).sub
+  return typeof sub === 'string' ? sub : null
+}
+
+/** The role the token names for this wedding (the gateway decides; this is only shown). */
+function roleOf (jwt: string | undefined): string {
+  if (jwt === undefined) return 'planner (development mode)'
+  const role = claimsOf(jwt).weddings?.[weddingId]
+  return typeof role === 'string' ? role : 'no role here'
 }
 
 provider.awareness.setLocalStateField('user', {

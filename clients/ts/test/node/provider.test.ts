@@ -4,13 +4,14 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import WebSocket from 'ws'
 import * as Y from 'yjs'
 
 import { WedsyncProvider, type WedsyncProviderOptions } from '../../src/index.js'
 import {
-  JWT_SECRET, genToken, newWedding, sharedStore, startGateway, stopGateways, waitFor, weddingJson,
+  JWT_SECRET, ROOT, genToken, newWedding, sharedStore, startGateway, stopGateways, waitFor, weddingJson,
   type RunningGateway
 } from '../gateway.js'
 
@@ -143,6 +144,30 @@ describe('one gateway in development mode', () => {
     await waitFor(() => core(b).venue === 'New venue', 'b sees an edit of the new document')
     expect(core(b).notes).toBeUndefined()
     expect((await weddingJson(gateway, wedding)).core).toEqual(core(b))
+  })
+
+  test('the SDK and a stock y-websocket provider edit one wedding and converge', async () => {
+    // The stock client and its own yjs come from the repository's root package (interop tests).
+    const root = (path: string): string => pathToFileURL(join(ROOT, 'node_modules', path)).href
+    const { WebsocketProvider } = await import(root('y-websocket/src/y-websocket.js'))
+    const StockY = await import(root('yjs/dist/yjs.mjs'))
+    const wedding = newWedding()
+    const sdk = client(gateway.wsUrl, wedding)
+    await synced(sdk)
+    createWedding(sdk)
+    const stockDoc = new StockY.Doc()
+    const stock = new WebsocketProvider(gateway.wsUrl, wedding, stockDoc, { WebSocketPolyfill: WebSocket, disableBc: true })
+    try {
+      await waitFor(() => stockDoc.getMap('core').get('partner_a') === 'Ana', 'the stock client has the wedding')
+      stockDoc.getMap('core').set('venue', 'From the stock client')
+      sdk.doc.getMap('core').set('guest_count', 42)
+      await waitFor(() => core(sdk).venue === 'From the stock client', 'the SDK sees the stock edit')
+      await waitFor(() => stockDoc.getMap('core').get('guest_count') === 42, 'the stock client sees the SDK edit')
+      await durable(sdk)
+      expect(stockDoc.getMap('core').toJSON()).toEqual(core(sdk))
+    } finally {
+      stock.destroy()
+    }
   })
 
   test('awareness reaches the other client and leaves with it', async () => {

@@ -136,6 +136,47 @@ describe('opening a connection', () => {
   })
 })
 
+describe('what the server says', () => {
+  test('STATUS acks paused: edits stay pending ("saving"), then the ACKs come', async () => {
+    const p = provider()
+    const saved: Array<{ pending: number, acksPaused: boolean }> = []
+    p.on('saved', (event) => saved.push(event))
+    await settle()
+    await live(last())
+    last().push({ type: 'Status', flags: 1 })
+    await settle()
+    expect(p.acksPaused).toBe(true)
+    p.doc.getMap('core').set('venue', 'Hall')
+    last().push({ type: 'Status', flags: 0 })
+    last().push({ type: 'Ack', seq: 2 })
+    await settle()
+    expect(saved).toEqual([
+      { pending: 0, acksPaused: true }, { pending: 1, acksPaused: true },
+      { pending: 1, acksPaused: false }, { pending: 0, acksPaused: false }
+    ])
+  })
+
+  test('REJECT is an event with the field and the reason; awareness of others is applied', async () => {
+    const p = provider()
+    const rejects: unknown[] = []
+    p.on('reject', (event) => rejects.push(event))
+    await settle()
+    await live(last())
+    last().push({ type: 'Reject', seq: 2, field: 'core.venue', reason: 'role vendor may not write core fields' })
+    const other = new Y.Doc()
+    const { Awareness, encodeAwarenessUpdate } = await import('y-protocols/awareness')
+    const awareness = new Awareness(other)
+    awareness.setLocalStateField('user', { name: 'Bea' })
+    last().push({ type: 'AwarenessUpdate', payload: encodeAwarenessUpdate(awareness, [other.clientID]) })
+    await settle()
+    expect(rejects).toEqual([{ seq: 2, field: 'core.venue', reason: 'role vendor may not write core fields' }])
+    expect(p.awareness.getStates().get(other.clientID)).toEqual({ user: { name: 'Bea' } })
+    awareness.destroy()
+    last().serverClose(1006) // the others' presence is unknown once the connection is gone
+    expect(p.awareness.getStates().has(other.clientID)).toBe(false)
+  })
+})
+
 describe('close codes (proto/spec.md §6)', () => {
   test.each([1009, 4500, 4503])('%d stops: no reconnect', async (code) => {
     const p = provider()
