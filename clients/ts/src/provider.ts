@@ -21,15 +21,16 @@ import {
   type Message
 } from './protocol.js'
 import {
-  CloseCode, backoff, gunzip, needsNewToken, reconnects, tokenExpiry,
+  CloseCode, backoff, gunzip, needsNewToken, reconnects,
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
 import { Edits } from './edits.js'
 import { OfflineStore } from './offline.js'
+import { TokenKeeper, type TokenSource } from './token.js'
+
+export type { TokenSource } from './token.js'
 
 export type ConnectionStatus = 'connecting' | 'connected' | 'disconnected'
-/** A token, or a function giving a fresh one (called again before the current one expires). */
-export type TokenSource = string | (() => string | Promise<string>)
 
 export interface WedsyncProviderOptions {
   /** Sent in an auth message first on every connection (spec §2.4); none in development. */
@@ -68,8 +69,6 @@ export interface WedsyncProviderEvents {
 }
 
 const DEFAULT_REFRESH_MARGIN_MS = 60_000
-/** Longest a timer is set for: setTimeout overflows above 2^31 − 1 ms. */
-const MAX_TIMER_MS = 2 ** 31 - 1
 
 /**
  * The provider. `provider.doc` is the document (a new one after a `reset`); `awareness` the
@@ -117,15 +116,13 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   readonly whenLoaded: Promise<void>
 
   private _doc: Y.Doc
-  private readonly tokenSource: TokenSource | undefined
-  private token: string | null = null
+  private readonly tokens: TokenKeeper
   private readonly WebSocketClass: WebSocketConstructor
   private readonly offlineName: string | null
   private offline: OfflineStore | null = null
   private adopting = false
   private readonly makeDelays: () => Iterator<number>
   private delays: Iterator<number>
-  private readonly refreshMarginMs: number
   private ws: WebSocketLike | null = null
   private shouldConnect = false
   private opening = false
@@ -178,15 +175,13 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.urls = bases.map((base) => `${base.replace(/\/+$/, '')}/${encodeURIComponent(weddingId)}`)
     this.url = this.urls[0]
     this._doc = doc
-    this.tokenSource = options.token
-    if (typeof options.token === 'string') this.token = options.token
+    this.tokens = new TokenKeeper(options.token, options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS)
     const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.offlineName = options.offline === true ? (options.offlineName ?? `wedsync:${weddingId}`) : null
     this.makeDelays = options.delays ?? (() => backoff())
     this.delays = this.makeDelays()
-    this.refreshMarginMs = options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS
     this.ownAwareness = options.awareness === undefined
     this.awareness = options.awareness ?? new awarenessProtocol.Awareness(doc)
     doc.on('update', this.onDocUpdate)
@@ -256,7 +251,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     let token: string | null
     this.opening = true
     try {
-      token = await this.currentToken()
+      token = await this.tokens.current()
     } catch (error) {
       this.emit('error', [{ error: asError(error) }])
       this.scheduleReconnect()
@@ -323,8 +318,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     let willReconnect = this.shouldConnect && !this.destroyed && reconnects(code)
     if (willReconnect && needsNewToken(code)) {
       // proto/spec.md §6: the same token fails again; only a token function gives a new one.
-      willReconnect = typeof this.tokenSource === 'function'
-      this.token = null
+      willReconnect = this.tokens.renewable
+      this.tokens.refused()
     }
     this.emit('close', [{ code, reason, willReconnect }])
     if (willReconnect) this.scheduleReconnect()
@@ -369,40 +364,24 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
 
   // -- tokens ---------------------------------------------------------------------------------
 
-  private async currentToken (): Promise<string | null> {
-    const source = this.tokenSource
-    if (source === undefined) return null
-    if (typeof source === 'string') return source
-    const exp = this.token !== null ? tokenExpiry(this.token) : null
-    if (this.token === null || (exp !== null && exp * 1000 <= Date.now())) {
-      this.token = await source()
-    }
-    return this.token
-  }
-
   private scheduleTokenRefresh (): void {
-    if (typeof this.tokenSource !== 'function' || this.token === null) return
-    const exp = tokenExpiry(this.token)
-    if (exp === null) return
-    const life = exp * 1000 - Date.now()
-    if (life <= 0) return // the server closes with 4401; the next connection asks for a new one
-    const delay = Math.min(MAX_TIMER_MS, Math.max(0, life - Math.min(this.refreshMarginMs, life / 2)))
+    const delay = this.tokens.refreshDelay()
+    if (delay === null) return
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.refreshTimer = setTimeout(() => { void this.refreshToken() }, delay)
   }
 
   /** Fetch a new token now and send it on the open connection (spec §2.4 "While connected"). */
   async refreshToken (): Promise<void> {
-    const source = this.tokenSource
-    if (typeof source !== 'function') return
+    let token: string | null
     try {
-      this.token = await source()
+      token = await this.tokens.renew()
     } catch (error) {
       this.emit('error', [{ error: asError(error) }])
       return
     }
-    if (this.ws !== null) {
-      this.send(encode({ type: 'Auth', authType: AUTH_TOKEN, text: this.token }))
+    if (token !== null && this.ws !== null) {
+      this.send(encode({ type: 'Auth', authType: AUTH_TOKEN, text: token }))
       this.scheduleTokenRefresh()
     }
   }

@@ -2,6 +2,7 @@
 import { describe, expect, test } from 'vitest'
 
 import { backoff, needsNewToken, reconnects, tokenExpiry } from '../../src/socket.js'
+import { TokenKeeper } from '../../src/token.js'
 
 describe('close codes', () => {
   test.each([1000, 1006, 1011, 1012, 4001, 4002, 4003, 4004, 4401, 4408, 4409, 4429, 3000])(
@@ -47,5 +48,41 @@ describe('token expiry', () => {
   test('is null without exp or for garbage', () => {
     expect(tokenExpiry(jwt({ sub: 'a' }))).toBe(null)
     expect(tokenExpiry('not a token')).toBe(null)
+  })
+})
+
+describe('TokenKeeper', () => {
+  const jwt = (exp: number): string => `e30.${Buffer.from(JSON.stringify({ exp })).toString('base64url')}.sig`
+  const NOW = 1_800_000_000_000
+
+  test('a fixed token is used as it is and never renewed', async () => {
+    const keeper = new TokenKeeper('fixed', 60_000)
+    expect(await keeper.current()).toBe('fixed')
+    expect(keeper.renewable).toBe(false)
+    expect(keeper.refreshDelay(NOW)).toBe(null)
+  })
+
+  test('a function is renewed a margin before expiry, at most half its remaining life', async () => {
+    let exp = NOW / 1000 + 3600
+    const keeper = new TokenKeeper(() => jwt(exp), 60_000)
+    await keeper.current(NOW)
+    expect(keeper.refreshDelay(NOW)).toBe(3_540_000)
+    exp = NOW / 1000 + 10
+    await keeper.renew()
+    expect(keeper.refreshDelay(NOW)).toBe(5_000)
+    expect(keeper.refreshDelay(NOW + 11_000)).toBe(null) // expired: the server closes with 4401
+  })
+
+  test('after 4401 the next connection asks the function again; an expired token too', async () => {
+    let calls = 0
+    const keeper = new TokenKeeper(() => jwt(NOW / 1000 + 60 * ++calls), 60_000)
+    await keeper.current(NOW)
+    await keeper.current(NOW)
+    expect(calls).toBe(1)
+    keeper.refused()
+    await keeper.current(NOW)
+    expect(calls).toBe(2)
+    await keeper.current(NOW + 10 * 60_000) // past its exp
+    expect(calls).toBe(3)
   })
 })
