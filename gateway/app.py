@@ -25,6 +25,7 @@ from gateway.auth import TokenVerifier, log_development_mode
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
+from gateway.demo import demo_routes
 from gateway.gatekeeper import Gatekeeper
 from gateway.http_api import wedding_resume, wedding_view
 from gateway.http_errors import EXCEPTION_HANDLERS
@@ -229,6 +230,7 @@ def create_app(
         Route("/v1/weddings/{wedding_id}/resume", wedding_resume, methods=["GET"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
+        *demo_routes(settings),  # development mode only
     ]
     return GatewayApp(routes, serving, websocket, supervisor)
 
