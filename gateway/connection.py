@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from starlette.types import Receive, Scope, Send
 
+from gateway.adapters.uvicorn_ws import forget_handshake
 from gateway.adapters.websocket import Writer, writer_for
 from gateway.core.backlog import Backlog
 from gateway.core.policy import Grant
@@ -86,7 +87,7 @@ class ConnectionDriver:
         self._backlog_timer: asyncio.TimerHandle | None = None
         self._out: deque[Any] = deque()
         self._queued_bytes = 0
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None  # made with the writer task, if one is needed
         self._tasks: asyncio.TaskGroup | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._error: GatewayError | None = None
@@ -173,7 +174,8 @@ class ConnectionDriver:
         self._finished = True
         self._backlog = None
         self._drop_backlog_timer()
-        self._wake.set()  # a writer task, if any, returns
+        if self._wake is not None:
+            self._wake.set()  # the writer task returns
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         """Give the driver the connection's task group, which will own its writer task."""
@@ -182,17 +184,19 @@ class ConnectionDriver:
     def _kick(self) -> None:
         """Wake the writer task, starting it on first need: a client whose frames are written
         directly (RawFrameWriter) has none until backpressure or a close needs one."""
+        if self._wake is None:
+            self._wake = asyncio.Event()  # ~1 KB an idle client with direct writes never needs
         self._wake.set()
         if self._writer_task is None and self._tasks is not None:
-            self._writer_task = self._tasks.create_task(self.write_loop())
+            self._writer_task = self._tasks.create_task(self.write_loop(self._wake))
 
-    async def write_loop(self) -> None:
+    async def write_loop(self, wake: asyncio.Event) -> None:
         """Write queued messages in order; send the close frame once an error is set."""
         writer, out = self._writer, self._out
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
+                await wake.wait()
+                wake.clear()
                 while True:
                     while out and not self._finished:
                         self.sent += await writer.write(out)
@@ -267,7 +271,9 @@ class WebSocketEndpoint:
         async with asyncio.TaskGroup() as tg:
             driver.start(tg)
             try:
-                code = await self._read_loop(node, auth, session, driver, receive, counts, scope)
+                code = await self._read_loop(
+                    node, auth, session, driver, receive, send, counts, scope
+                )
             finally:
                 auth.end()
         error = driver.error
@@ -289,6 +295,7 @@ class WebSocketEndpoint:
         session: Session,
         driver: ConnectionDriver,
         receive: Receive,
+        send: Send,
         counts: dict[str, Any],
         scope: Scope,
     ) -> int:
@@ -306,6 +313,7 @@ class WebSocketEndpoint:
                 token = auth.token_from(_decoded(session, event.get("bytes")))
             auth.admit(token)
             slot: RoomSlot = await node.join(auth.room, session, driver)
+            forget_handshake(send, scope)  # headers: the token above was their last use
         except GatewayError as exc:
             auth.deny(exc)
             return exc.close_code

@@ -182,6 +182,17 @@ async def test_broadcast_frames_are_written_raw_under_uvicorn(gateway: RunningGa
         assert [e["notes"] for e in b.timeline()] == ["n" + RING * 1999] * 10
 
 
+async def test_an_admitted_client_keeps_no_upgrade_headers(gateway: RunningGateway) -> None:
+    # uvicorn keeps the upgrade's request, response and header list for the connection's life:
+    # kilobytes of every idle connection (issue 13, idle scale)
+    headers = {"User-Agent": "a browser " + "x" * 500, "Cookie": "c=" + "y" * 500}
+    async with connect(f"{gateway.ws_url}/admitted", additional_headers=headers) as ws:
+        await ws.recv()  # the server's step 1: admitted and joined
+        (outlet,) = gateway.node.fanout.outlets.values()
+        protocol = outlet._writer._protocol
+        assert (protocol.request, protocol.response, protocol.scope["headers"]) == (None, None, [])
+
+
 async def test_deflate_connections_fall_back_to_asgi_sends(tmp_path: Path) -> None:
     from gateway.adapters.websocket import AsgiWriter
 

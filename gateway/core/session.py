@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
 
 from gateway.core.limits import Limits, TokenBucket
 from gateway.core.policy import DEVELOPMENT_GRANT, Awareness, Grant
@@ -66,7 +65,7 @@ class Session:
         self.acked = 0
         """The highest ACK sent to the client: ACKs only grow (a relayed one is sent once)."""
         self.owned_client_ids: set[int] = set()
-        self.client_id_claims: deque[float] = deque()  # when each new client id was claimed
+        self.client_id_claims: list[float] = []  # when each new client id was claimed
         self.last_receive = now
         self.max_message_bytes = max_message_bytes
         self._owed = 0.0  # seconds of pause the last message's cost asks for
