@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := node_modules/.installed-stamp
+COMPILED := $(VENV)/.compiled-stamp
 TS := clients/ts
 TS_STAMP := $(TS)/node_modules/.installed-stamp
 TS_BUILT := $(TS)/dist/index.js
@@ -30,9 +31,16 @@ $(TS_BUILT): $(TS_STAMP) $(TS)/tsconfig.json $(TS)/scripts/build-demo.mjs $(wild
 	cd $(TS) && npm run --silent build
 	touch $@
 
-install: $(STAMP) $(NODE_STAMP) $(TS_BUILT)
+# The update guard compiled with mypyc (tools/compile_guard.py); without a C compiler it stays
+# pure Python, and says so.
+$(COMPILED): $(STAMP) tools/compile_guard.py gateway/core/update_reader.py gateway/core/update_check.py
+	$(BIN)/python tools/compile_guard.py >/dev/null || { rm -f gateway/core/update_*.so; \
+	  echo "warning: tools/compile_guard.py failed: the update guard runs as pure Python" >&2; }
+	touch $@
 
-serve: $(STAMP) $(TS_BUILT)
+install: $(STAMP) $(NODE_STAMP) $(TS_BUILT) $(COMPILED)
+
+serve: $(STAMP) $(TS_BUILT) $(COMPILED)
 	$(BIN)/gateway serve
 
 lint: $(STAMP)

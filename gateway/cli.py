@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 import uvicorn
 
 from gateway.adapters.postgres_store import migrate
@@ -23,12 +24,15 @@ from gateway.adapters.redis_revocations import DEFAULT_GRACE, RedisRevocations
 from gateway.adapters.uvicorn_ws import protocol_class
 from gateway.app import GatewayApp, create_app
 from gateway.auth import issue_token
+from gateway.compiled import guard_compiled, stale_extensions
 from gateway.core.policy import Role
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.logs import configure_logging
 from gateway.memory_debug import install_snapshot_signal
 from gateway.settings import Settings
 from gateway.types import parse_room_id
+
+log = structlog.get_logger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,6 +186,15 @@ def run_migrate(settings: Settings, *, check: bool) -> int:
     return 0
 
 
+def log_guard_build() -> None:
+    """Say whether the update guard runs compiled (tools/compile_guard.py) or as Python."""
+    stale = stale_extensions()
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        log.warning("guard_compiled_stale", extensions=names, fix="make install")
+    log.info("guard_build", compiled=guard_compiled())
+
+
 def serve_forever(settings: Settings) -> int:
     """Run the app under uvicorn with uvloop until SIGINT/SIGTERM (0), or until the process
     can no longer serve (1: gateway/supervision.py; the orchestrator starts a new one)."""
@@ -191,6 +204,7 @@ def serve_forever(settings: Settings) -> int:
     config = uvicorn_config(app, settings, loop="uvloop")
     tune_gc()
     install_snapshot_signal(settings.data_dir)  # development only: with PYTHONTRACEMALLOC
+    log_guard_build()
     GatewayServer(config).run()
     failed = app.supervisor.failed
     if failed is not None:

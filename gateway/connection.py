@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -51,6 +52,7 @@ class ConnectionDriver:
         "_error",
         "_finished",
         "_flush_scheduled",
+        "_flushes",
         "_loop",
         "_out",
         "_queued_bytes",
@@ -75,6 +77,7 @@ class ConnectionDriver:
         self._writer = writer
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
+        self._flushes = _tick_flush(self._loop)
         self.queue_limit = queue_limit
         self.outbox_bytes = outbox_bytes
         """Bytes waiting for the client — queued here and in the transport — before it falls
@@ -106,7 +109,7 @@ class ConnectionDriver:
                     self._kick()
                 elif not self._flush_scheduled:  # one write per client per loop tick
                     self._flush_scheduled = True
-                    self._loop.call_soon(self._flush)
+                    self._flushes.add(self)
                 return
             self._fall_behind()
         assert self._backlog is not None
@@ -219,6 +222,47 @@ class ConnectionDriver:
     @property
     def error(self) -> GatewayError | None:
         return self._error
+
+
+class _TickFlush:
+    """The drivers with frames to write at the end of this loop tick, all flushed by one
+    callback: a broadcast to N members schedules one callback, not N."""
+
+    __slots__ = ("_drivers", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._drivers: list[ConnectionDriver] = []
+        self._scheduled = False
+
+    def add(self, driver: ConnectionDriver) -> None:
+        self._drivers.append(driver)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        drivers, self._drivers = self._drivers, []
+        for driver in drivers:
+            try:
+                driver._flush()
+            except Exception:  # one connection's failure must not keep the others' frames
+                log.exception("client_flush_failed")
+                driver.finish_nowait()
+
+
+_tick_flushes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TickFlush] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tick_flush(loop: asyncio.AbstractEventLoop) -> _TickFlush:
+    """The loop's _TickFlush (one per event loop: tests run one loop after another)."""
+    flush = _tick_flushes.get(loop)
+    if flush is None:
+        flush = _tick_flushes[loop] = _TickFlush(loop)
+    return flush
 
 
 def _delivers_first(error: GatewayError) -> bool:

@@ -4,7 +4,7 @@
     ├── ProtocolError        peer broke proto/spec.md    4500 terminal
     │   ├── MessageTooBig                                1009 terminal
     │   ├── InvalidUpdate    refused by the update guard  4500 terminal
-    │   │   └── MissingReference  refers to unknown item  4004 reconnect (core/update_reader.py)
+    │   │   └── MissingReference  refers to unknown item  4004 reconnect
     │   └── RoomPoisoned     pycrdt failed applying it   4500 terminal (the room is reset)
     ├── RoomReset            room rebuilt from the store 4003 reconnect
     ├── Unauthorized         missing or expired token    4401 reconnect after refreshing the token
@@ -46,6 +46,27 @@ class ProtocolError(GatewayError, WireProtocolError):
 
     close_code = 4500
     retryable = False
+
+
+class InvalidUpdate(ProtocolError):
+    """An update that breaks the Yjs v1 encoding, the room's clock rules or the room's schema.
+
+    Raised by the update guard (gateway/core/update_reader.py, update_check.py), and defined
+    here with MissingReference, outside the modules tools/compile_guard.py compiles: mypyc does
+    not keep a class attribute's override on an exception subclass it compiles.
+    """
+
+
+class MissingReference(InvalidUpdate):
+    """The update refers to an item this room does not have (yet).
+
+    Retryable (close 4004): the node may lack a peer's update (a failed-over client resends
+    edits that depend on it), so it repairs the room from the store, and a reconnecting client
+    sends, in its sync step 2, everything the room lacks, dependencies first.
+    """
+
+    close_code = 4004
+    retryable = True
 
 
 class MessageTooBig(ProtocolError):

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.cli import GatewayServer, uvicorn_config
+from gateway.compiled import stale_extensions
 from gateway.settings import Settings
 from tests.helpers import eventually
 
@@ -79,6 +80,14 @@ async def stop_in_process(running: RunningGateway) -> None:
     server, task = running.server
     server.should_exit = True
     await task
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Tests run the compiled guard when it is built: an edited guard must be built again."""
+    stale = stale_extensions()
+    if stale:
+        names = ", ".join(p.name for p in stale)
+        pytest.exit(f"{names} older than its source: run `make install` (tools/compile_guard.py)")
 
 
 @pytest.fixture

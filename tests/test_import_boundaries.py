@@ -25,7 +25,9 @@ STDLIB = frozenset(sys.stdlib_module_names)
 
 SERVER_ENTRY_POINTS = ("gateway.app", "gateway.cli")
 """What any load-test module may import from the server: what starts one (create_app, the CLI)."""
-MICRO_BENCHMARKS = frozenset({"bench_guard.py", "bench_enforcement.py", "bench_compression.py"})
+MICRO_BENCHMARKS = frozenset(
+    {"bench_guard.py", "bench_enforcement.py", "bench_compression.py", "bench_hotpath.py"}
+)
 """These measure server components in-process (the update guard, enforcement in a Room, the
 HTTP content coding): they must import what they measure. They are not the load generator,
 which talks to a server over the wire only."""

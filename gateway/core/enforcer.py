@@ -26,7 +26,8 @@ from pycrdt import Array, Doc, Map
 from gateway.core import schema
 from gateway.core.callbacks import weak_callback
 from gateway.core.policy import Grant, Timeline
-from gateway.core.update_check import ID, InvalidUpdate, UpdateSummary
+from gateway.core.update_check import ID, UpdateSummary
+from gateway.errors import InvalidUpdate
 
 MAX_SNAPSHOT_DEPTH = 4
 MAX_UNDO_REFS = 64

@@ -33,9 +33,10 @@ from gateway.core.limits import Limits
 from gateway.core.outgoing import catch_up_message, rejects
 from gateway.core.policy import Awareness, Grant, Timeline
 from gateway.core.session import Session, SessionState
-from gateway.core.update_check import MissingReference, UpdateSummary
+from gateway.core.update_check import UpdateSummary
 from gateway.errors import (
     InvalidState,
+    MissingReference,
     ProtocolError,
     RoomPoisoned,
     RoomReset,

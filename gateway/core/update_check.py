@@ -34,8 +34,6 @@ from gateway.core.update_reader import (
     KEYED_TYPES,
     LISTED_TYPES,
     ContentRef,
-    InvalidUpdate,
-    MissingReference,
     Parent,
     ParsedUpdate,
     Struct,
@@ -44,6 +42,7 @@ from gateway.core.update_reader import (
     read_any_content,
     read_update,
 )
+from gateway.errors import InvalidUpdate, MissingReference
 
 __all__ = [
     "CLOCK_LIMIT",

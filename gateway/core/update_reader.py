@@ -28,7 +28,7 @@ from enum import IntEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from gateway.errors import ProtocolError, WireProtocolError
+from gateway.errors import InvalidUpdate, WireProtocolError
 from wedsync_protocol.codec import MAX_SAFE_INTEGER, Reader
 
 CLOCK_LIMIT = 2**31
@@ -39,22 +39,6 @@ ID = tuple[int, int]
 
 Parent = str | ID
 """A root name, or the ID of the item whose shared type is the parent."""
-
-
-class InvalidUpdate(ProtocolError):
-    """An update that breaks the Yjs v1 encoding, the room's clock rules or the room's schema."""
-
-
-class MissingReference(InvalidUpdate):
-    """The update refers to an item this room does not have (yet).
-
-    Retryable (close 4004): the node may lack a peer's update (a failed-over client resends
-    edits that depend on it), so it repairs the room from the store, and a reconnecting client
-    sends, in its sync step 2, everything the room lacks, dependencies first.
-    """
-
-    close_code = 4004
-    retryable = True
 
 
 class ContentRef(IntEnum):

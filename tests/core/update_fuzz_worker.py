@@ -18,7 +18,8 @@ from typing import Any, BinaryIO
 
 from pycrdt import Array, Doc, Map
 
-from gateway.core.update_check import DocIndex, InvalidUpdate, check_update
+from gateway.core.update_check import DocIndex, check_update
+from gateway.errors import InvalidUpdate
 from wedsync_protocol.codec import Reader
 
 
