@@ -40,7 +40,7 @@ from gateway.errors import BackendUnavailable, GatewayError, RoomReset, Shutting
 from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.ownership import Ownership
 from gateway.peers import Peers
-from gateway.ports import Bus, Lease, Leases, Store
+from gateway.ports import Bus, Lease, Leases, Retention, Store
 from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
@@ -100,9 +100,11 @@ class Node:
         lease_seconds: float = 3.0,
         relay: RelaySettings | None = None,
         supervisor: Supervisor | None = None,
+        retention: Retention | None = None,
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
-        ``supervisor``: the process's (gateway/supervision.py), shared with the bus."""
+        ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
+        ``retention``: what compaction keeps for version history (gateway/history.py)."""
         self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
@@ -125,6 +127,7 @@ class Node:
             self.spawn,
             snapshot_every=snapshot_every,
             resume_log_max_updates=resume_log_max_updates,
+            retention=retention,
         )
         self.peers = Peers(store, self.fanout, self.relay, self.spawn)
         self.relay.repair = self.peers.repair_soon
@@ -165,6 +168,8 @@ class Node:
             repair=self.peers.repair_soon,
         )
         self._messages_received = 0
+        self.webhooks: Any = None
+        """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
 
     # -- lifecycle ------------------------------------------------------------------------------
