@@ -102,8 +102,10 @@ class HistoryStatements:
                    (SELECT min("offset") FROM {schema}.updates
                     WHERE room = $1 AND "offset" > coalesce((SELECT "offset" FROM point), 0))
                        AS first,
-                   coalesce(array_agg(u."offset" ORDER BY u."offset"), '{{}}') AS offsets,
-                   coalesce(array_agg(u.data ORDER BY u."offset"), '{{}}') AS updates
+                   coalesce(array_agg(u."offset" ORDER BY u."offset")
+                            FILTER (WHERE u."offset" IS NOT NULL), '{{}}') AS offsets,
+                   coalesce(array_agg(u.data ORDER BY u."offset")
+                            FILTER (WHERE u."offset" IS NOT NULL), '{{}}') AS updates
             FROM (SELECT) one LEFT JOIN {schema}.updates u
                 ON u.room = $1 AND u."offset" > coalesce((SELECT "offset" FROM point), 0)
                 AND u."offset" <= $3
