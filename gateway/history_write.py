@@ -126,7 +126,7 @@ async def _wait_ack(outlet: _Outlet, seq: int, timeout: float) -> list[Reject]:
         async with asyncio.timeout(timeout):
             while True:
                 for data in outlet.messages[read:]:
-                    message = codec.decode(data)
+                    message = codec.decode_server_message(data)
                     if isinstance(message, Reject) and message.seq == seq:
                         rejects.append(message)
                     elif isinstance(message, Ack) and message.seq >= seq:
