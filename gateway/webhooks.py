@@ -263,7 +263,11 @@ class WebhookDispatcher:
         settings = self.settings
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(DeliveryFailed),
-            wait=wait_exponential_jitter(initial=0.1, max=settings.retry_max_seconds),
+            wait=wait_exponential_jitter(
+                multiplier=0.1,
+                max=settings.retry_max_seconds,
+                jitter=settings.retry_max_seconds / 4,
+            ),
             stop=stop_after_delay(settings.dead_letter_seconds),
         )
         try:
