@@ -40,7 +40,7 @@ from gateway import history, history_write
 from gateway.admin import admin_claims
 from gateway.core import schema
 from gateway.core.policy import DEVELOPMENT_GRANT, Grant, Role
-from gateway.errors import Forbidden
+from gateway.errors import BackendUnavailable, Forbidden, GatewayError
 from gateway.gatekeeper import Gatekeeper
 from gateway.http_api import authorize, wedding_view
 from gateway.http_errors import HttpError
@@ -74,6 +74,8 @@ async def wedding_view_or_past(request: Request) -> Response:
     if "at" not in params and "offset" not in params:
         return await wedding_view(request)
     _only(params, {"at", "offset", "token"})
+    if "at" in params and "offset" in params:
+        raise HttpError(400, "give at or offset, not both")
     room = authorize(request)
     store, config = _versions(request), _config(request)
     offset = await _target_offset(store, config, room, params.get("at"), params.get("offset"))
@@ -246,9 +248,14 @@ async def _write(
 ) -> history_write.Written:
     node: Node = request.state.node
     config = _config(request)
-    return await history_write.write(
-        node, room, grant, edit, timeout=config.write_timeout_seconds, render=render
-    )
+    try:
+        return await history_write.write(
+            node, room, grant, edit, timeout=config.write_timeout_seconds, render=render
+        )
+    except BackendUnavailable:
+        raise  # 503 with Retry-After (gateway/http_errors.py)
+    except GatewayError as exc:  # the room went (a reset, a lost lease, a drain): try again
+        raise HttpError(503, f"the write was not made: {exc}", {"Retry-After": "1"}) from exc
 
 
 def _written(room: RoomId, written: history_write.Written, extra: dict[str, Any]) -> Response:
@@ -277,7 +284,7 @@ def _restorer(request: Request, via: str) -> tuple[RoomId, Grant]:
         claims = (
             gatekeeper.claims(token) if token is not None else admin_claims(request, gatekeeper)
         )
-        if claims.admin and room not in claims.weddings:
+        if claims.admin:  # an admin restores with planner rights, whatever its own role
             grant = Grant(claims.subject, Role.PLANNER, token_id=claims.token_id)
         else:
             grant = claims.grant_for(room)

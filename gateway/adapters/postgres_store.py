@@ -611,8 +611,11 @@ class _Statements:
             WITH head AS (
                 SELECT CASE WHEN s."offset" > $2::bigint THEN s.data END AS snapshot,
                        CASE WHEN s."offset" > $2::bigint THEN s."offset"
-                            -- the offset the log starts after (a snapshot's, a reset's): the
-                            -- rows left are exactly the last ones, offsets never repeat
+                            -- the log starts at or before the snapshot (rows the history
+                            -- window keeps are older): nothing to count
+                            WHEN s."offset" IS NOT NULL THEN greatest($2::bigint, 0)
+                            -- the offset the log starts after (a reset's): the rows left
+                            -- are exactly the last ones, offsets never repeat
                             ELSE greatest($2::bigint, 0, coalesce(
                                 (SELECT r.last_offset FROM {schema}.rooms r WHERE r.room = $1), 0
                             ) - (SELECT count(*) FROM {schema}.updates WHERE room = $1)) END
