@@ -359,3 +359,31 @@ async def test_bad_input_everywhere_gets_a_clear_4xx(
     assert (await http.get(f"{w}/versions")).status_code == 401
     foreign = token(Role.PLANNER, wedding="other-wedding")
     assert (await http.get(f"{w}/changes", headers=bearer(foreign))).status_code == 403
+
+
+async def test_a_state_from_before_several_compactions_is_still_restorable(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(tmp_path / "data", jwt_secret=Secret(SECRET), snapshot_every=2)
+    try:
+        async with (
+            connect(running) as planner,
+            httpx.AsyncClient(base_url=running.http_url) as http,
+        ):
+            await build_wedding(planner)  # 5 updates: compacted twice already
+            early = (await audit(running))[1].offset  # the wedding and the first entry
+            for n in range(6):
+                planner.set_core(guest_count=10 + n)
+                await planner.wait_durable()
+            await eventually(lambda: running.node.statistics().compactions >= 2)
+            newest = await running.node.store.load(RoomId(WEDDING))
+            assert newest.snapshot is not None  # loads from the newest snapshot
+            assert newest.snapshot_offset > early  # which covers the state restored
+            answer = await http.post(
+                f"/v1/weddings/{WEDDING}/restore", json={"offset": early}, headers=bearer(PLANNER)
+            )
+            assert answer.status_code == 200, answer.text
+            await eventually(lambda: [e["id"] for e in planner.timeline()] == ["ceremony"])
+            assert "guest_count" not in planner.core()
+    finally:
+        await stop_in_process(running)

@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ import uvicorn
 from starlette.datastructures import Secret
 from starlette.types import Receive, Scope, Send
 
+from gateway.adapters.postgres_store import migrate
 from gateway.core.policy import Role
+from gateway.errors import ConfigError
+from gateway.settings import Settings
 from gateway.types import RoomId
 from gateway.webhooks import configured_id, signature, verify_signature
 from gateway_client import GatewayClient
@@ -92,8 +96,27 @@ def receiver() -> Receiver:
 
 @pytest.fixture
 async def hooked(tmp_path: Path, receiver: Receiver) -> AsyncIterator[RunningGateway]:
+    async with hooked_gateway(tmp_path, receiver) as running:
+        yield running
+
+
+@pytest.fixture
+async def hooked_postgres(
+    tmp_path: Path, receiver: Receiver, postgres_dsn: str, postgres_schema: str
+) -> AsyncIterator[RunningGateway]:
+    await migrate(postgres_dsn, schema=postgres_schema)
+    store = {"database_url": Secret(postgres_dsn), "database_schema": postgres_schema}
+    async with hooked_gateway(tmp_path, receiver, **store) as running:
+        yield running
+
+
+@asynccontextmanager
+async def hooked_gateway(
+    tmp_path: Path, receiver: Receiver, **store: Any
+) -> AsyncIterator[RunningGateway]:
     running = await start_in_process(
         tmp_path / "data",
+        **store,
         room_idle_seconds=0.2,
         jwt_secret=Secret(SECRET),
         changes_poll_seconds=0.05,
@@ -118,6 +141,18 @@ def failed_attempts(gateway: RunningGateway, endpoint: str) -> int:
 async def test_a_receiver_down_for_a_while_then_back_gets_every_batch_in_order_signed(
     hooked: RunningGateway, receiver: Receiver
 ) -> None:
+    await down_then_back(hooked, receiver)
+
+
+@pytest.mark.postgres
+async def test_the_same_delivery_from_a_gateway_on_postgres(
+    hooked_postgres: RunningGateway, receiver: Receiver
+) -> None:
+    await down_then_back(hooked_postgres, receiver)
+
+
+async def down_then_back(hooked: RunningGateway, receiver: Receiver) -> None:
+    """The receiver is down while weddings change, then up: every batch arrives, in order."""
     endpoint = configured_id(receiver.url)
     await write(hooked, "hook-a", 4)  # the receiver is down: nothing listens on its port
     await write(hooked, "hook-b", 2)
@@ -235,3 +270,12 @@ async def test_the_admin_api_registers_lists_and_removes_endpoints(tmp_path: Pat
             assert (await http.delete("/v1/webhooks/crm", headers=admin)).status_code == 404
     finally:
         await stop_in_process(running)
+
+
+def test_configured_webhooks_need_a_secret_to_sign_with() -> None:
+    with pytest.raises(ConfigError, match="GATEWAY_WEBHOOK_SECRET"):
+        Settings.from_env({"GATEWAY_WEBHOOK_URLS": "http://127.0.0.1:9/hook"})
+    settings = Settings.from_env(
+        {"GATEWAY_WEBHOOK_URLS": " http://a/h , http://b/h ", "GATEWAY_WEBHOOK_SECRET": "s" * 16}
+    )
+    assert settings.webhook_url_list == ("http://a/h", "http://b/h")
