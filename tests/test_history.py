@@ -20,6 +20,7 @@ from gateway.types import RoomId
 from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
+from tests.interop import finish_script, read_event, script_running
 from tests.interop.test_pycrdt_interop import event_ids, new_doc, online
 from tests.test_attacks import SECRET, WEDDING, token
 
@@ -387,3 +388,30 @@ async def test_a_state_from_before_several_compactions_is_still_restorable(
             assert "guest_count" not in planner.core()
     finally:
         await stop_in_process(running)
+
+
+@pytest.mark.interop
+async def test_a_stock_y_websocket_client_converges_to_a_restore_with_no_reset(
+    gateway: RunningGateway,
+) -> None:
+    async with (
+        GatewayClient(gateway.ws_url, WEDDING) as planner,
+        httpx.AsyncClient(base_url=gateway.http_url, timeout=30) as http,
+    ):
+        await build_wedding(planner)
+        before_wipe = iso_time(time.time())
+        for entry in ENTRIES:
+            planner.remove_timeline_entry(entry)
+        await planner.wait_durable()
+        # npm yjs + y-websocket, unmodified: joins the wiped wedding, waits for "ceremony"
+        args = ("--await-mark", "ceremony", "--hold")
+        async with script_running("client.mjs", gateway.ws_url, WEDDING, *args) as js:
+            await read_event(js, "synced")
+            answer = await http.post(f"/v1/weddings/{WEDDING}/restore", json={"at": before_wipe})
+            assert answer.status_code == 200, answer.text
+            await read_event(js, "holding")  # the restored entries reached it
+            run = await finish_script(js, "client.mjs")
+    (client,) = run.result["clients"]
+    assert [e["id"] for e in client["json"]["timeline"]] == list(ENTRIES)
+    assert client["json"]["core"]["venue"] == "Villa Rosa"
+    assert client["closes"] == []  # never disconnected, never reset
