@@ -17,7 +17,8 @@ Weddings: the token's (every role may read); ``?wedding=`` (repeatable) narrows 
 those. Development mode (no keys) has no token to read them from: ``?wedding=`` is required.
 The stream polls the store (``GATEWAY_CHANGES_POLL_SECONDS``: one query for which weddings
 changed, then one per changed wedding), so it sees the changes of every node; a comment line
-is sent every ``GATEWAY_SSE_KEEPALIVE_SECONDS`` so proxies keep the connection.
+is sent every ``GATEWAY_SSE_KEEPALIVE_SECONDS`` so proxies keep the connection. A draining node
+ends its streams (EventSource reconnects by itself, with its ``Last-Event-ID``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from gateway.gatekeeper import Gatekeeper
 from gateway.history_api import HistoryConfig, change_set_json
 from gateway.http_errors import HttpError
 from gateway.ports import Versions
+from gateway.tokens import NoToken
 from gateway.types import RoomId, parse_room_id
 
 CLOCK_SLACK_SECONDS = 5.0
@@ -92,9 +95,10 @@ async def change_stream(request: Request) -> Response:
             newest = await store.audit_range(room, limit=1, newest_first=True)
             cursors[room] = newest[0].offset if newest else 0
     feed: FeedConfig = request.state.feed
+    stopping: asyncio.Event = request.state.node.rooms.stopping
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(
-        _events(store, feed, cursors), media_type="text/event-stream", headers=headers
+        _events(store, feed, cursors, stopping), media_type="text/event-stream", headers=headers
     )
 
 
@@ -116,8 +120,6 @@ def _weddings(request: Request) -> list[RoomId]:
     else:
         token = gatekeeper.token_in(request.scope)
         if token is None:
-            from gateway.tokens import NoToken
-
             raise NoToken("a token is required: Authorization: Bearer or ?token=")
         claims = gatekeeper.claims(token)
         for room in rooms:
@@ -129,12 +131,14 @@ def _weddings(request: Request) -> list[RoomId]:
 
 
 async def _events(
-    store: Versions, feed: FeedConfig, cursors: dict[RoomId, int]
+    store: Versions, feed: FeedConfig, cursors: dict[RoomId, int], stopping: asyncio.Event
 ) -> AsyncIterator[bytes]:
+    """The stream's bytes until the client goes or the node drains (then the stream ends: the
+    client reconnects, to another node, with its ``Last-Event-ID``)."""
     yield b"retry: 2000\n\n"
     since = time.time()
     quiet_since = time.monotonic()
-    while True:
+    while not stopping.is_set():
         started = time.time()
         changed = await store.rooms_changed_since(since - CLOCK_SLACK_SECONDS)
         since = started
@@ -145,7 +149,8 @@ async def _events(
         if time.monotonic() - quiet_since >= feed.keepalive_seconds:
             quiet_since = time.monotonic()
             yield b": keepalive\n\n"
-        await asyncio.sleep(feed.poll_seconds)  # a poll interval, not a wait for a condition
+        with contextlib.suppress(TimeoutError):  # the poll interval, cut short by a drain
+            await asyncio.wait_for(stopping.wait(), feed.poll_seconds)
 
 
 async def _room_events(
