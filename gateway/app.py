@@ -23,7 +23,7 @@ from gateway.adapters.redis_revocations import RedisRevocations
 from gateway.adapters.sqlite_store import SqliteStore
 from gateway.admin import reset_history, revoke_token, wedding_owner
 from gateway.auth import TokenVerifier, log_development_mode
-from gateway.change_feed import FeedConfig, change_stream
+from gateway.change_feed import ChangeWatcher, FeedConfig, change_stream
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
@@ -227,6 +227,7 @@ def create_app(
             )
             await stack.enter_async_context(node)
             webhooks = await start_webhooks(settings, node, store, stack)
+            changes = start_change_watcher(settings, node, store, stack)
             yield {
                 "node": node,
                 "gatekeeper": gatekeeper,
@@ -234,6 +235,7 @@ def create_app(
                 "history": history_config,
                 "feed": feed_config,
                 "webhooks": webhooks,
+                "changes": changes,
             }
 
     history_config = HistoryConfig(
@@ -310,6 +312,18 @@ async def start_webhooks(
     task = node.spawn("webhooks", node.supervisor.keep("webhooks", dispatcher.run, essential=False))
     stack.callback(task.cancel)
     return dispatcher
+
+
+def start_change_watcher(
+    settings: Settings, node: Node, store: Store, stack: AsyncExitStack
+) -> ChangeWatcher | None:
+    """The poller behind every change stream of the node (gateway/change_feed.py)."""
+    if not isinstance(store, Versions):
+        return None
+    watcher = ChangeWatcher(store, settings.changes_poll_seconds, node.rooms.stopping)
+    task = node.spawn("changes", node.supervisor.keep("changes", watcher.run, essential=False))
+    stack.callback(task.cancel)
+    return watcher
 
 
 def open_journal(settings: Settings, stack: AsyncExitStack) -> CrashJournal:

@@ -15,8 +15,9 @@ offset when the stream opens. Without the header the stream starts now.
 
 Weddings: the token's (every role may read); ``?wedding=`` (repeatable) narrows them to some of
 those. Development mode (no keys) has no token to read them from: ``?wedding=`` is required.
-The stream polls the store (``GATEWAY_CHANGES_POLL_SECONDS``: one query for which weddings
-changed, then one per changed wedding), so it sees the changes of every node; a comment line
+The node polls the store for all its streams at once (``ChangeWatcher``: one query per
+``GATEWAY_CHANGES_POLL_SECONDS`` for which weddings changed; a stream then reads only those), so
+a stream sees the changes of every node; a comment line
 is sent every ``GATEWAY_SSE_KEEPALIVE_SECONDS`` so proxies keep the connection. A draining node
 ends its streams (EventSource reconnects by itself, with its ``Last-Event-ID``).
 """
@@ -29,7 +30,7 @@ import binascii
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from starlette.requests import Request
@@ -82,24 +83,78 @@ def decode_position(text: str) -> dict[RoomId, int]:
     return cursors
 
 
+@dataclass(eq=False, slots=True)
+class Subscription:
+    """One stream's weddings, and those the watcher saw change since the stream last looked."""
+
+    rooms: frozenset[RoomId]
+    pending: set[RoomId]
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self, changed: set[RoomId]) -> None:
+        hit = changed & self.rooms
+        if hit:
+            self.pending |= hit
+            self.woken.set()
+
+
+class ChangeWatcher:
+    """One query per poll interval for every change stream of this node: which weddings
+    changed (``Versions.rooms_changed_since``, so every node's changes count). Streams then
+    read only the weddings that changed. Run ``run`` as a job of the node."""
+
+    def __init__(self, store: Versions, poll_seconds: float, stopping: asyncio.Event) -> None:
+        self.store = store
+        self.poll_seconds = poll_seconds
+        self.stopping = stopping
+        self._subscriptions: set[Subscription] = set()
+
+    def subscribe(self, rooms: frozenset[RoomId]) -> Subscription:
+        """Follow ``rooms``; every one is pending at first (the stream catches up from its
+        cursors). Call ``unsubscribe`` when the stream ends."""
+        subscription = Subscription(rooms, set(rooms))
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    async def run(self) -> None:
+        since = time.time()
+        while True:
+            started = time.time()
+            if self._subscriptions:
+                changed = await self.store.rooms_changed_since(since - CLOCK_SLACK_SECONDS)
+                for subscription in list(self._subscriptions):
+                    subscription.notify(changed)
+            since = started
+            if self.stopping.is_set():  # a draining node ends its streams
+                for subscription in self._subscriptions:
+                    subscription.woken.set()
+                return
+            with contextlib.suppress(TimeoutError):  # the poll interval, cut short by a drain
+                async with asyncio.timeout(self.poll_seconds):
+                    await self.stopping.wait()
+
+
 async def change_stream(request: Request) -> Response:
     """``GET /v1/changes/stream`` (module docstring)."""
     weddings = _weddings(request)
     store = request.state.node.store
-    if not isinstance(store, Versions):
+    watcher: ChangeWatcher | None = request.state.changes
+    if not isinstance(store, Versions) or watcher is None:
         raise HttpError(501, "this store keeps no version history")
     resumed = request.headers.get("last-event-id")
     cursors = decode_position(resumed) if resumed else {}
+    cursors = {room: offset for room, offset in cursors.items() if room in weddings}
     for room in weddings:
         if room not in cursors:
             newest = await store.audit_range(room, limit=1, newest_first=True)
             cursors[room] = newest[0].offset if newest else 0
     feed: FeedConfig = request.state.feed
-    stopping: asyncio.Event = request.state.node.rooms.stopping
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    return StreamingResponse(
-        _events(store, feed, cursors, stopping), media_type="text/event-stream", headers=headers
-    )
+    events = _events(store, feed, cursors, watcher)
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
 
 
 def _weddings(request: Request) -> list[RoomId]:
@@ -131,26 +186,28 @@ def _weddings(request: Request) -> list[RoomId]:
 
 
 async def _events(
-    store: Versions, feed: FeedConfig, cursors: dict[RoomId, int], stopping: asyncio.Event
+    store: Versions, feed: FeedConfig, cursors: dict[RoomId, int], watcher: ChangeWatcher
 ) -> AsyncIterator[bytes]:
     """The stream's bytes until the client goes or the node drains (then the stream ends: the
     client reconnects, to another node, with its ``Last-Event-ID``)."""
-    yield b"retry: 2000\n\n"
-    since = time.time()
-    quiet_since = time.monotonic()
-    while not stopping.is_set():
-        started = time.time()
-        changed = await store.rooms_changed_since(since - CLOCK_SLACK_SECONDS)
-        since = started
-        for room in sorted(changed & cursors.keys()):
-            async for event in _room_events(store, feed, cursors, room):
-                quiet_since = time.monotonic()
-                yield event
-        if time.monotonic() - quiet_since >= feed.keepalive_seconds:
-            quiet_since = time.monotonic()
-            yield b": keepalive\n\n"
-        with contextlib.suppress(TimeoutError):  # the poll interval, cut short by a drain
-            await asyncio.wait_for(stopping.wait(), feed.poll_seconds)
+    subscription = watcher.subscribe(frozenset(cursors))
+    try:
+        yield b"retry: 2000\n\n"
+        while not watcher.stopping.is_set():
+            rooms, subscription.pending = subscription.pending, set()
+            subscription.woken.clear()
+            for room in sorted(rooms & cursors.keys()):
+                async for event in _room_events(store, feed, cursors, room):
+                    yield event
+            if subscription.pending:
+                continue
+            try:
+                async with asyncio.timeout(feed.keepalive_seconds):
+                    await subscription.woken.wait()
+            except TimeoutError:
+                yield b": keepalive\n\n"
+    finally:
+        watcher.unsubscribe(subscription)
 
 
 async def _room_events(
@@ -172,4 +229,11 @@ async def _room_events(
             return
 
 
-__all__ = ["FeedConfig", "HistoryConfig", "change_stream", "decode_position", "encode_position"]
+__all__ = [
+    "ChangeWatcher",
+    "FeedConfig",
+    "HistoryConfig",
+    "change_stream",
+    "decode_position",
+    "encode_position",
+]

@@ -177,3 +177,27 @@ async def test_gateway_restore_asks_the_running_gateway(secured: RunningGateway)
     _, err = await refused.communicate()
     assert refused.returncode == 1
     assert b"ISO 8601" in err
+
+
+async def test_a_draining_node_ends_its_streams(tmp_path: Path) -> None:
+    running = await start_in_process(
+        tmp_path / "data", jwt_secret=Secret(SECRET), changes_poll_seconds=0.05
+    )
+    headers = {"Authorization": f"Bearer {vendor_token()}"}
+    stopping: asyncio.Task[None] | None = None
+    try:
+        async with (
+            httpx.AsyncClient(base_url=running.http_url, timeout=30) as http,
+            http.stream("GET", "/v1/changes/stream", headers=headers) as stream,
+        ):
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "retry: 2000"
+            stopping = asyncio.get_running_loop().create_task(stop_in_process(running))
+            async with asyncio.timeout(READ_DEADLINE):
+                rest = [line async for line in lines]  # ends: the node closed it
+        assert not [line for line in rest if line.startswith("event:")]
+        async with asyncio.timeout(READ_DEADLINE):
+            await stopping
+    finally:
+        if stopping is None:
+            await stop_in_process(running)
