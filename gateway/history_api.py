@@ -40,7 +40,7 @@ from gateway import history, history_write
 from gateway.admin import admin_claims
 from gateway.core import schema
 from gateway.core.policy import DEVELOPMENT_GRANT, Grant, Role
-from gateway.errors import BackendUnavailable, Forbidden, GatewayError
+from gateway.errors import BackendUnavailable, Forbidden, GatewayError, ProtocolError
 from gateway.gatekeeper import Gatekeeper
 from gateway.http_api import authorize, wedding_view
 from gateway.http_errors import HttpError
@@ -254,6 +254,9 @@ async def _write(
         )
     except BackendUnavailable:
         raise  # 503 with Retry-After (gateway/http_errors.py)
+    except ProtocolError as exc:  # the update broke a limit of proto/spec.md §5 (its size)
+        reason = f"the gateway's update was refused: {exc}"
+        raise HttpError(422, reason, details={"field": "document", "reason": reason}) from exc
     except GatewayError as exc:  # the room went (a reset, a lost lease, a drain): try again
         raise HttpError(503, f"the write was not made: {exc}", {"Retry-After": "1"}) from exc
 
