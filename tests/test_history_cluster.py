@@ -117,3 +117,43 @@ async def test_writes_through_a_node_that_does_not_own_the_wedding_are_judged_by
 
 def _admin() -> dict[str, str]:
     return {"Authorization": "Bearer " + token(Role.VIEWER, wedding="x", admin=True)}
+
+
+async def test_a_state_from_before_compactions_is_restorable_on_postgres(
+    tmp_path: Path, postgres_dsn: str, postgres_schema: str
+) -> None:
+    await migrate(postgres_dsn, schema=postgres_schema)
+    running = await start_in_process(
+        tmp_path / "pg",
+        database_url=Secret(postgres_dsn),
+        database_schema=postgres_schema,
+        jwt_secret=Secret(SECRET),
+        snapshot_every=2,
+    )
+    planner = token(Role.PLANNER, subject="ada")
+    try:
+        async with (
+            GatewayClient(running.ws_url, WEDDING, token=planner) as client,
+            httpx.AsyncClient(base_url=running.http_url, timeout=30) as http,
+        ):
+            await client.wait_synced()
+            client.create_wedding("Ana Silva", "Bea Costa", venue="Villa Rosa")
+            client.add_timeline_entry(id="ceremony", title="Ceremony", start="15:00")
+            await client.wait_durable()
+            early = (await running.node.store.audit(RoomId(WEDDING)))[-1].offset
+            for n in range(6):
+                client.set_core(guest_count=10 + n)
+                await client.wait_durable()
+            await eventually(lambda: running.node.statistics().compactions >= 2)
+            newest = await running.node.store.load(RoomId(WEDDING))
+            assert newest.snapshot_offset > early
+            answer = await http.post(
+                f"/v1/weddings/{WEDDING}/restore",
+                json={"offset": early},
+                headers=bearer(Role.PLANNER),
+            )
+            assert answer.status_code == 200, answer.text
+            await eventually(lambda: "guest_count" not in client.core())
+            assert [e["id"] for e in client.timeline()] == ["ceremony"]
+    finally:
+        await stop_in_process(running)
