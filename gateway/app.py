@@ -27,6 +27,7 @@ from gateway.change_feed import ChangeWatcher, FeedConfig, change_stream
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
+from gateway.demo import demo_routes
 from gateway.gatekeeper import Gatekeeper
 from gateway.history_api import (
     HistoryConfig,
@@ -115,6 +116,8 @@ def limits_from(settings: Settings) -> Limits:
         message_burst=settings.message_burst,
         bytes_per_second=settings.bytes_per_second,
         byte_burst=settings.byte_burst,
+        rate_pacing_seconds=settings.rate_pacing_seconds,
+        rate_window_seconds=settings.rate_window_seconds,
     )
 
 
@@ -208,6 +211,7 @@ def create_app(
                 store=store,
                 limits=limits_from(settings),
                 room_idle_seconds=settings.room_idle_seconds,
+                malloc_trim_seconds=settings.malloc_trim_seconds,
                 snapshot_every=settings.snapshot_every,
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,
@@ -254,6 +258,7 @@ def create_app(
         max_message_bytes=settings.max_message_bytes,
         client_queue_limit=settings.client_queue_limit,
         client_outbox_bytes=settings.client_outbox_bytes,
+        client_drain_timeout=settings.client_drain_timeout,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
     routes = [
@@ -275,6 +280,7 @@ def create_app(
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
+        *demo_routes(settings),  # development mode only
     ]
     return GatewayApp(routes, serving, websocket, supervisor)
 

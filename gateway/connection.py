@@ -13,7 +13,9 @@ from typing import Any
 import structlog
 from starlette.types import Receive, Scope, Send
 
+from gateway.adapters.uvicorn_ws import forget_handshake
 from gateway.adapters.websocket import Writer, writer_for
+from gateway.core.backlog import Backlog
 from gateway.core.policy import Grant
 from gateway.core.session import Session
 from gateway.errors import (
@@ -44,6 +46,8 @@ class ConnectionDriver:
     """Drives one accepted WebSocket. Implements the node's Outlet."""
 
     __slots__ = (
+        "_backlog",
+        "_backlog_timer",
         "_error",
         "_finished",
         "_flush_scheduled",
@@ -54,22 +58,36 @@ class ConnectionDriver:
         "_wake",
         "_writer",
         "_writer_task",
+        "drain_timeout",
         "outbox_bytes",
         "queue_limit",
         "sent",
     )
 
-    def __init__(self, writer: Writer, *, queue_limit: int, outbox_bytes: int = 1 << 62) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        *,
+        queue_limit: int,
+        outbox_bytes: int = 1 << 62,
+        drain_timeout: float = 30.0,
+    ) -> None:
         self._writer = writer
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self.queue_limit = queue_limit
         self.outbox_bytes = outbox_bytes
-        """Bytes waiting for the client — queued here and in the transport — before it is
-        closed as slow (4001): a client that stopped reading holds no more than this."""
+        """Bytes waiting for the client — queued here and in the transport — before it falls
+        behind: what follows is collapsed into a Backlog (gateway/core/backlog.py), itself
+        bounded by the same numbers; a client that stopped reading holds no more than this."""
+        self.drain_timeout = drain_timeout
+        """Seconds a client may stay behind (its Backlog not yet handed over) before it is
+        closed as slow (4001)."""
+        self._backlog: Backlog | None = None
+        self._backlog_timer: asyncio.TimerHandle | None = None
         self._out: deque[Any] = deque()
         self._queued_bytes = 0
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None  # made with the writer task, if one is needed
         self._tasks: asyncio.TaskGroup | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._error: GatewayError | None = None
@@ -79,20 +97,50 @@ class ConnectionDriver:
     def send_nowait(self, data: bytes) -> None:
         if self._error is not None or self._finished:
             return
-        if len(self._out) >= self.queue_limit:
-            self.close_nowait(SlowClient(f"{len(self._out)} messages wait for this client"))
-            return
-        waiting = self._queued_bytes + self._writer.buffered() + len(data)
-        if waiting > self.outbox_bytes:
-            self.close_nowait(SlowClient(f"{waiting} bytes wait for this client"))
-            return
-        self._queued_bytes += len(data)
-        self._out.append(self._writer.prepare(data))
-        if not self._writer.direct:
-            self._kick()
-        elif not self._flush_scheduled:  # one write per client per loop tick
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        if self._backlog is None:
+            waiting = self._queued_bytes + self._writer.buffered() + len(data)
+            if len(self._out) < self.queue_limit and waiting <= self.outbox_bytes:
+                self._queued_bytes += len(data)
+                self._out.append(self._writer.prepare(data))
+                if not self._writer.direct:
+                    self._kick()
+                elif not self._flush_scheduled:  # one write per client per loop tick
+                    self._flush_scheduled = True
+                    self._loop.call_soon(self._flush)
+                return
+            self._fall_behind()
+        assert self._backlog is not None
+        try:
+            self._backlog.add(data)
+        except SlowClient as exc:
+            self.close_nowait(exc)
+
+    def _fall_behind(self) -> None:
+        """The outbox is full: collapse what follows until the client has read it."""
+        self._backlog = Backlog(max_bytes=self.outbox_bytes, max_messages=self.queue_limit)
+        self._backlog_timer = self._loop.call_later(self.drain_timeout, self._not_draining)
+        self._kick()  # the writer task hands the backlog over once the outbox is written
+
+    def _not_draining(self) -> None:
+        if self._backlog is not None:
+            seconds = f"{self.drain_timeout:g}"
+            self.close_nowait(SlowClient(f"behind for {seconds} s: it does not read"))
+
+    def _catch_up(self) -> None:
+        """The client read what was queued: queue the backlog's collapsed messages instead."""
+        backlog, self._backlog = self._backlog, None
+        self._drop_backlog_timer()
+        assert backlog is not None
+        frames = backlog.frames()
+        log.info("client_caught_up", collapsed=backlog.collapsed, into=len(frames))
+        for data in frames:
+            self._queued_bytes += len(data)
+            self._out.append(self._writer.prepare(data))
+
+    def _drop_backlog_timer(self) -> None:
+        if self._backlog_timer is not None:
+            self._backlog_timer.cancel()
+            self._backlog_timer = None
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -113,16 +161,21 @@ class ConnectionDriver:
         if self._error is not None:
             return
         self._error = error
-        if not isinstance(error, ShuttingDown | Unauthorized | Forbidden):
+        if not _delivers_first(error):
             self._out.clear()
-            self._queued_bytes = 0  # a draining node still delivers queued acks first, and a
-            # refused token its permission-denied message
+            self._queued_bytes = 0
+            self._backlog = None
+            self._drop_backlog_timer()
+            self._writer.abandon()  # a socket that still will not take its close is aborted
         self._kick()
 
     def finish_nowait(self) -> None:
         """The peer disconnected: stop writing."""
         self._finished = True
-        self._wake.set()  # a writer task, if any, returns
+        self._backlog = None
+        self._drop_backlog_timer()
+        if self._wake is not None:
+            self._wake.set()  # the writer task returns
 
     def start(self, tasks: asyncio.TaskGroup) -> None:
         """Give the driver the connection's task group, which will own its writer task."""
@@ -131,21 +184,29 @@ class ConnectionDriver:
     def _kick(self) -> None:
         """Wake the writer task, starting it on first need: a client whose frames are written
         directly (RawFrameWriter) has none until backpressure or a close needs one."""
+        if self._wake is None:
+            self._wake = asyncio.Event()  # ~1 KB an idle client with direct writes never needs
         self._wake.set()
         if self._writer_task is None and self._tasks is not None:
-            self._writer_task = self._tasks.create_task(self.write_loop())
+            self._writer_task = self._tasks.create_task(self.write_loop(self._wake))
 
-    async def write_loop(self) -> None:
+    async def write_loop(self, wake: asyncio.Event) -> None:
         """Write queued messages in order; send the close frame once an error is set."""
         writer, out = self._writer, self._out
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while out and not self._finished:
-                    self.sent += await writer.write(out)
-                    if not out:
-                        self._queued_bytes = 0
+                await wake.wait()
+                wake.clear()
+                while True:
+                    while out and not self._finished:
+                        self.sent += await writer.write(out)
+                        if not out:
+                            self._queued_bytes = 0
+                    if self._finished or self._backlog is None:
+                        break
+                    await writer.ready()  # the socket took what was queued: catch up
+                    if self._backlog is not None and not self._finished:
+                        self._catch_up()
                 if self._finished:
                     return
                 if self._error is not None:
@@ -160,6 +221,12 @@ class ConnectionDriver:
         return self._error
 
 
+def _delivers_first(error: GatewayError) -> bool:
+    """Whether what waits for the client is still written before the close: a draining node
+    still delivers queued acks first, and a refused token its permission-denied message."""
+    return isinstance(error, ShuttingDown | Unauthorized | Forbidden)
+
+
 class WebSocketEndpoint:
     """ASGI endpoint for ``/ws/{wedding_id}`` (proto/spec.md §1)."""
 
@@ -169,11 +236,13 @@ class WebSocketEndpoint:
         max_message_bytes: int,
         client_queue_limit: int,
         client_outbox_bytes: int = 1 << 62,
+        client_drain_timeout: float = 30.0,
         handshake_timeout_seconds: float = 15.0,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.client_queue_limit = client_queue_limit
         self.client_outbox_bytes = client_outbox_bytes
+        self.client_drain_timeout = client_drain_timeout
         self.handshake_timeout_seconds = handshake_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -189,6 +258,7 @@ class WebSocketEndpoint:
             writer_for(send),
             queue_limit=self.client_queue_limit,
             outbox_bytes=self.client_outbox_bytes,
+            drain_timeout=self.client_drain_timeout,
         )
         session = Session(
             max_message_bytes=self.max_message_bytes, limits=node.limits, now=time.monotonic()
@@ -196,12 +266,14 @@ class WebSocketEndpoint:
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(room=room_id, client=session.id)
         log.info("client_opened", node=node.node_id)
-        counts: dict[str, Any] = {"received": 0, "by": "client", "reason": ""}
+        counts: dict[str, Any] = {"received": 0, "by": "client", "reason": "", "paced": 0.0}
         auth = _Auth(gatekeeper, room_id, session, driver)
         async with asyncio.TaskGroup() as tg:
             driver.start(tg)
             try:
-                code = await self._read_loop(node, auth, session, driver, receive, counts, scope)
+                code = await self._read_loop(
+                    node, auth, session, driver, receive, send, counts, scope
+                )
             finally:
                 auth.end()
         error = driver.error
@@ -213,6 +285,7 @@ class WebSocketEndpoint:
             seconds=round(time.monotonic() - started, 3),
             received=counts["received"],
             sent=driver.sent,
+            paced_seconds=round(counts["paced"], 3),
         )
 
     async def _read_loop(
@@ -222,6 +295,7 @@ class WebSocketEndpoint:
         session: Session,
         driver: ConnectionDriver,
         receive: Receive,
+        send: Send,
         counts: dict[str, Any],
         scope: Scope,
     ) -> int:
@@ -239,6 +313,7 @@ class WebSocketEndpoint:
                 token = auth.token_from(_decoded(session, event.get("bytes")))
             auth.admit(token)
             slot: RoomSlot = await node.join(auth.room, session, driver)
+            forget_handshake(send, scope)  # headers: the token above was their last use
         except GatewayError as exc:
             auth.deny(exc)
             return exc.close_code
@@ -267,6 +342,12 @@ class WebSocketEndpoint:
                         await reading  # a RESUME reads the store's log (proto/spec.md §4.6)
                 if driver.error is not None:
                     return driver.error.close_code
+                pause = session.pause(time.monotonic())  # RateLimited if sustained
+                if pause:
+                    # Over its rate: read nothing more for now. uvicorn stops reading the socket
+                    # while a message waits for us, so the client's sends block (backpressure).
+                    counts["paced"] += pause
+                    await asyncio.sleep(pause)
         except GatewayError as exc:
             driver.close_nowait(exc)
             return exc.close_code

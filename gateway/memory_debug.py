@@ -12,8 +12,6 @@ say where it comes from.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import itertools
 import os
@@ -22,26 +20,10 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
+from gateway.memory import malloc_trim, rss_bytes
+
 TOP_LINES = 30
 """Lines of the text summary written next to each snapshot."""
-
-
-def rss_bytes() -> int:
-    """This process's resident set (Linux ``/proc/self/statm``; 0 elsewhere)."""
-    try:
-        resident = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-    return resident * os.sysconf("SC_PAGE_SIZE")
-
-
-def malloc_trim() -> bool:
-    """Give the heap's free pages back to the system (glibc ``malloc_trim(0)``), if it can."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 def dump_snapshot(directory: Path, n: int) -> Path:

@@ -38,6 +38,7 @@ from gateway.crash_journal import CrashJournal
 from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
 from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
+from gateway.memory import Trimmer
 from gateway.ownership import Ownership
 from gateway.peers import Peers
 from gateway.ports import Bus, Lease, Leases, Retention, Store
@@ -101,6 +102,7 @@ class Node:
         relay: RelaySettings | None = None,
         supervisor: Supervisor | None = None,
         retention: Retention | None = None,
+        malloc_trim_seconds: float = 0.0,
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
         ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
@@ -171,6 +173,9 @@ class Node:
         self.webhooks: Any = None
         """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
+        self.trimmer = Trimmer(malloc_trim_seconds) if malloc_trim_seconds > 0 else None
+        if self.trimmer is not None:
+            self.rooms.on_unloaded = self.trimmer.unloaded
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -183,6 +188,11 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
+        self._trimmer_task: asyncio.Task[None] | None = None
+        if self.trimmer is not None:
+            self._trimmer_task = self._tasks.create_task(
+                keep("trimmer", self.trimmer.run, essential=False)
+            )
         return self
 
     async def __aexit__(
@@ -196,6 +206,8 @@ class Node:
         finally:
             self._committer_task.cancel()
             self._ownership_task.cancel()
+            if self._trimmer_task is not None:
+                self._trimmer_task.cancel()
             for task in self.rooms.room_tasks:
                 task.cancel()
             await self._stack.aclose()

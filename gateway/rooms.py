@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -69,6 +70,8 @@ class Rooms:
         self.spawn = spawn
         """Starts a supervised job in the node's task group: every room task is one."""
         self.stopping = asyncio.Event()
+        self.on_unloaded: Callable[[], None] = lambda: None
+        """Called after each room unloads (the node's heap Trimmer)."""
         self.slots: dict[RoomId, RoomSlot] = {}
         """Rooms loading or serving (at most one per id)."""
         self._unloading: dict[RoomId, RoomSlot] = {}
@@ -297,3 +300,4 @@ class Rooms:
                 slot.closed.set()
                 if self._unloading.get(slot.id) is slot:
                     del self._unloading[slot.id]
+                self.on_unloaded()

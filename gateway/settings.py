@@ -46,8 +46,10 @@ class Settings:
     log_level: str = "info"
     log_format: str = "json"  # json | console
     max_message_bytes: int = 1 << 20  # larger frames close with 1009
-    client_queue_limit: int = 256  # outbound messages per client; overflow → close 4001
-    client_outbox_bytes: int = 4 << 20  # bytes waiting for one client (ours + transport's) → 4001
+    client_queue_limit: int = 256  # outbound messages per client; beyond: collapsed (backlog)
+    client_outbox_bytes: int = 4 << 20  # bytes waiting for one client (ours + transport's); beyond:
+    # collapsed; a collapsed backlog over these bounds closes the client with 4001
+    client_drain_timeout: float = 30.0  # behind (collapsing) this long: closed with 4001
     socket_send_buffer_bytes: int = 262144  # SO_SNDBUF of each WebSocket; 0: kernel autotuning
     ws_per_message_deflate: bool = False  # measured choice: DESIGN.md §10
     ws_ping_interval: float = 20.0  # seconds between keepalive pings; 0 disables
@@ -55,6 +57,7 @@ class Settings:
     broadcast_batch_ms: float = 0.0  # hold a room's updates this long, send them merged; 0: off
     resume_log_max_updates: int = 500  # RESUME further behind: the diff, no log read and merge
     room_idle_seconds: float = 30.0  # an empty room stays loaded this long
+    malloc_trim_seconds: float = 30.0  # after rooms unload, trim the heap this often at most
     lease_seconds: float = 3.0  # a wedding's owner lease (Postgres); renewed every third of it
     relay_resend_seconds: float = 2.0  # an update relayed to the owner, unanswered: sent again
     relay_timeout_seconds: float = 10.0  # no answer from the owner this long: close 4002
@@ -64,10 +67,12 @@ class Settings:
     max_pending_appends: int = 10_000  # beyond this, writers are closed with 4002
     max_awareness_entries: int = 64  # entries in one awareness message
     max_awareness_state_bytes: int = 16 << 10  # characters of one awareness state
-    messages_per_second: float = 200.0  # per client, sustained; more closes it with 4429
+    messages_per_second: float = 200.0  # per client; faster is paced (its reads paused)
     message_burst: int = 400  # per client, messages allowed at once above the rate
-    bytes_per_second: float = 2 << 20  # per client, sustained; more closes it with 4429
+    bytes_per_second: float = 2 << 20  # per client; faster is paced (its reads paused)
     byte_burst: int = 8 << 20  # per client; at least max_message_bytes
+    rate_pacing_seconds: float = 10.0  # paced longer than this per window: closed with 4429
+    rate_window_seconds: float = 60.0  # the window over which pacing is counted
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
     environment: str = "development"  # development | production (production requires keys)
@@ -123,6 +128,7 @@ class Settings:
                 "max_message_bytes",
                 "client_queue_limit",
                 "client_outbox_bytes",
+                "client_drain_timeout",
                 "ws_ping_timeout",
                 "redis_stall_seconds",
                 "snapshot_every",
@@ -149,6 +155,8 @@ class Settings:
                 "webhook_retry_max_seconds",
                 "webhook_dead_letter_seconds",
                 "webhook_claim_seconds",
+                "rate_pacing_seconds",
+                "rate_window_seconds",
             )
             if getattr(self, name) <= 0
         ]
@@ -162,6 +170,8 @@ class Settings:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
             )
+        if self.malloc_trim_seconds < 0:
+            problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
             problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
         if self.byte_burst < self.max_message_bytes:

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import heapq
 import random
+import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -47,7 +48,10 @@ class Worker:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.pipe.fileno(), self._pipe_readable)
+        # The pipe is read on a thread of its own, never registered with the loop: uvloop makes
+        # a registered fd non-blocking, and multiprocessing's send and recv of a message larger
+        # than the pipe's buffer then fail with BlockingIOError (10,000 clients' counts).
+        threading.Thread(target=self._read_pipe, args=(loop,), daemon=True).start()
         await self._expect_command("connect")
         concurrency = 0 if self.config.scenario is Scenario.JOIN_STORM else None
         failed = await self._connect_all(self.clients, concurrency, self.tally.initial_sync)
@@ -68,17 +72,19 @@ class Worker:
         self.pipe.send(("final", self._final()))
         await self._expect_command("close")
         await self._close_all()
-        loop.remove_reader(self.pipe.fileno())
 
     # -- the parent's commands ---------------------------------------------------------------------
 
-    def _pipe_readable(self) -> None:
-        try:
-            command = self.pipe.recv()
-        except EOFError:
-            command = ("close", None)  # the parent is gone
-            asyncio.get_running_loop().remove_reader(self.pipe.fileno())
-        self.inbox.put_nowait(command)
+    def _read_pipe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The parent's commands, into ``inbox`` (runs on its own thread)."""
+        while True:
+            try:
+                command = self.pipe.recv()
+            except (EOFError, OSError):
+                command = ("close", None)  # the parent is gone
+            loop.call_soon_threadsafe(self.inbox.put_nowait, command)
+            if command[0] == "close":
+                return
 
     async def _expect_command(self, name: str) -> Any:
         command, payload = await self.inbox.get()

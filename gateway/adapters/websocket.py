@@ -50,6 +50,16 @@ class Writer(Protocol):
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def abandon(self) -> None:
+        """The peer does not read: abort the connection if it still buffers data after
+        ``CLOSE_GRACE_SECONDS`` (a close frame queued behind that data would never go out)."""
+        ...
+
+    async def ready(self) -> None:
+        """Return once the connection's transport takes writes again (below its high-water
+        mark): what was written before has gone to the kernel."""
+        ...
+
     def buffered(self) -> int:
         """Bytes written to the connection's transport and not yet taken by the kernel."""
         ...
@@ -83,6 +93,12 @@ class AsgiWriter:
     def write_nowait(self, queued: deque[Any]) -> int | None:
         return None  # an ASGI send is a coroutine
 
+    async def ready(self) -> None:
+        return  # each ASGI send waits for the transport itself (uvicorn)
+
+    def abandon(self) -> None:
+        _abort_if_stuck(self._transport)
+
     async def close(self, code: int, reason: str) -> None:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
         _abort_if_stuck(self._transport)
@@ -108,6 +124,13 @@ class RawFrameWriter:
 
     def write_nowait(self, queued: deque[Any]) -> int | None:
         return self._write(queued) if self._protocol.writable.is_set() else None
+
+    async def ready(self) -> None:
+        if not self._protocol.writable.is_set():
+            await self._protocol.writable.wait()
+
+    def abandon(self) -> None:
+        _abort_if_stuck(self._protocol.transport)
 
     def buffered(self) -> int:
         return int(self._protocol.transport.get_write_buffer_size())

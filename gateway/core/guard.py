@@ -91,9 +91,8 @@ class Guard:
         new = [c for c in client_ids if c not in self.owners]
         if not new:
             return
-        claims = session.client_id_claims
-        while claims and claims[0] <= now - CLAIM_WINDOW_SECONDS:
-            claims.popleft()
+        since = now - CLAIM_WINDOW_SECONDS
+        claims = session.client_id_claims = [t for t in session.client_id_claims if t > since]
         if len(claims) + len(new) > self.max_new_client_ids:
             raise ProtocolError(
                 f"more than {self.max_new_client_ids} new client ids in an hour from one connection"

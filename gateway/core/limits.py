@@ -21,6 +21,8 @@ class Limits:
     message_burst: int = 400
     bytes_per_second: float = 2 << 20
     byte_burst: int = 8 << 20
+    rate_pacing_seconds: float = 10.0  # a client may be held back this long per window ...
+    rate_window_seconds: float = 60.0  # ... before it is closed with 4429
 
 
 class TokenBucket:
@@ -43,3 +45,11 @@ class TokenBucket:
             return False
         self.tokens = tokens - cost
         return True
+
+    def owe(self, cost: float, now: float) -> float:
+        """Spend ``cost`` tokens at ``now`` even if that leaves a debt; return the seconds until
+        the debt is paid (0.0 while within the rate): how long to pause the spender."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - cost
+        self.stamp = now
+        self.tokens = tokens
+        return -tokens / self.rate if tokens < 0 else 0.0

@@ -428,7 +428,10 @@ class Room:
     def durable(self, session: Session | None, seq: int, offset: int | None) -> list[Effect]:
         """A Persist is durable at ``offset`` (None for one without an update): the ACK for
         ``session`` (proto/spec.md §4.2), and PositionMoved when the room's position advanced."""
-        effects: list[Effect] = [] if session is None else [Send(session, codec.encode(Ack(seq)))]
+        effects: list[Effect] = []
+        if session is not None and seq > session.acked:  # a relayed ACK may have covered it
+            session.acked = seq
+            effects.append(Send(session, codec.encode(Ack(seq))))
         if offset is not None and self.advance(offset):
             effects.append(POSITION_MOVED)
         return effects

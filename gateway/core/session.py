@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections import deque
 
 from gateway.core.limits import Limits, TokenBucket
 from gateway.core.policy import DEVELOPMENT_GRANT, Awareness, Grant
@@ -37,6 +36,7 @@ class Session:
     """
 
     __slots__ = (
+        "_owed",
         "acked",
         "byte_rate",
         "client_id_claims",
@@ -47,6 +47,7 @@ class Session:
         "max_message_bytes",
         "message_rate",
         "owned_client_ids",
+        "pacing",
         "seq",
         "state",
     )
@@ -64,16 +65,25 @@ class Session:
         self.acked = 0
         """The highest ACK sent to the client: ACKs only grow (a relayed one is sent once)."""
         self.owned_client_ids: set[int] = set()
-        self.client_id_claims: deque[float] = deque()  # when each new client id was claimed
+        self.client_id_claims: list[float] = []  # when each new client id was claimed
         self.last_receive = now
         self.max_message_bytes = max_message_bytes
+        self._owed = 0.0  # seconds of pause the last message's cost asks for
         self.message_rate: TokenBucket | None = None
         self.byte_rate: TokenBucket | None = None
+        self.pacing: TokenBucket | None = None
+        """Seconds this client may still be held back (``rate_pacing_seconds`` per
+        ``rate_window_seconds``): spent by each pause, refilled over the window."""
         if limits is not None:
             self.message_rate = TokenBucket(
                 limits.messages_per_second, limits.message_burst, now=now
             )
             self.byte_rate = TokenBucket(limits.bytes_per_second, limits.byte_burst, now=now)
+            self.pacing = TokenBucket(
+                limits.rate_pacing_seconds / limits.rate_window_seconds,
+                limits.rate_pacing_seconds,
+                now=now,
+            )
 
     def __repr__(self) -> str:
         return f"<Session {self.id} {self.state.value}>"
@@ -102,28 +112,39 @@ class Session:
     def receive_data(self, data: bytes, now: float = 0.0) -> Message:
         """Decode one binary WebSocket message from the client, received at ``now`` (seconds).
 
-        Raises ProtocolError (or MessageTooBig) when the bytes break proto/spec.md, RateLimited
-        when the client exceeds its message or byte rate; the caller must then close the
-        connection with the error's close code.
+        Raises ProtocolError (or MessageTooBig) when the bytes break proto/spec.md; the caller
+        must then close the connection with the error's close code. The message's cost against
+        the client's rates is counted: ``pause`` says how long to wait before reading on.
         """
         self.last_receive = now
         if len(data) > self.max_message_bytes:
             raise MessageTooBig(
                 f"message of {len(data)} bytes exceeds the limit of {self.max_message_bytes}"
             )
-        if self.message_rate is not None and not self.message_rate.take(1, now):
-            raise RateLimited(
-                f"more than {self.message_rate.rate:g} messages/s "
-                f"(burst {self.message_rate.burst:g})"
-            )
-        if self.byte_rate is not None and not self.byte_rate.take(len(data), now):
-            raise RateLimited(
-                f"more than {self.byte_rate.rate:g} bytes/s (burst {self.byte_rate.burst:g})"
-            )
+        if self.message_rate is not None and self.byte_rate is not None:
+            self._owed = max(self.message_rate.owe(1, now), self.byte_rate.owe(len(data), now))
         try:
             return codec.decode(data)
         except WireProtocolError as exc:
             raise as_gateway_error(exc) from None
+
+    def pause(self, now: float) -> float:
+        """Seconds to stop reading from this client so that it keeps to its message and byte
+        rates (0.0 when it does): a client over them is paced, not cut off. Raises RateLimited
+        once it has been held back more than ``rate_pacing_seconds`` within
+        ``rate_window_seconds``: the excess is sustained."""
+        owed, self._owed = self._owed, 0.0
+        if not owed or self.pacing is None:
+            return 0.0
+        if not self.pacing.take(owed, now):
+            assert self.message_rate is not None
+            assert self.byte_rate is not None
+            raise RateLimited(
+                f"over {self.message_rate.rate:g} messages/s or {self.byte_rate.rate:g} bytes/s"
+                f" for too long: held back more than {self.pacing.burst:g} s"
+                f" in {self.pacing.burst / self.pacing.rate:g} s"
+            )
+        return owed
 
     # -- transitions (proto/spec.md §3); called by the room --------------------------------------
 

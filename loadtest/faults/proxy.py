@@ -10,6 +10,8 @@ its own (``_proxy_loop``); the methods may be awaited from any loop. Nothing sle
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -64,6 +66,10 @@ class _Downstream(_Side):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        assert self.transport is not None
+        if self.proxy.refusing:  # accepted as the proxy stopped listening: cut it too
+            self.transport.abort()
+            return
         if self.proxy.blackholed:
             return  # accepted by the kernel, never answered
         task = asyncio.get_running_loop().create_task(self._connect_upstream())
@@ -100,9 +106,11 @@ class TcpProxy:
         self.target_port = target_port
         self.port = port
         self.blackholed = False
+        self.refusing = False
         self.transports: set[asyncio.Transport] = set()
         self.connecting: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
@@ -113,16 +121,29 @@ class TcpProxy:
         await _on_proxy_loop(self._start())
 
     async def _start(self) -> None:
-        if self._server is not None:
+        self.refusing = False
+        if self._listener is not None:
             return
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._accepting = asyncio.get_running_loop().create_task(self._accept(listener))
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Accept and pipe until cancelled. Its own loop, not ``loop.create_server``: a server
+        closed while an accepted socket waits for its transport leaks that socket, open (the
+        transport's creation fails on the closed server), and a partition must cut it too."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Downstream(self),
-            "127.0.0.1",
-            self.port,
-            reuse_address=True,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            if self.refusing:
+                _reset(conn)
+                continue
+            await loop.connect_accepted_socket(lambda: _Downstream(self), conn)
 
     async def drop(self) -> int:
         """Abort every piped connection, both sides; keep listening. Returns how many."""
@@ -145,12 +166,15 @@ class TcpProxy:
         if blackhole:
             self.blackholed = True
             return
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
+        self.refusing = True
+        listener, self._listener = self._listener, None
+        accepting, self._accepting = self._accepting, None
+        if accepting is not None:
+            accepting.cancel()
+            await asyncio.gather(accepting, return_exceptions=True)
+        if listener is not None:
+            listener.close()  # connections still in its backlog are reset by the kernel
         await self._drop()
-        if server is not None:
-            await server.wait_closed()
 
     async def heal(self) -> None:
         """Pipe again. Connections held open by a blackhole are aborted (their bytes are gone)."""
@@ -173,6 +197,12 @@ class TcpProxy:
         tb: TracebackType | None,
     ) -> None:
         await self.partition()
+
+
+def _reset(conn: socket.socket) -> None:
+    """Close an accepted socket with a reset (SO_LINGER 0), as an aborted path does."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
 
 
 _loop: asyncio.AbstractEventLoop | None = None

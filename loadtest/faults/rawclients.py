@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psutil
 from pycrdt import Doc
 from websockets.client import ClientProtocol
+from websockets.frames import Frame
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from wedsync_protocol import codec
-from wedsync_protocol.messages import SyncStep1
+from wedsync_protocol.messages import SyncStep1, SyncStep2, SyncUpdate
 
 RECEIVE_BUFFER_BYTES = 4096
 SLOW_READ_BYTES = 512
@@ -34,12 +37,13 @@ class RawClient:
     url: str
     sock: socket.socket | None = None
     local_port: int = 0
+    protocol: ClientProtocol | None = None
 
     async def open(self) -> None:
         """Upgrade, read the 101, send sync step 1 (proto/spec.md §3); then stop reading."""
         loop = asyncio.get_running_loop()
         uri = parse_uri(self.url)
-        protocol = ClientProtocol(uri)
+        protocol = self.protocol = ClientProtocol(uri)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
         sock.setblocking(False)
@@ -70,6 +74,27 @@ class RawClient:
             except OSError:
                 return
             await asyncio.sleep(SLOW_READ_SECONDS)  # the slowness is the point
+
+    async def read_into(self, doc: Doc[Any], done: Callable[[Doc[Any]], bool]) -> list[Frame]:
+        """Start reading at last: apply every document update received to ``doc`` until
+        ``done(doc)``; return the other frames received (a close frame among them)."""
+        loop = asyncio.get_running_loop()
+        assert self.sock is not None
+        assert self.protocol is not None
+        others: list[Frame] = []
+        while not done(doc):
+            data = await loop.sock_recv(self.sock, 65536)
+            if not data:
+                raise ConnectionError(f"closed by the server; frames other than updates: {others}")
+            self.protocol.receive_data(data)
+            for frame in self.protocol.events_received():
+                assert isinstance(frame, Frame)
+                message = codec.decode_server_message(bytes(frame.data)) if frame.data else None
+                if isinstance(message, SyncUpdate | SyncStep2):
+                    doc.apply_update(message.update)
+                else:
+                    others.append(frame)
+        return others
 
     def close(self) -> None:
         if self.sock is not None:

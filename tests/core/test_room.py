@@ -288,6 +288,18 @@ def test_persist_names_the_sender_once_it_asked_for_acks() -> None:
     assert room.receive(session, SyncUpdate(update))[-1] == persist
 
 
+def test_acks_only_grow_even_when_an_earlier_ack_already_covered_a_seq() -> None:
+    # A relaying node forwarded the owner's ACK 3; once it owns the wedding it may store an
+    # update with seq 2 again (a resend): the client heard 3, so 2 is not sent (spec §4.2).
+    room = new_room()
+    session = joined(room, acks=True)
+    assert sent(room.durable(session, 1, None), session) == [codec.encode(Ack(1))]
+    session.acked = 3
+    assert sent(room.durable(session, 2, None), session) == []
+    assert sent(room.durable(session, 4, None), session) == [codec.encode(Ack(4))]
+    assert session.acked == 4
+
+
 def test_messages_before_hello_count_towards_seq() -> None:
     room = new_room()
     session = joined(room)

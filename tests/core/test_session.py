@@ -94,27 +94,73 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert not bucket.take(1, 100.0)
 
 
-def test_session_over_its_message_rate_raises_rate_limited() -> None:
-    from gateway.core.limits import Limits
-    from gateway.errors import RateLimited
+def test_token_bucket_owes_a_debt_and_says_how_long_to_pay_it() -> None:
+    from gateway.core.limits import TokenBucket
 
+    bucket = TokenBucket(rate=10, burst=2, now=0.0)
+    assert [bucket.owe(1, 0.0) for _ in range(4)] == [0.0, 0.0, 0.1, 0.2]
+    assert bucket.owe(1, 0.2) == pytest.approx(0.1)  # 0.2 s paid two tokens of the debt
+    assert bucket.owe(0, 10.0) == 0.0  # paid, then saved up to the burst again
+    assert bucket.tokens == 2
+
+
+def test_a_session_over_its_message_rate_is_paced_and_its_messages_still_decoded() -> None:
+    from gateway.core.limits import Limits
+
+    limits = Limits(messages_per_second=10, message_burst=2)
+    session = Session(max_message_bytes=64, limits=limits, now=0.0)
+    pauses = []
+    for _ in range(4):
+        assert session.receive_data(EMPTY_SYNC_UPDATE, 0.0) is not None
+        pauses.append(session.pause(0.0))
+    assert pauses == [0.0, 0.0, pytest.approx(0.1), pytest.approx(0.2)]
+    assert session.pause(0.0) == 0.0  # a pause is asked for once per message
+
+
+def test_a_session_over_its_byte_rate_is_paced() -> None:
+    from gateway.core.limits import Limits
+
+    size = len(EMPTY_SYNC_UPDATE)
     session = Session(
-        max_message_bytes=64, limits=Limits(messages_per_second=1, message_burst=2), now=0.0
+        max_message_bytes=64, limits=Limits(bytes_per_second=size, byte_burst=size), now=0.0
     )
     session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    assert session.pause(0.0) == 0.0
     session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
-    with pytest.raises(RateLimited, match="messages/s"):
-        session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
-    session.receive_data(EMPTY_SYNC_UPDATE, 1.0)
+    assert session.pause(0.0) == pytest.approx(1.0)  # one message's bytes at one per second
 
 
-def test_session_over_its_byte_rate_raises_rate_limited() -> None:
+def test_a_session_held_back_too_long_in_its_window_raises_rate_limited() -> None:
     from gateway.core.limits import Limits
     from gateway.errors import RateLimited
 
-    limits = Limits(bytes_per_second=10, byte_burst=len(EMPTY_SYNC_UPDATE) * 2)
+    limits = Limits(
+        messages_per_second=10, message_burst=1, rate_pacing_seconds=0.3, rate_window_seconds=30
+    )
     session = Session(max_message_bytes=64, limits=limits, now=0.0)
-    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
-    session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
-    with pytest.raises(RateLimited, match="bytes/s"):
-        session.receive_data(EMPTY_SYNC_UPDATE, 0.0)
+    now = 0.0
+    for _ in range(3):  # each message after the burst costs 0.1 s of pacing: 0.2 s so far
+        session.receive_data(EMPTY_SYNC_UPDATE, now)
+        now += session.pause(now)
+    session.receive_data(EMPTY_SYNC_UPDATE, now)
+    now += session.pause(now)  # 0.3 s, refilled by 0.3 s x 0.01/s: just within
+    session.receive_data(EMPTY_SYNC_UPDATE, now)
+    with pytest.raises(RateLimited, match=r"held back more than 0.3 s in 30 s"):
+        session.pause(now)
+
+
+def test_pacing_is_forgiven_over_the_window() -> None:
+    from gateway.core.limits import Limits
+
+    limits = Limits(
+        messages_per_second=10, message_burst=1, rate_pacing_seconds=0.3, rate_window_seconds=30
+    )
+    session = Session(max_message_bytes=64, limits=limits, now=0.0)
+    now = 0.0
+    for _ in range(40):  # a burst now and then, never for long: paced, never closed
+        for _ in range(3):
+            session.receive_data(EMPTY_SYNC_UPDATE, now)
+            now += session.pause(now)
+        now += 30.0
+    assert session.pacing is not None
+    assert session.pacing.tokens > 0

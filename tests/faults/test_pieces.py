@@ -14,6 +14,9 @@ from loadtest.faults.proxy import TcpProxy
 from loadtest.faults.recorder import DOUBLE_ACK, REPEATED_ACK, UNSENT_ACK, Edit, Writer
 from tests.helpers import eventually
 
+STEP_TIMEOUT = 10.0
+"""Seconds one step may take before the test fails there (hang protection, not a bound)."""
+
 
 async def close(writer: asyncio.StreamWriter) -> None:
     writer.close()
@@ -56,15 +59,22 @@ async def test_a_partition_refuses_and_a_heal_pipes_again_on_the_same_port() -> 
     async with echo_server() as port, TcpProxy("127.0.0.1", port) as proxy:
         assert await roundtrip(proxy.port) == b"ping"
         held_reader, held = await asyncio.open_connection("127.0.0.1", proxy.port)
-        await proxy.partition()
-        assert await held_reader.read() == b""  # the held connection was cut
+        here = held.get_extra_info("sockname")
+        await eventually(lambda: here in {t.get_extra_info("peername") for t in proxy.transports})
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await proxy.partition()
+        async with asyncio.timeout(STEP_TIMEOUT):
+            with contextlib.suppress(ConnectionResetError):  # an abort may arrive as a reset
+                assert await held_reader.read() == b""  # the held connection was cut
         try:
-            await roundtrip(proxy.port)
+            async with asyncio.timeout(STEP_TIMEOUT):
+                await roundtrip(proxy.port)
             raise AssertionError("a partitioned proxy accepted a connection")
         except OSError:
             pass
-        await proxy.heal()
-        assert await roundtrip(proxy.port) == b"ping"
+        async with asyncio.timeout(STEP_TIMEOUT):
+            await proxy.heal()
+            assert await roundtrip(proxy.port) == b"ping"
         await close(held)
 
 
