@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,19 +23,36 @@ from gateway.adapters.redis_revocations import RedisRevocations
 from gateway.adapters.sqlite_store import SqliteStore
 from gateway.admin import reset_history, revoke_token, wedding_owner
 from gateway.auth import TokenVerifier, log_development_mode
+from gateway.change_feed import ChangeWatcher, FeedConfig, change_stream
 from gateway.connection import WebSocketEndpoint
 from gateway.core.limits import Limits
 from gateway.crash_journal import CrashJournal
 from gateway.demo import demo_routes
 from gateway.gatekeeper import Gatekeeper
-from gateway.http_api import wedding_resume, wedding_view
+from gateway.history_api import (
+    HistoryConfig,
+    changes,
+    patch_core,
+    restore,
+    undo,
+    versions,
+    wedding_view_or_past,
+)
+from gateway.http_api import wedding_resume
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.node import Node
-from gateway.ports import Bus, Leases, Revocations, Store
+from gateway.ports import Bus, Cursors, Leases, Retention, Revocations, Store, Versions, Webhooks
 from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.supervision import Supervisor
 from gateway.types import NodeId
+from gateway.webhooks import (
+    WebhookDispatcher,
+    WebhookSettings,
+    delete_webhook,
+    list_webhooks,
+    put_webhook,
+)
 
 
 async def open_bus(
@@ -209,9 +227,32 @@ def create_app(
                     max_outstanding=settings.relay_max_outstanding,
                 ),
                 supervisor=supervisor,
+                retention=retention_from(settings),
             )
             await stack.enter_async_context(node)
-            yield {"node": node, "gatekeeper": gatekeeper, "supervisor": supervisor}
+            webhooks = await start_webhooks(settings, node, store, stack)
+            changes = start_change_watcher(settings, node, store, stack)
+            yield {
+                "node": node,
+                "gatekeeper": gatekeeper,
+                "supervisor": supervisor,
+                "history": history_config,
+                "feed": feed_config,
+                "webhooks": webhooks,
+                "changes": changes,
+            }
+
+    history_config = HistoryConfig(
+        retention_seconds=settings.history_retention_seconds,
+        page_max=settings.history_page_max,
+        write_timeout_seconds=settings.history_write_timeout_seconds,
+        undo_max_updates=settings.undo_max_updates,
+    )
+    feed_config = FeedConfig(
+        poll_seconds=settings.changes_poll_seconds,
+        keepalive_seconds=settings.sse_keepalive_seconds,
+        batch_max=settings.webhook_batch_max,
+    )
 
     websocket = WebSocketEndpoint(
         max_message_bytes=settings.max_message_bytes,
@@ -226,13 +267,69 @@ def create_app(
         Route("/readyz", readyz),
         Route("/metrics", metrics_endpoint),
         Route("/v1/revocations", revoke_token, methods=["POST"]),
-        Route("/v1/weddings/{wedding_id}", wedding_view, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}", wedding_view_or_past, methods=["GET"]),
         Route("/v1/weddings/{wedding_id}/resume", wedding_resume, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}/versions", versions, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}/changes", changes, methods=["GET"]),
+        Route("/v1/weddings/{wedding_id}/restore", restore, methods=["POST"]),
+        Route("/v1/weddings/{wedding_id}/undo", undo, methods=["POST"]),
+        Route("/v1/weddings/{wedding_id}/core", patch_core, methods=["PATCH"]),
+        Route("/v1/changes/stream", change_stream, methods=["GET"]),
+        Route("/v1/webhooks", list_webhooks, methods=["GET"]),
+        Route("/v1/webhooks/{webhook_id}", put_webhook, methods=["PUT"]),
+        Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
         *demo_routes(settings),  # development mode only
     ]
     return GatewayApp(routes, serving, websocket, supervisor)
+
+
+def retention_from(settings: Settings) -> Retention | None:
+    """What compaction keeps for version history; None when it is off (retention 0)."""
+    if settings.history_retention_seconds <= 0:
+        return None
+    return Retention(settings.history_retention_seconds, settings.history_checkpoint_seconds)
+
+
+async def start_webhooks(
+    settings: Settings, node: Node, store: Store, stack: AsyncExitStack
+) -> WebhookDispatcher | None:
+    """The webhook dispatcher as a supervised job of the node (gateway/webhooks.py)."""
+    if not all(isinstance(store, port) for port in (Versions, Webhooks, Cursors)):
+        return None
+    client = await stack.enter_async_context(httpx.AsyncClient())
+    dispatcher = WebhookDispatcher(
+        store,
+        node.node_id,
+        WebhookSettings(
+            urls=settings.webhook_url_list,
+            secret=str(settings.webhook_secret) if settings.webhook_secret else None,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            batch_max=settings.webhook_batch_max,
+            dead_letter_seconds=settings.webhook_dead_letter_seconds,
+            retry_max_seconds=settings.webhook_retry_max_seconds,
+            poll_seconds=settings.changes_poll_seconds,
+            claim_seconds=settings.webhook_claim_seconds,
+        ),
+        client,
+    )
+    node.webhooks = dispatcher
+    task = node.spawn("webhooks", node.supervisor.keep("webhooks", dispatcher.run, essential=False))
+    stack.callback(task.cancel)
+    return dispatcher
+
+
+def start_change_watcher(
+    settings: Settings, node: Node, store: Store, stack: AsyncExitStack
+) -> ChangeWatcher | None:
+    """The poller behind every change stream of the node (gateway/change_feed.py)."""
+    if not isinstance(store, Versions):
+        return None
+    watcher = ChangeWatcher(store, settings.changes_poll_seconds, node.rooms.stopping)
+    task = node.spawn("changes", node.supervisor.keep("changes", watcher.run, essential=False))
+    stack.callback(task.cancel)
+    return watcher
 
 
 def open_journal(settings: Settings, stack: AsyncExitStack) -> CrashJournal:

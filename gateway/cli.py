@@ -1,6 +1,7 @@
 """``gateway``: the command line. Settings are read from GATEWAY_* variables once, here.
 
-Commands: ``serve``, ``migrate``, ``gen-token``, ``revoke``, ``audit`` (``gateway -h``).
+Commands: ``serve``, ``migrate``, ``gen-token``, ``revoke``, ``audit``, ``restore``
+(``gateway -h``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_revoke(settings, args.jti, expires_at=args.expires_at)
         case "audit":
             return run_audit(settings, args.wedding_id, limit=args.limit, as_json=args.json)
+        case "restore":
+            from gateway.restore_cli import run as run_restore  # only this command needs it
+
+            return run_restore(settings, args)
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         return serve_forever(dataclasses.replace(settings, **overrides))
@@ -80,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("wedding_id", metavar="WEDDING_ID")
     audit.add_argument("--limit", type=int, default=1000, help="newest N entries (default 1000)")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    restore = commands.add_parser(
+        "restore", help="restore a wedding to a past state, through a running gateway"
+    )
+    restore.add_argument("wedding_id", metavar="WEDDING_ID")
+    target = restore.add_mutually_exclusive_group(required=True)
+    target.add_argument("--at", metavar="TIME", help="ISO 8601 time, e.g. 2026-06-01T14:00:00Z")
+    target.add_argument("--offset", type=int, metavar="N", help="the state at this offset")
+    restore.add_argument("--url", help="the gateway (default http://GATEWAY_HOST:GATEWAY_PORT)")
+    restore.add_argument(
+        "--token", help="an admin token (default: one signed with GATEWAY_JWT_SECRET)"
+    )
     return parser
 
 

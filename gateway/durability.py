@@ -16,7 +16,7 @@ from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.errors import BackendUnavailable, GatewayError, LeaseLost, ProtocolError, RoomReset
 from gateway.fanout import Fanout
-from gateway.ports import Store
+from gateway.ports import Retention, Store
 from gateway.slot import RoomSlot
 from gateway.supervision import Spawn
 from gateway.types import RoomId
@@ -70,8 +70,12 @@ class Durability:
         *,
         snapshot_every: int,
         resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
+        retention: Retention | None = None,
     ) -> None:
+        """``retention``: what compaction keeps for version history (None: only the newest
+        snapshot and the log after it)."""
         self.committer = committer
+        self.retention = retention
         self.store = store
         self.fanout = fanout
         self.spawn = spawn
@@ -205,5 +209,10 @@ class Durability:
         if not history.updates:
             return
         snapshot = compact_updates(history.blobs())
-        await self.store.compact(room_id, snapshot, history.last_offset)
+        if self.retention is None:
+            await self.store.compact(room_id, snapshot, history.last_offset)
+        else:
+            await self.store.compact(
+                room_id, snapshot, history.last_offset, retention=self.retention
+            )
         self.compactions += 1

@@ -28,10 +28,18 @@ __all__ = ["EXCEPTION_HANDLERS", "STATUS", "HttpError", "error_response", "rende
 class HttpError(Exception):
     """A request refused with ``status``; ``str(exc)`` is the sentence of ``{"error": ...}``."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
+        """More members of the JSON body (a 422's ``field`` and ``reason``)."""
 
 
 STATUS: dict[type[GatewayError], int] = {
@@ -46,9 +54,14 @@ RETRY_AFTER_SECONDS = 1
 """A store or Redis outage is usually a failover: worth retrying soon."""
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> Response:
     """The JSON error answer; never cached (``Cache-Control: no-store``)."""
-    body = orjson.dumps({"error": message})
+    body = orjson.dumps({"error": message, **(details or {})})
     sent = {"Cache-Control": "no-store", **(headers or {})}
     return Response(body, status, sent, media_type="application/json")
 
@@ -75,7 +88,7 @@ async def render(request: Request, exc: Exception) -> Response:
         log.warning(
             "http_request_failed", path=request.url.path, status=error.status, error=str(exc)
         )
-    return error_response(error.status, str(error), error.headers)
+    return error_response(error.status, str(error), error.headers, error.details)
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {kind: render for kind in (HttpError, *STATUS)}

@@ -95,6 +95,34 @@ class NodeCollector(Collector):
             "Failed store appends (retried).",
             value=stats.committer.failures,
         )
+        yield from webhook_metrics(self.node)
+
+
+def webhook_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Per webhook endpoint: dead letter, batches delivered, failed tries (gateway/webhooks.py)."""
+    dispatcher = node.webhooks
+    if dispatcher is None:
+        return
+    dead = GaugeMetricFamily(
+        "gateway_webhook_dead",
+        "1 for an endpoint that failed for the dead-letter time: nothing is sent to it.",
+        labels=["endpoint"],
+    )
+    delivered = CounterMetricFamily(
+        "gateway_webhook_batches_delivered",
+        "Change batches acknowledged by the endpoint (by this node).",
+        labels=["endpoint"],
+    )
+    failed = CounterMetricFamily(
+        "gateway_webhook_failed_attempts",
+        "POSTs of a batch that got no 2xx (each is retried with backoff).",
+        labels=["endpoint"],
+    )
+    for endpoint, stats in sorted(dispatcher.stats.endpoints.items()):
+        dead.add_metric([endpoint], int(stats.dead))
+        delivered.add_metric([endpoint], stats.delivered_batches)
+        failed.add_metric([endpoint], stats.failed_attempts)
+    yield from (dead, delivered, failed)
 
 
 def render(node: Node) -> bytes:

@@ -41,7 +41,7 @@ from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.memory import Trimmer
 from gateway.ownership import Ownership
 from gateway.peers import Peers
-from gateway.ports import Bus, Lease, Leases, Store
+from gateway.ports import Bus, Lease, Leases, Retention, Store
 from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
@@ -101,10 +101,12 @@ class Node:
         lease_seconds: float = 3.0,
         relay: RelaySettings | None = None,
         supervisor: Supervisor | None = None,
+        retention: Retention | None = None,
         malloc_trim_seconds: float = 0.0,
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
-        ``supervisor``: the process's (gateway/supervision.py), shared with the bus."""
+        ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
+        ``retention``: what compaction keeps for version history (gateway/history.py)."""
         self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
@@ -127,6 +129,7 @@ class Node:
             self.spawn,
             snapshot_every=snapshot_every,
             resume_log_max_updates=resume_log_max_updates,
+            retention=retention,
         )
         self.peers = Peers(store, self.fanout, self.relay, self.spawn)
         self.relay.repair = self.peers.repair_soon
@@ -167,6 +170,8 @@ class Node:
             repair=self.peers.repair_soon,
         )
         self._messages_received = 0
+        self.webhooks: Any = None
+        """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
         self.trimmer = Trimmer(malloc_trim_seconds) if malloc_trim_seconds > 0 else None
         if self.trimmer is not None:

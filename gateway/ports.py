@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.core.policy import Author
 from gateway.types import NodeId, RoomId
@@ -18,11 +18,16 @@ __all__ = [
     "Author",
     "Bus",
     "BusMessage",
+    "Cursors",
     "History",
     "Lease",
     "Leases",
+    "Retention",
     "Revocations",
     "Store",
+    "Versions",
+    "WebhookEndpoint",
+    "Webhooks",
     "is_loss_marker",
     "loss_marker",
 ]
@@ -109,6 +114,20 @@ class AuditEntry:
     subject: str | None
     role: str | None
     fields: tuple[str, ...]
+    via: str | None = None
+    """How the gateway made the update for its author (``restore``, ``undo``, ``patch``);
+    None for a client's own edit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """What compaction keeps so that any state of the last ``seconds`` can be rebuilt."""
+
+    seconds: float
+    """The history window: every state committed since ``now - seconds`` stays readable."""
+    checkpoint_seconds: float
+    """A compaction's snapshot is kept as a checkpoint (a point to rebuild from) only when the
+    newest kept checkpoint is older than this: fewer snapshots, a longer replay."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +169,14 @@ class Store(Protocol):
         """Each append's offset, or ``FENCED`` (None) for one refused by its stale fence."""
         ...
 
-    async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None: ...
+    async def compact(
+        self, room: RoomId, snapshot: bytes, through: int, *, retention: Retention | None = None
+    ) -> None:
+        """``retention`` None: delete every log row the snapshot covers. Otherwise keep the
+        snapshot as a checkpoint too (``Retention.checkpoint_seconds``) and delete only the rows
+        and checkpoints older than the newest checkpoint at or before the window's start (the
+        state at ``now - retention.seconds``): every later state can still be rebuilt."""
+        ...
 
     async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
         """The room's newest ``limit`` audit entries, oldest first."""
@@ -167,6 +193,95 @@ class Store(Protocol):
     async def reset(self, room: RoomId) -> int:
         """Drop the room's history (snapshot and log; audit rows stay) and start a new epoch;
         returns it. Offsets keep growing across epochs."""
+        ...
+
+
+@runtime_checkable
+class Versions(Protocol):
+    """Past states of a room and who made each one (version history, restore, change feed).
+
+    Rebuilding the state at an offset needs a checkpoint (or the snapshot) at or before it and
+    every log row after that checkpoint: compaction with a ``Retention`` keeps them for the
+    window (``Store.compact``); ``load_at`` says None once they are gone.
+    """
+
+    async def load_at(
+        self, room: RoomId, offset: int, through: int | None = None
+    ) -> History | None:
+        """The newest checkpoint at or before ``offset`` (``snapshot``, ``snapshot_offset``;
+        None and 0 before any) and every update after it up to ``through`` (default
+        ``offset``); None when the store no longer holds what rebuilding ``offset`` needs, or
+        ``offset`` belongs to an epoch before the room's last reset."""
+        ...
+
+    async def audit_range(
+        self,
+        room: RoomId,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
+        """Audit entries with ``after < offset < before``, at most ``limit``, in offset order
+        (``newest_first``: from the newest down)."""
+        ...
+
+    async def offset_at(self, room: RoomId, at: float) -> int:
+        """The last offset committed at or before ``at`` (Unix seconds; 0 when none)."""
+        ...
+
+    async def rooms_changed_since(self, at: float) -> set[RoomId]:
+        """The rooms with an update committed at or after ``at`` (Unix seconds)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpoint:
+    """A receiver of change batches (gateway/webhooks.py)."""
+
+    id: str
+    url: str
+    secret: str
+    """The HMAC-SHA256 key of its signatures (kept in the store: the gateway must sign)."""
+    created_at: float = 0.0
+    """When it was registered (Unix seconds): a wedding it has no cursor for is delivered from
+    the first change committed after this."""
+    dead_since: float | None = None
+    """Set when deliveries failed for longer than the dead-letter time: nothing is sent to it
+    until an admin re-registers it (``PUT /v1/webhooks/{id}``)."""
+
+
+@runtime_checkable
+class Webhooks(Protocol):
+    """Registered webhook endpoints, and which node delivers to each (one at a time)."""
+
+    async def register(self, endpoint: WebhookEndpoint) -> None:
+        """Insert or replace it (its cursors stay; ``dead_since`` is cleared)."""
+        ...
+
+    async def endpoints(self) -> list[WebhookEndpoint]: ...
+
+    async def remove(self, endpoint_id: str) -> bool:
+        """Drop it and its cursors; False when there was none."""
+        ...
+
+    async def claim(self, endpoint_id: str, node: NodeId, ttl: float) -> bool:
+        """Take or renew the delivery of ``endpoint_id`` for ``ttl`` seconds, unless another node
+        holds it: deliveries to one endpoint come from one node, so each wedding's are in order."""
+        ...
+
+    async def mark_dead(self, endpoint_id: str) -> None: ...
+
+
+@runtime_checkable
+class Cursors(Protocol):
+    """Per endpoint and wedding, the last offset delivered (acknowledged by the receiver)."""
+
+    async def cursors(self, endpoint_id: str) -> dict[RoomId, int]: ...
+
+    async def advance(self, endpoint_id: str, room: RoomId, offset: int) -> None:
+        """Record ``offset`` as delivered; a cursor never moves back."""
         ...
 
 

@@ -8,7 +8,7 @@ an ACK once durable, REJECTs, or a close. Every node writes the owner's publishe
 own members. Everything travels on the room's bus channel, in envelopes (msgpack arrays):
 
     MESSAGE  fence sender_node sender_client data   a protocol message for every node's members
-    FORWARD  owner client seq first catch_up subject role vendor_id rejects update
+    FORWARD  owner client seq first catch_up subject role vendor_id rejects update via
     REPLY    node client data                       one message for one relayed client
     CLOSE    node client code reason                close one relayed client
     LEFT     client                                 a relayed client left: drop its proxy
@@ -223,6 +223,7 @@ class Relay:
             grant.vendor_id,
             session.wants_rejects,
             item.update,
+            grant.via,  # after the update: a node of the previous release reads the first 11
         ]
         self._send(slot.id, envelope)
 
@@ -371,7 +372,8 @@ class Relay:
         if proxy is None:
             proxy = slot.proxies[key] = self._proxy(slot, origin, client, first)
             self._proxy_of[proxy.session] = proxy
-            grant = Grant(subject=subject, role=Role(role), vendor_id=vendor_id)
+            via = envelope[11] if len(envelope) > 12 else None  # the last is the publisher
+            grant = Grant(subject=subject, role=Role(role), vendor_id=vendor_id, via=via)
             proxy.session.grant = grant
             proxy.session.features = Feature.ACKS | (Feature.REJECTS if rejects else Feature(0))
         proxy.session.last_receive = asyncio.get_running_loop().time()

@@ -81,6 +81,20 @@ class Settings:
     jwt_issuer: str = "wedsync"  # required ``iss`` of every token
     jwt_audience: str = "wedsync-gateway"  # required ``aud`` of every token
     jwt_leeway_seconds: float = 30.0  # clock skew allowed on exp / nbf / iat (0-300)
+    history_retention_seconds: float = 7_776_000.0  # 90 days of restorable history; 0: off
+    history_checkpoint_seconds: float = 3600.0  # keep a compaction's snapshot at most this often
+    history_page_max: int = 500  # largest ?limit= of /versions and /changes
+    history_write_timeout_seconds: float = 10.0  # restore/undo/PATCH wait this long for the ack
+    undo_max_updates: int = 10_000  # an undo reads at most this many updates since its time
+    changes_poll_seconds: float = 1.0  # the SSE stream and webhooks look for changes this often
+    sse_keepalive_seconds: float = 15.0  # a comment line on a quiet change stream
+    webhook_urls: str = ""  # comma-separated receiver URLs (besides those of the admin API)
+    webhook_secret: Secret | None = None  # HMAC-SHA256 key of GATEWAY_WEBHOOK_URLS' signatures
+    webhook_timeout_seconds: float = 10.0  # one POST of a batch
+    webhook_batch_max: int = 100  # change sets per POST
+    webhook_retry_max_seconds: float = 60.0  # longest backoff between tries (jittered)
+    webhook_dead_letter_seconds: float = 3600.0  # failing this long: the endpoint is dead
+    webhook_claim_seconds: float = 30.0  # one node delivers to an endpoint; its claim lasts this
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
@@ -130,6 +144,17 @@ class Settings:
                 "lease_seconds",
                 "relay_resend_seconds",
                 "relay_max_outstanding",
+                "history_checkpoint_seconds",
+                "history_page_max",
+                "history_write_timeout_seconds",
+                "undo_max_updates",
+                "changes_poll_seconds",
+                "sse_keepalive_seconds",
+                "webhook_timeout_seconds",
+                "webhook_batch_max",
+                "webhook_retry_max_seconds",
+                "webhook_dead_letter_seconds",
+                "webhook_claim_seconds",
                 "rate_pacing_seconds",
                 "rate_window_seconds",
             )
@@ -153,6 +178,14 @@ class Settings:
             problems.append("GATEWAY_BYTE_BURST must be at least GATEWAY_MAX_MESSAGE_BYTES.")
         if min(self.messages_per_second, self.bytes_per_second) <= 0:
             problems.append("GATEWAY_MESSAGES_PER_SECOND and GATEWAY_BYTES_PER_SECOND must be > 0.")
+        if self.history_retention_seconds < 0:
+            problems.append("GATEWAY_HISTORY_RETENTION_SECONDS must be 0 (off) or positive.")
+        if self.webhook_urls and self.webhook_secret is None:
+            problems.append("GATEWAY_WEBHOOK_URLS needs GATEWAY_WEBHOOK_SECRET to sign with.")
+        if self.webhook_claim_seconds <= self.webhook_timeout_seconds:
+            problems.append(
+                "GATEWAY_WEBHOOK_CLAIM_SECONDS must be longer than GATEWAY_WEBHOOK_TIMEOUT_SECONDS."
+            )
         if not 0 < self.port < 65536:
             problems.append("GATEWAY_PORT must be between 1 and 65535.")
         if self.log_format not in ("json", "console"):
@@ -160,6 +193,10 @@ class Settings:
         problems.extend(self._auth_problems())
         if problems:
             raise ConfigError(" ".join(problems))
+
+    @property
+    def webhook_url_list(self) -> tuple[str, ...]:
+        return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
 
     def _auth_problems(self) -> list[str]:
         problems = []

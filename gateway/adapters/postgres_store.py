@@ -46,8 +46,9 @@ from typing import Any, Self, TypeVar
 import asyncpg
 import orjson
 
+from gateway.adapters.postgres_history import MIGRATION_SQL, HistoryStatements
 from gateway.errors import BackendUnavailable, ConfigError, InvalidState
-from gateway.ports import Append, AuditEntry, History, Lease
+from gateway.ports import Append, AuditEntry, History, Lease, Retention, WebhookEndpoint
 from gateway.types import NodeId, RoomId
 
 T = TypeVar("T")
@@ -122,6 +123,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             ADD COLUMN IF NOT EXISTS lease_expires timestamptz;
         """,
     ),
+    Migration(4, "0004_history_webhooks", MIGRATION_SQL),  # gateway/adapters/postgres_history.py
 )
 """Append only; never edit a released migration. Each must be idempotent on its own."""
 
@@ -213,6 +215,7 @@ class PostgresStore:
         self.command_timeout = command_timeout
         self._pool: Any = None
         self._sql = _Statements(quote_schema(schema))
+        self._history = HistoryStatements(quote_schema(schema))
 
     @classmethod
     def connect(
@@ -315,19 +318,39 @@ class PostgresStore:
             [item.author.role if item.author else None for item in batch],
             [orjson.dumps(item.fields).decode() if item.fields else None for item in batch],
             [item.fence for item in batch],
+            [item.author.via if item.author else None for item in batch],
         )
         rows = await self._run("append", lambda pool: pool.fetch(self._sql.append, *args))
         return [row["offset"] for row in rows]
 
-    async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
-        """Record ``snapshot`` as covering offsets up to ``through`` and delete those rows.
+    async def compact(
+        self, room: RoomId, snapshot: bytes, through: int, *, retention: Retention | None = None
+    ) -> None:
+        """Record ``snapshot`` as covering offsets up to ``through`` and delete the log rows
+        no state needs any more (``Store.compact``), in one transaction.
 
         Does nothing when the stored snapshot already covers ``through``. Raises InvalidState if
         ``through`` is beyond the room's last offset (the snapshot would hide later updates).
         """
-        row = await self._run(
-            "compact", lambda pool: pool.fetchrow(self._sql.compact, room, snapshot, through)
-        )
+
+        async def transaction(pool: Any) -> Any:
+            async with pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    self._sql.compact, room, snapshot, through, retention is None
+                )
+                if retention is None:
+                    await conn.execute(self._history.drop_checkpoints, room)
+                    return row
+                history = self._history
+                await conn.execute(
+                    history.checkpoint, room, snapshot, through, retention.checkpoint_seconds
+                )
+                base = await conn.fetchval(history.retained_base, room, retention.seconds)
+                if base is not None:
+                    await conn.execute(history.drop_before_base, room, base)
+                return row
+
+        row = await self._run("compact", transaction)
         last_offset = row["last_offset"] if row is not None else None
         if last_offset is None or last_offset < through:
             raise InvalidState(
@@ -347,9 +370,102 @@ class PostgresStore:
                 row["subject"],
                 row["role"],
                 tuple(row["fields"]),
+                row["via"],
             )
             for row in rows
         ]
+
+    # -- Versions (gateway/adapters/postgres_history.py) ----------------------------------------
+
+    async def load_at(
+        self, room: RoomId, offset: int, through: int | None = None
+    ) -> History | None:
+        """See ``Versions.load_at``; one statement (one snapshot of the tables)."""
+        last = min(offset if through is None else through, MAX_OFFSET)
+        offset = min(offset, MAX_OFFSET)
+        row = await self._run(
+            "load_at", lambda pool: pool.fetchrow(self._history.load_at, room, offset, last)
+        )
+        if offset < row["reset_offset"]:
+            return None
+        base = row["base"] if row["base"] is not None else row["reset_offset"]
+        if min(offset, row["last"]) > base and row["first"] != base + 1:
+            return None  # compaction dropped log rows this state needs
+        snapshot = bytes(row["snapshot"]) if row["snapshot"] is not None else None
+        updates = [
+            (o, bytes(d)) for o, d in zip(row["offsets"], row["updates"], strict=True) if o > base
+        ]
+        return History(room, snapshot, base, updates, row["epoch"])
+
+    async def audit_range(
+        self,
+        room: RoomId,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
+        sql = self._history.audit_descending if newest_first else self._history.audit_ascending
+        top = MAX_OFFSET if before is None else min(before, MAX_OFFSET)
+        rows = await self._run(
+            "audit_range", lambda pool: pool.fetch(sql, room, min(after, MAX_OFFSET), top, limit)
+        )
+        return [_audit_entry(row) for row in rows]
+
+    async def offset_at(self, room: RoomId, at: float) -> int:
+        offset: int = await self._run(
+            "offset_at", lambda pool: pool.fetchval(self._history.offset_at, room, at)
+        )
+        return offset
+
+    async def rooms_changed_since(self, at: float) -> set[RoomId]:
+        rows = await self._run(
+            "rooms_changed_since", lambda pool: pool.fetch(self._history.rooms_changed_since, at)
+        )
+        return {RoomId(row["room"]) for row in rows}
+
+    # -- Webhooks and Cursors -------------------------------------------------------------------
+
+    async def register(self, endpoint: WebhookEndpoint) -> None:
+        args = (endpoint.id, endpoint.url, endpoint.secret, endpoint.created_at or None)
+        await self._run("register", lambda pool: pool.execute(self._history.register, *args))
+
+    async def endpoints(self) -> list[WebhookEndpoint]:
+        rows = await self._run("endpoints", lambda pool: pool.fetch(self._history.endpoints))
+        return [
+            WebhookEndpoint(r["id"], r["url"], r["secret"], r["created_at"], r["dead_since"])
+            for r in rows
+        ]
+
+    async def remove(self, endpoint_id: str) -> bool:
+        gone = await self._run(
+            "remove", lambda pool: pool.fetchval(self._history.remove, endpoint_id)
+        )
+        return gone is not None
+
+    async def claim(self, endpoint_id: str, node: NodeId, ttl: float) -> bool:
+        taken = await self._run(
+            "claim", lambda pool: pool.fetchval(self._history.claim, endpoint_id, node, ttl)
+        )
+        return taken is not None
+
+    async def mark_dead(self, endpoint_id: str) -> None:
+        await self._run(
+            "mark_dead", lambda pool: pool.execute(self._history.mark_dead, endpoint_id)
+        )
+
+    async def cursors(self, endpoint_id: str) -> dict[RoomId, int]:
+        rows = await self._run(
+            "cursors", lambda pool: pool.fetch(self._history.cursors, endpoint_id)
+        )
+        return {RoomId(row["room"]): row["offset"] for row in rows}
+
+    async def advance(self, endpoint_id: str, room: RoomId, offset: int) -> None:
+        await self._run(
+            "advance",
+            lambda pool: pool.execute(self._history.advance, endpoint_id, room, offset),
+        )
 
     # -- Leases ---------------------------------------------------------------------------------
 
@@ -412,20 +528,20 @@ class _Statements:
     """The store's SQL for one schema, built once."""
 
     def __init__(self, schema: str) -> None:
-        # $1 text[] rooms, $2 bytea[] updates, $3 text[] subjects, $4 text[] roles, $5 text[]
-        # fields (each a JSON array, or NULL for none), $6 bigint[] fences (NULL: unfenced), in
-        # batch order. Rooms are locked in sorted order (no deadlock between two batches naming
-        # the same rooms); offsets follow batch order. The audit rows go in with the updates:
-        # same statement, same transaction. A fenced room is bumped only while its row carries
-        # the fence, judged on the row's newest version once locked (the DO UPDATE's WHERE); a
-        # fenced room without a row is not inserted (its lease was never taken). A room that is
+        # $1 text[] rooms, $2 bytea[] updates, $3 text[] subjects, $4 text[] roles, $5 text[] fields
+        # (each a JSON array, or NULL for none), $6 bigint[] fences (NULL: unfenced), $7 text[] vias
+        # (Author.via), in batch order. Rooms are locked in sorted order (no deadlock between two
+        # batches naming the same rooms); offsets follow batch order. The audit rows go in with the
+        # updates: same statement, same transaction. A fenced room is bumped only while its row
+        # carries the fence, judged on the row's newest version once locked (the DO UPDATE's WHERE);
+        # a fenced room without a row is not inserted (its lease was never taken). A room that is
         # not bumped numbers nothing: its appends answer NULL (FENCED), the rest commit.
         self.append = f"""
             WITH input AS (
-                SELECT room, data, subject, role, fields, fence, ord
+                SELECT room, data, subject, role, fields, fence, via, ord
                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::text[],
-                            $6::bigint[])
-                    WITH ORDINALITY AS t(room, data, subject, role, fields, fence, ord)
+                            $6::bigint[], $7::text[])
+                    WITH ORDINALITY AS t(room, data, subject, role, fields, fence, via, ord)
             ),
             counts AS (
                 SELECT room, count(*) AS n, max(fence) AS fence
@@ -443,7 +559,7 @@ class _Statements:
                 RETURNING r.room, r.last_offset
             ),
             numbered AS (
-                SELECT i.ord, i.room, i.data, i.subject, i.role, i.fields,
+                SELECT i.ord, i.room, i.data, i.subject, i.role, i.fields, i.via,
                        b.last_offset - c.n
                            + row_number() OVER (PARTITION BY i.room ORDER BY i.ord) AS "offset"
                 FROM input i JOIN counts c USING (room) JOIN bumped b USING (room)
@@ -453,15 +569,17 @@ class _Statements:
                 SELECT room, "offset", data FROM numbered
             ),
             audited AS (
-                INSERT INTO {schema}.audit (room, "offset", subject, role, fields)
+                INSERT INTO {schema}.audit (room, "offset", subject, role, fields, via)
                 SELECT room, "offset", subject, role,
-                       ARRAY(SELECT jsonb_array_elements_text(fields::jsonb))
+                       ARRAY(SELECT jsonb_array_elements_text(fields::jsonb)), via
                 FROM numbered
             )
             SELECT n."offset" FROM input i LEFT JOIN numbered n USING (ord) ORDER BY i.ord
         """
-        # $1 room, $2 snapshot, $3 through. The snapshot replaces an older one only; rows are
-        # deleted only up to the offset of the snapshot actually stored by this statement.
+        # $1 room, $2 snapshot, $3 through, $4 delete the covered rows (no retention: with one,
+        # PostgresStore.compact deletes what the window no longer needs). The snapshot replaces
+        # an older one only; rows are deleted only up to the offset of the snapshot actually
+        # stored by this statement.
         self.compact = f"""
             WITH room_row AS (
                 SELECT last_offset FROM {schema}.rooms WHERE room = $1
@@ -476,13 +594,13 @@ class _Statements:
             ),
             deleted AS (
                 DELETE FROM {schema}.updates
-                WHERE room = $1 AND "offset" <= (SELECT "offset" FROM saved)
+                WHERE $4 AND room = $1 AND "offset" <= (SELECT "offset" FROM saved)
             )
             SELECT (SELECT last_offset FROM room_row) AS last_offset
         """
         # $1 room, $2 limit: the newest rows, returned oldest first.
         self.audit = f"""
-            SELECT "offset", committed_at, subject, role, fields FROM (
+            SELECT "offset", committed_at, subject, role, fields, via FROM (
                 SELECT * FROM {schema}.audit WHERE room = $1 ORDER BY "offset" DESC LIMIT $2
             ) newest
             ORDER BY "offset"
@@ -493,8 +611,11 @@ class _Statements:
             WITH head AS (
                 SELECT CASE WHEN s."offset" > $2::bigint THEN s.data END AS snapshot,
                        CASE WHEN s."offset" > $2::bigint THEN s."offset"
-                            -- the offset the log starts after (a snapshot's, a reset's): the
-                            -- rows left are exactly the last ones, offsets never repeat
+                            -- the log starts at or before the snapshot (rows the history
+                            -- window keeps are older): nothing to count
+                            WHEN s."offset" IS NOT NULL THEN greatest($2::bigint, 0)
+                            -- the offset the log starts after (a reset's): the rows left
+                            -- are exactly the last ones, offsets never repeat
                             ELSE greatest($2::bigint, 0, coalesce(
                                 (SELECT r.last_offset FROM {schema}.rooms r WHERE r.room = $1), 0
                             ) - (SELECT count(*) FROM {schema}.updates WHERE room = $1)) END
@@ -513,12 +634,13 @@ class _Statements:
         # no append to the room commits between this and drop_history.
         self.bump_epoch = f"""
             INSERT INTO {schema}.rooms AS r (room, epoch) VALUES ($1, 2)
-            ON CONFLICT (room) DO UPDATE SET epoch = r.epoch + 1
+            ON CONFLICT (room) DO UPDATE SET epoch = r.epoch + 1, reset_offset = r.last_offset
             RETURNING r.epoch
         """
         # $1 room. Audit rows stay: they are keyed by offsets, which never repeat.
         self.drop_history = f"""
-            WITH snapshot AS (DELETE FROM {schema}.snapshots WHERE room = $1)
+            WITH snapshot AS (DELETE FROM {schema}.snapshots WHERE room = $1),
+                checkpoints AS (DELETE FROM {schema}.checkpoints WHERE room = $1)
             DELETE FROM {schema}.updates WHERE room = $1
         """
         # $1 room, $2 node, $3 ttl (seconds). The DO UPDATE locks the row even when its WHERE
@@ -568,3 +690,14 @@ class _Statements:
             SELECT CASE WHEN lease_expires >= now() THEN owner END AS owner, fence
             FROM {schema}.rooms WHERE room = $1
         """
+
+
+def _audit_entry(row: Any) -> AuditEntry:
+    return AuditEntry(
+        row["offset"],
+        row["committed_at"].timestamp(),
+        row["subject"],
+        row["role"],
+        tuple(row["fields"]),
+        row["via"],
+    )

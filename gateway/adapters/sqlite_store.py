@@ -6,7 +6,8 @@ and writes are serialised in submission order.
 Tables: ``updates`` (the log, deleted up to a snapshot by ``compact``), ``snapshots`` (the newest
 per room), ``audit`` (who wrote each appended update, and which fields it changed; one row per
 update, written in the update's transaction and never deleted by compaction or reset) and
-``rooms`` (a room's epoch and its last offset when it was last reset; written by ``reset`` only).
+``rooms`` (a room's epoch and its last offset when it was last reset; written by ``reset`` only);
+the history's checkpoints and the webhook tables are gateway/adapters/sqlite_history.py's.
 
 A room's next offset is one more than the largest of its last log row, its snapshot's offset and
 its ``rooms.reset_offset``: offsets never repeat, across compaction and reset alike.
@@ -27,9 +28,10 @@ from typing import Any, Self, TypeVar
 
 import orjson
 
+from gateway.adapters import sqlite_history
 from gateway.errors import BackendUnavailable
-from gateway.ports import Append, AuditEntry, History
-from gateway.types import RoomId
+from gateway.ports import Append, AuditEntry, History, Retention, WebhookEndpoint
+from gateway.types import NodeId, RoomId
 
 T = TypeVar("T")
 
@@ -136,8 +138,61 @@ class SqliteStore:
         offsets: list[int | None] = list(await self._run(self._append, batch))
         return offsets
 
-    async def compact(self, room: RoomId, snapshot: bytes, through: int) -> None:
-        await self._run(self._compact, room, snapshot, through)
+    async def compact(
+        self, room: RoomId, snapshot: bytes, through: int, *, retention: Retention | None = None
+    ) -> None:
+        await self._run(self._compact, room, snapshot, through, retention)
+
+    # -- Versions (gateway/adapters/sqlite_history.py) ------------------------------------------
+
+    async def load_at(
+        self, room: RoomId, offset: int, through: int | None = None
+    ) -> History | None:
+        last = offset if through is None else through
+        return await self._run(self._read, sqlite_history.load_at, room, offset, last)
+
+    async def audit_range(
+        self,
+        room: RoomId,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
+        top = MAX_OFFSET if before is None else before
+        return await self._run(
+            self._read, sqlite_history.audit_range, room, after, top, limit, newest_first
+        )
+
+    async def offset_at(self, room: RoomId, at: float) -> int:
+        return await self._run(self._read, sqlite_history.offset_at, room, at)
+
+    async def rooms_changed_since(self, at: float) -> set[RoomId]:
+        return await self._run(self._read, sqlite_history.rooms_changed_since, at)
+
+    # -- Webhooks and Cursors -------------------------------------------------------------------
+
+    async def register(self, endpoint: WebhookEndpoint) -> None:
+        await self._run(self._write, sqlite_history.register, endpoint)
+
+    async def endpoints(self) -> list[WebhookEndpoint]:
+        return await self._run(self._read, sqlite_history.endpoints)
+
+    async def remove(self, endpoint_id: str) -> bool:
+        return await self._run(self._write, sqlite_history.remove, endpoint_id)
+
+    async def claim(self, endpoint_id: str, node: NodeId, ttl: float) -> bool:
+        return await self._run(self._write, sqlite_history.claim, endpoint_id, node, ttl)
+
+    async def mark_dead(self, endpoint_id: str) -> None:
+        await self._run(self._write, sqlite_history.mark_dead, endpoint_id)
+
+    async def cursors(self, endpoint_id: str) -> dict[RoomId, int]:
+        return await self._run(self._read, sqlite_history.cursors, endpoint_id)
+
+    async def advance(self, endpoint_id: str, room: RoomId, offset: int) -> None:
+        await self._run(self._write, sqlite_history.advance, endpoint_id, room, offset)
 
     async def audit(self, room: RoomId, *, limit: int = 1000) -> list[AuditEntry]:
         """The room's newest ``limit`` audit entries, oldest first (none when ``limit < 1``)."""
@@ -173,7 +228,16 @@ class SqliteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")  # DESIGN.md §6: an ack means synced to disk
         db.executescript(SCHEMA)
+        sqlite_history.migrate(db)
         self._db = db
+
+    def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._transaction("BEGIN") as db:
+            return fn(db, *args)
+
+    def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._transaction() as db:
+            return fn(db, *args)
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -251,25 +315,27 @@ class SqliteStore:
                 [(item.room, o, item.update) for item, o in zip(batch, offsets, strict=True)],
             )
             db.executemany(
-                "INSERT INTO audit (room, offset, at, subject, role, fields)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit (room, offset, at, subject, role, fields, via)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 _audit_rows(batch, offsets, time.time()),
             )
         return offsets
 
     def _audit(self, room: str, limit: int) -> list[AuditEntry]:
         rows = self.db.execute(
-            "SELECT offset, at, subject, role, fields FROM ("
+            "SELECT offset, at, subject, role, fields, via FROM ("
             " SELECT * FROM audit WHERE room = ? ORDER BY offset DESC LIMIT ?"
             ") ORDER BY offset",
             (room, limit),
         ).fetchall()
         return [
-            AuditEntry(offset, at, subject, role, tuple(orjson.loads(fields)))
-            for offset, at, subject, role, fields in rows
+            AuditEntry(offset, at, subject, role, tuple(orjson.loads(fields)), via)
+            for offset, at, subject, role, fields, via in rows
         ]
 
-    def _compact(self, room: str, snapshot: bytes, through: int) -> None:
+    def _compact(
+        self, room: str, snapshot: bytes, through: int, retention: Retention | None
+    ) -> None:
         with self._transaction() as db:
             row = db.execute("SELECT offset FROM snapshots WHERE room = ?", (room,)).fetchone()
             if row is not None and row[0] >= through:
@@ -279,7 +345,11 @@ class SqliteStore:
                 "ON CONFLICT (room) DO UPDATE SET offset = excluded.offset, data = excluded.data",
                 (room, through, snapshot),
             )
-            db.execute("DELETE FROM updates WHERE room = ? AND offset <= ?", (room, through))
+            if retention is not None:
+                sqlite_history.compact_retained(db, room, snapshot, through, retention)
+            else:
+                db.execute("DELETE FROM updates WHERE room = ? AND offset <= ?", (room, through))
+                db.execute("DELETE FROM checkpoints WHERE room = ?", (room,))
 
     def _reset(self, room: str) -> int:
         with self._transaction() as db:
@@ -292,12 +362,13 @@ class SqliteStore:
             ).fetchone()
             db.execute("DELETE FROM snapshots WHERE room = ?", (room,))
             db.execute("DELETE FROM updates WHERE room = ?", (room,))
+            db.execute("DELETE FROM checkpoints WHERE room = ?", (room,))
         return int(epoch)
 
 
 def _audit_rows(
     batch: Sequence[Append], offsets: list[int], at: float
-) -> list[tuple[str, int, float, str | None, str | None, str]]:
+) -> list[tuple[str, int, float, str | None, str | None, str, str | None]]:
     """One ``audit`` row per appended update: who wrote it (None: the gateway) and its fields."""
     return [
         (
@@ -307,6 +378,7 @@ def _audit_rows(
             item.author.subject if item.author else None,
             item.author.role if item.author else None,
             orjson.dumps(item.fields).decode() if item.fields else _NO_FIELDS,
+            item.author.via if item.author else None,
         )
         for item, offset in zip(batch, offsets, strict=True)
     ]

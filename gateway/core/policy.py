@@ -60,6 +60,9 @@ class Author:
 
     subject: str
     role: str
+    via: str | None = None
+    """How the gateway made the update on the subject's behalf (``restore``, ``undo``,
+    ``patch``: gateway/history_write.py); None for the subject's own client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,8 @@ class Grant:
     """The token's ``jti``: what a revocation names."""
     expires_at: float | None = None
     """The token's ``exp`` (Unix seconds); None in development mode."""
+    via: str | None = None
+    """Set on the gateway's own writes for the subject (``Author.via``)."""
 
     @property
     def rights(self) -> Rights:
@@ -81,7 +86,7 @@ class Grant:
 
     @property
     def author(self) -> Author:
-        return Author(self.subject, self.role.value)
+        return Author(self.subject, self.role.value, self.via)
 
 
 DEVELOPMENT_GRANT = Grant(subject="dev", role=Role.PLANNER)

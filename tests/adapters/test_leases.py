@@ -245,7 +245,7 @@ class TestFencedAppend:
         try:
             # The transaction commits (leaving the room's row) before the group awaits acquire.
             async with asyncio.TaskGroup() as tasks, in_flight.transaction():
-                args = ([ROOM], [b"1"], [None], [None], [None], [old.fence])
+                args = ([ROOM], [b"1"], [None], [None], [None], [old.fence], [None])
                 offsets = [r["offset"] for r in await in_flight.fetch(a._sql.append, *args)]
                 acquire = tasks.create_task(b.acquire(ROOM, B, TTL))
                 await eventually(lambda: blocked_by(in_flight), message="acquire waits for it")
@@ -268,7 +268,10 @@ async def test_a_schema_at_version_two_gets_leases_and_keeps_its_rooms(
     finally:
         await conn.close()
     monkeypatch.undo()
-    assert await migrate(postgres_dsn, schema=schema) == ["0003_room_leases"]
+    assert await migrate(postgres_dsn, schema=schema) == [
+        "0003_room_leases",
+        "0004_history_webhooks",
+    ]
     async with PostgresStore.connect(postgres_dsn, schema=schema) as store:
         assert await store.holder(ROOM) == Lease(ROOM, None, 0)
         assert await store.acquire(ROOM, A, TTL) == Lease(ROOM, A, 1, acquired=True)

@@ -14,6 +14,7 @@ from gateway.adapters.sqlite_store import SqliteStore
 from gateway.ports import Append, Author, Bus, History, Store
 from gateway.types import NodeId, RoomId
 from tests.adapters.contracts import ROOM, BusContract, BusFactory, StoreContract, StoreFactory
+from tests.adapters.history_contracts import VersionsContract, WebhooksContract
 
 
 class TestMemoryBus(BusContract):
@@ -85,3 +86,14 @@ async def test_a_room_that_leaves_the_node_leaves_no_seq_behind() -> None:
             a.publish_nowait(ROOM, b"update")
         assert (a._seq, dict(b._seq)) == ({}, {})  # b still holds ROOM, but published nothing
     assert broker.subscribers == {}
+
+
+class TestSqliteVersions(VersionsContract, WebhooksContract):
+    @pytest.fixture
+    async def make_store(self, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+        async with AsyncExitStack() as stack:
+
+            async def make() -> Store:
+                return await stack.enter_async_context(SqliteStore.open(tmp_path))
+
+            yield make

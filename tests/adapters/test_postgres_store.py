@@ -18,6 +18,7 @@ from gateway.errors import BackendUnavailable, ConfigError, InvalidState
 from gateway.ports import Append, Author, History, Store
 from gateway.types import RoomId
 from tests.adapters.contracts import ROOM, StoreContract, StoreFactory
+from tests.adapters.history_contracts import VersionsContract, WebhooksContract
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.postgres
@@ -106,7 +107,15 @@ class TestPostgresStore(StoreContract):
         try:
             # The transaction commits (leaving the room's row) before the group awaits reset.
             async with asyncio.TaskGroup() as tasks, holder.transaction():
-                args = ([ROOM], [b"2"], [None], [None], [None], [None])  # an append in flight
+                args = (
+                    [ROOM],
+                    [b"2"],
+                    [None],
+                    [None],
+                    [None],
+                    [None],
+                    [None],
+                )  # an append in flight
                 offsets = [r["offset"] for r in await holder.fetch(store._sql.append, *args)]
                 reset = tasks.create_task(store.reset(ROOM))
                 await eventually(lambda: blocked_by(holder), message="reset waits for it")
@@ -206,3 +215,7 @@ class TestMigrate:
             assert await store.append([Append(ROOM, b"2", Author("ada", "planner"))]) == [2]
             assert (await store.load(ROOM)).updates == [(1, b"1"), (2, b"2")]
             assert [(e.offset, e.subject) for e in await store.audit(ROOM)] == [(2, "ada")]
+
+
+class TestPostgresVersions(VersionsContract, WebhooksContract):
+    """Version history and webhooks on Postgres (``make_store`` of this module)."""
