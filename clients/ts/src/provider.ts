@@ -25,6 +25,7 @@ import {
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
 import { Edits } from './edits.js'
+import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
 import { OfflineStore } from './offline.js'
 import { TokenKeeper, type TokenSource } from './token.js'
 
@@ -52,6 +53,9 @@ export interface WedsyncProviderOptions {
   delays?: () => Iterator<number>
   /** Refresh a token this many ms before it expires (default 60 s, at most half its life). */
   tokenRefreshMarginMs?: number
+  /** A connection silent for `idleMs` (default 25 s) is probed; if nothing arrives within
+   * `answerMs` (default 10 s) it is dropped and the provider reconnects. `idleMs: 0`: off. */
+  liveness?: Partial<LivenessOptions>
 }
 
 export interface RejectEvent { seq: number, field: string, reason: string }
@@ -137,6 +141,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private inbox: Promise<void> = Promise.resolve()
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null
   private refreshTimer: ReturnType<typeof setTimeout> | null = null
+  private readonly liveness: Liveness
   private saving: Promise<void> = Promise.resolve()
   private saveQueued = false
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
@@ -180,6 +185,11 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.offlineName = options.offline === true ? (options.offlineName ?? `wedsync:${weddingId}`) : null
+    this.liveness = new Liveness(
+      { ...DEFAULT_LIVENESS, ...options.liveness },
+      () => { this.send(encode({ type: 'QueryAwareness' })) },
+      (silentMs) => { this.connectionDead(silentMs) }
+    )
     this.makeDelays = options.delays ?? (() => backoff())
     this.delays = this.makeDelays()
     this.ownAwareness = options.awareness === undefined
@@ -272,11 +282,13 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     ws.onopen = () => {
       if (this.ws !== ws) return
       this.connections++
+      this.liveness.start()
       this.connectionMade(token)
       this.setStatus('connected')
     }
     ws.onmessage = (event) => {
       if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return // text: not ours
+      this.liveness.heard()
       const data = new Uint8Array(event.data)
       this.inbox = this.inbox.then(async () => await this.receive(ws, data)).catch((error: unknown) => {
         // Not the server's fault we know of (a Y.Doc observer threw, say): start over.
@@ -302,8 +314,21 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.scheduleTokenRefresh()
   }
 
+  /** No message answered a liveness probe: the socket is half-open. Its close handshake could
+   * take minutes, so the provider lets go of it now and reconnects (it ignores its events). */
+  private connectionDead (silentMs: number): void {
+    const ws = this.ws
+    if (ws === null) return
+    const reason = `no message from the server for ${Math.round(silentMs / 1000)} s`
+    this.connectionLost(CloseCode.ABNORMAL, reason)
+    try {
+      ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
+    } catch {} // closing a dead socket may throw in some WebSocket implementations
+  }
+
   private connectionLost (code: number, reason: string): void {
     this.ws = null
+    this.liveness.stop()
     this.lastClose = { code, reason }
     const wasSynced = this.synced
     this.synced = this.caughtUp = false
@@ -346,6 +371,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   }
 
   private clearTimers (): void {
+    this.liveness.stop()
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer)
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.reconnectTimer = this.refreshTimer = null
