@@ -68,6 +68,7 @@ async def open_bus(
         sharded=settings.redis_sharded,
         stall_seconds=settings.redis_stall_seconds,
         supervisor=supervisor,
+        send_time=settings.bus_send_time,
     )
     return await stack.enter_async_context(bus)
 
