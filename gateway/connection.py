@@ -225,6 +225,11 @@ class ConnectionDriver:
     def error(self) -> GatewayError | None:
         return self._error
 
+    @property
+    def behind(self) -> bool:
+        """The client does not read as fast as it is sent to: what follows is collapsed."""
+        return self._backlog is not None
+
 
 class _TickFlush:
     """The drivers with frames to write at the end of this loop tick, all flushed by one

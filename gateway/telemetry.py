@@ -170,6 +170,11 @@ def platform_of(declared: str | None) -> str:
     return declared if declared is not None and declared in PLATFORMS else UNKNOWN_PLATFORM
 
 
+def refusal_label(key: tuple[str, str]) -> str:
+    """``area/reason`` of a refusal class, for people (the ops page)."""
+    return "/".join(key)
+
+
 def refusal_class(refusal: Refusal) -> tuple[str, str]:
     """(area, reason) of a refused change: where, and whether the role forbade it or the schema
     (gateway/core/enforcer.py phrases every role refusal as "role ..." or "vendor ...")."""
