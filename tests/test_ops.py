@@ -61,7 +61,8 @@ async def test_the_status_is_open_in_development_mode(gateway: RunningGateway) -
     status = response.json()
     assert status["node"] == gateway.node.node_id
     [this] = status["nodes"]
-    assert this["self"] and this["health"] == "ready"
+    assert this["self"]
+    assert this["health"] == "ready"
     assert set(status["connections"]["by_platform"]) == {
         "web", "pwa", "ios", "android", "integration", "unknown",
     }  # fmt: skip
