@@ -14,6 +14,9 @@ from gateway.slot import RoomState
 from gateway.telemetry import Histogram, Telemetry
 
 Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+ALWAYS_SUPERVISED = ("committer", "ownership", "loop_lag")
+"""Tasks every node runs (gateway/node.py): their failure series exist from the start, at 0, so
+that ``increase()`` sees the first failure."""
 
 
 class NodeCollector(Collector):
@@ -41,7 +44,8 @@ class NodeCollector(Collector):
             "Background tasks that failed unexpectedly (restarted, or the job was dropped).",
             labels=["task"],
         )
-        for task, count in sorted(self.node.supervisor.failures.items()):
+        counts = {**dict.fromkeys(ALWAYS_SUPERVISED, 0), **self.node.supervisor.failures}
+        for task, count in sorted(counts.items()):
             failures.add_metric([task], count)
         yield failures
         yield GaugeMetricFamily(

@@ -88,10 +88,10 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
         "appends_pending": stats.committer.pending,
         "refusals": {
             "total": stats.refusals,
-            "by_class": {refusal_label(k): v for k, v in sorted(telemetry.refusals.items())},
+            "by_class": {refusal_label(k): v for k, v in sorted(telemetry.refusals.items()) if v},
         },
         "slow_clients": {"behind": behind, "closed": telemetry.slow_client_closes},
-        "closes": dict(sorted(telemetry.closes.items())),
+        "closes": {code: n for code, n in sorted(telemetry.closes.items()) if n},
         "weddings_today": {"count": len(today), "weddings": today[:WEDDINGS_TODAY_MAX]},
     }
 

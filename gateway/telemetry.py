@@ -110,10 +110,19 @@ class Telemetry:
     phase_guard: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
     phase_apply: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
     phase_enforce: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
-    closes: dict[str, int] = field(default_factory=dict)
-    """Connections closed, by close code (a string: one of CLOSE_CODES, or "other")."""
+    closes: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys([*map(str, sorted(CLOSE_CODES)), "other"], 0)
+    )
+    """Connections closed, by close code (a string: one of CLOSE_CODES, or "other"); every
+    series exists from the start, so that ``rate()`` sees the first one."""
     slow_client_closes: int = 0
-    refusals: dict[tuple[str, str], int] = field(default_factory=dict)
+    refusals: dict[tuple[str, str], int] = field(
+        default_factory=lambda: {
+            (area, reason): 0
+            for area in ("core", "timeline", "document")
+            for reason in ("permission", "schema")
+        }
+    )
     """Refused changes by (area, reason): area core | timeline | document, reason
     permission | schema."""
     platforms: dict[str, int] = field(

@@ -4,6 +4,7 @@
 # before the metrics), alternating ROUNDS times, each on a fresh server pinned to core 0 with
 # the generator on core 1 (as loadtest/perf.sh). "before" runs this virtualenv with the other
 # commit's gateway/ first on PYTHONPATH, and this tree's compiled guard (its source is the same).
+# The data directory is on /dev/shm: the CPU cost is measured, not the disk of a shared machine.
 # Usage: bash loadtest/perf_metrics.sh [BEFORE_COMMIT] [OUT_DIR]   (after `make install`)
 set -euo pipefail
 BEFORE=${1:-284c60c}
@@ -30,7 +31,7 @@ for round in $(seq "$ROUNDS"); do
     port=$((20000 + RANDOM % 20000))
     pythonpath=""
     [ "$build" = before ] && pythonpath=$BASE
-    PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$(mktemp -d) GATEWAY_PORT=$port taskset -c 0 \
+    PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$(mktemp -d -p /dev/shm) GATEWAY_PORT=$port taskset -c 0 \
       .venv/bin/gateway serve >"$OUT/$build-$round-server.log" 2>&1 &
     pid=$!
     wait_port "$port"

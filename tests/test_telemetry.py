@@ -81,7 +81,11 @@ def test_closes_are_counted_by_known_code_and_slow_clients_apart() -> None:
     telemetry = Telemetry()
     for code in (1000, 4001, 4001, 3999, 4777):
         telemetry.closed(code)
-    assert telemetry.closes == {"1000": 1, "4001": 2, "other": 2}
+    assert {code: n for code, n in telemetry.closes.items() if n} == {
+        "1000": 1,
+        "4001": 2,
+        "other": 2,
+    }
     assert telemetry.slow_client_closes == 2
 
 
