@@ -41,6 +41,7 @@ from gateway.history_api import (
 from gateway.http_api import wedding_resume
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.node import Node
+from gateway.ops import ops_routes
 from gateway.ports import Bus, Cursors, Leases, Retention, Revocations, Store, Versions, Webhooks
 from gateway.relay import RelaySettings
 from gateway.settings import Settings
@@ -68,6 +69,7 @@ async def open_bus(
         sharded=settings.redis_sharded,
         stall_seconds=settings.redis_stall_seconds,
         supervisor=supervisor,
+        send_time=settings.bus_send_time,
     )
     return await stack.enter_async_context(bus)
 
@@ -280,6 +282,7 @@ def create_app(
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
+        *ops_routes(),  # the ops page (admin token; open in development mode)
         *demo_routes(settings),  # development mode only
     ]
     return GatewayApp(routes, serving, websocket, supervisor)

@@ -38,6 +38,7 @@ class Settings:
     redis_url: Secret | None = None  # None → in-memory bus (one node)
     redis_prefix: str = "wedsync"  # channel names: {prefix}:room:{<wedding>}
     redis_sharded: bool = False  # SPUBLISH/SSUBSCRIBE (Redis 7+, cluster-friendly slots)
+    bus_send_time: bool = True  # stamp bus envelopes for gateway_bus_lag_seconds (see README)
     redis_stall_seconds: float = 2.0  # Redis unanswered this long: the bus is down (/readyz)
     database_url: Secret | None = None  # None → SQLite store in data_dir (embedded default)
     database_schema: str = "public"  # Postgres schema holding the gateway's tables

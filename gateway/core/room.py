@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 from pycrdt import Doc, get_state, get_update, merge_updates
 
@@ -71,6 +71,23 @@ POSITION_MOVED = PositionMoved()
 EMPTY_STATE_VECTOR = b"\x00"
 
 
+class Observer(Protocol):
+    """Takes one measurement (gateway/telemetry.py ``Histogram``)."""
+
+    def observe(self, value: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimers:
+    """Where a judged client update's time goes, in seconds of ``clock``: the guard's reading,
+    pycrdt's apply, the role and schema enforcement (its verdict, re-assertions, the undo)."""
+
+    clock: Callable[[], float]
+    guard: Observer
+    apply: Observer
+    enforce: Observer
+
+
 @dataclass(frozen=True, slots=True)
 class RoomStatistics:
     members: int
@@ -121,6 +138,8 @@ class Room:
         self._subscription = self.doc.observe(weak_callback(self._on_change))
         weakref.finalize(self, self.doc.unobserve, self._subscription)
         self.enforcer = Enforcer(self.doc) if enforce else None
+        self.timers: PhaseTimers | None = None
+        """Times the phases of each judged update when set (the node's metrics)."""
         self.refusals = 0
         self.epoch = epoch
         """The history generation of the stored log this room was built from (proto §4.6)."""
@@ -244,15 +263,20 @@ class Room:
     def _apply_client_update(
         self, session: Session, seq: int, update: bytes, catch_up: bool
     ) -> list[Effect]:
-        ack_to = session if session.wants_acks else None
         if update == EMPTY_UPDATE:
+            ack_to = session if session.wants_acks else None
             return [Persist(None, ack_to, seq)] if ack_to else []
+        timers = self.timers
+        t0 = t1 = t2 = timers.clock() if timers is not None else 0.0
         summary = self.guard.check_client_update(
             session, update, session.last_receive, catch_up=catch_up
         )
         new = self.guard.adds_structs(summary)
         grant = session.grant
         enforcer = self.enforcer
+        if timers is not None:
+            t1 = t2 = timers.clock()
+            timers.guard.observe(t1 - t0)
         if enforcer is None:
             verdict = Verdict()
             changed = self._apply_contained(update) or new
@@ -267,11 +291,34 @@ class Room:
                 # when it arrives (and judged then, as changes of the update completing them)
                 changed = self._apply_contained(update) or new
             finally:
+                if timers is not None:
+                    t2 = timers.clock()
+                    timers.apply.observe(t2 - t1)
                 try:
                     verdict = enforcer.judge(grant, before)
                 except Unjudgeable as exc:
                     self.poisoned = True
                     raise RoomPoisoned(f"{exc}; the room is reset", update) from exc
+        effects = self._share(session, seq, update, summary, verdict, changed, catch_up)
+        if timers is not None:
+            timers.enforce.observe(timers.clock() - t2)  # the verdict, and what it asks for
+        return effects
+
+    def _share(
+        self,
+        session: Session,
+        seq: int,
+        update: bytes,
+        summary: UpdateSummary,
+        verdict: Verdict,
+        changed: bool,
+        catch_up: bool,
+    ) -> list[Effect]:
+        """What to do with a judged update: share it as it came, or the Doc's compensated
+        result, persist it, and tell the sender what was refused."""
+        ack_to = session if session.wants_acks else None
+        grant = session.grant
+        enforcer = self.enforcer
         if not changed:
             # An echo or a resend: nothing to share. A client that asked for acks still gets
             # a resend stored: the Doc may hold it only from a peer that died before committing
@@ -317,7 +364,7 @@ class Room:
         effects: list[Effect] = [
             Broadcast(data, None, True, False, shared),
             Publish(data),
-            Refused(session, len(verdict.refusals)),  # its REJECTs follow the undo
+            Refused(session, len(verdict.refusals), tuple(verdict.refusals)),  # REJECTs follow
         ]
         if session.wants_rejects:
             effects.extend(Send(session, codec.encode(m)) for m in rejects(seq, verdict))

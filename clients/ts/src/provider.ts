@@ -56,6 +56,18 @@ export interface WedsyncProviderOptions {
   /** A connection silent for `idleMs` (default 25 s) is probed; if nothing arrives within
    * `answerMs` (default 10 s) it is dropped and the provider reconnects. `idleMs: 0`: off. */
   liveness?: Partial<LivenessOptions>
+  /** What this client runs on, declared as `?platform=` for the operators' metrics (spec §1):
+   * `web`, `pwa`, `ios`, `android` or `integration`; default `pwa` in an installed app
+   * (display-mode standalone), else `web`. */
+  platform?: Platform
+}
+
+export type Platform = 'web' | 'pwa' | 'ios' | 'android' | 'integration'
+
+/** `pwa` when the page runs as an installed app, else `web`. */
+export function defaultPlatform (): Platform {
+  const matchMedia = (globalThis as { matchMedia?: (query: string) => { matches: boolean } }).matchMedia
+  return typeof matchMedia === 'function' && matchMedia('(display-mode: standalone)').matches ? 'pwa' : 'web'
 }
 
 export interface RejectEvent { seq: number, field: string, reason: string }
@@ -84,6 +96,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   readonly awareness: awarenessProtocol.Awareness
   /** The URL of the current (or next) connection; reconnects rotate through `urls`. */
   url: string
+  /** Declared on each connection as `?platform=` (spec §1). */
+  readonly platform: Platform
   status: ConnectionStatus = 'disconnected'
   /** This connection's initial sync (the CATCH_UP) is done. */
   synced = false
@@ -179,6 +193,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     const bases = options.urls !== undefined && options.urls.length > 0 ? options.urls : [url]
     this.urls = bases.map((base) => `${base.replace(/\/+$/, '')}/${encodeURIComponent(weddingId)}`)
     this.url = this.urls[0]
+    this.platform = options.platform ?? defaultPlatform()
     this._doc = doc
     this.tokens = new TokenKeeper(options.token, options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS)
     const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
@@ -276,7 +291,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     }
     this.url = this.urls[this.attempts % this.urls.length]
     this.attempts++
-    const ws = new this.WebSocketClass(this.url)
+    const ws = new this.WebSocketClass(`${this.url}?platform=${encodeURIComponent(this.platform)}`)
     ws.binaryType = 'arraybuffer'
     this.ws = ws
     ws.onopen = () => {
