@@ -191,7 +191,10 @@ class MuxDocument:
             assert isinstance(message, Hello)
             accepted = Hello(message.version, message.features & self.client_features)
             self._send_extension(codec.encode(accepted))
-        elif self.hello:  # DRAIN, STATUS, CATCH_UP, POSITION (the last two after RESUME only)
+        elif kind in (MessageType.DRAIN, MessageType.STATUS):
+            if Feature.ACKS in self.client_features:  # as on /ws (spec §4)
+                self._send_extension(data)
+        else:  # CATCH_UP, POSITION: only to a client that asked for RESUME
             self._send_extension(data)
 
     def _send_extension(self, data: bytes) -> None:

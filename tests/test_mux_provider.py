@@ -64,10 +64,12 @@ async def test_fifty_weddings_over_one_hocuspocus_socket_converge_with_y_websock
     assert result["scopes"] == ["read-write"]
     assert result["leaks"] == [], "an awareness state reached another wedding"
     assert result["denied"] == []
-    assert result["socketCloses"] == [] and result["wsCloses"] == []
+    assert result["socketCloses"] == []
+    assert result["wsCloses"] == []
     for i, wedding in enumerate(WEDDINGS):
         core = result["states"][wedding]["core"]
-        assert core["venue"] == f"Venue {i}" and core["notes"] == f"Notes {i}"
+        assert core["venue"] == f"Venue {i}"
+        assert core["notes"] == f"Notes {i}"
     # what the store holds: both sides' edits, durable (the providers were acknowledged)
     for i, wedding in enumerate([*WEDDINGS[:5], LATE]):
         doc: Doc = Doc()

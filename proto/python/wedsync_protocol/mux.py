@@ -24,7 +24,7 @@ import enum
 from dataclasses import dataclass
 
 from wedsync_protocol import codec
-from wedsync_protocol.codec import Reader, write_var_bytes, write_var_string, write_varuint
+from wedsync_protocol.codec import Reader, write_var_string
 from wedsync_protocol.errors import ProtocolError
 from wedsync_protocol.messages import Message, MessageType
 
@@ -149,8 +149,10 @@ def prefix(document: str) -> bytes:
 def encode_token(document: str, token: str, version: str = "") -> bytes:
     """Client → server: the document's token (as the provider sends it, version included)."""
     tail = write_var_string(version) if version else b""
-    return prefix(document) + bytes((MuxType.AUTH, MuxAuthType.TOKEN)) + (
-        write_var_string(token) + tail
+    return (
+        prefix(document)
+        + bytes((MuxType.AUTH, MuxAuthType.TOKEN))
+        + (write_var_string(token) + tail)
     )
 
 
@@ -168,7 +170,9 @@ def encode_permission_denied(document: str, reason: str) -> bytes:
 
 def encode_close(document: str, reason: str = "") -> bytes:
     """A close of one document (client → server without reason; server → client with one)."""
-    return prefix(document) + bytes((MuxType.CLOSE,)) + (write_var_string(reason) if reason else b"")
+    return (
+        prefix(document) + bytes((MuxType.CLOSE,)) + (write_var_string(reason) if reason else b"")
+    )
 
 
 def encode_sync_status(document: str, applied: bool) -> bytes:
