@@ -71,7 +71,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
     behind = sum(1 for outlet in node.fanout.outlets.values() if getattr(outlet, "behind", False))
     today = weddings_today(slots, now)
     return {
-        "generated_at": now.isoformat(timespec="seconds"),
+        "generated_at": now.isoformat(timespec="milliseconds"),
         "node": node.node_id,
         "nodes": cluster_nodes(node, slots),
         "connections": {"total": stats.connections, "by_platform": dict(telemetry.platforms)},
@@ -180,6 +180,7 @@ def weddings_today(slots: list[RoomSlot], now: dt.datetime) -> list[dict[str, An
                 "timezone": core.get("timezone"),
                 "status": core.get("status"),
                 "members": len(room.members),
+                "relayed": len(slot.proxies),  # clients of other nodes this node judges for
                 "owner": slot.owner,
             }
         )

@@ -38,8 +38,10 @@ function todayUtc (): string {
   return new Date().toISOString().slice(0, 10)
 }
 
-async function client (node: RunningGateway, wedding: string, platform: Platform): Promise<WedsyncProvider> {
-  const token = await genToken('--subject', `${platform}-user`, '--wedding', wedding, '--role', 'planner')
+async function client (
+  node: RunningGateway, wedding: string, platform: Platform, role: string[] = ['--role', 'planner']
+): Promise<WedsyncProvider> {
+  const token = await genToken('--subject', `${platform}-user`, '--wedding', wedding, ...role)
   const provider = new WedsyncProvider(node.wsUrl, wedding, new Y.Doc(), {
     WebSocketPolyfill: WebSocket, token, platform
   })
@@ -83,7 +85,8 @@ describe.skipIf(skipBrowser)('the ops page in Chromium', () => {
     const today = newWedding('today')
     const later = newWedding('later')
     // On node A: the couple's phone and the planner's browser; on node B (it relays to the
-    // wedding's judge, node A, whose clients came first): a vendor integration and a PWA.
+    // wedding's judge, node A, whose clients came first): a vendor's integration, whose writes
+    // of core fields node A refuses (role vendor), and a PWA.
     const ios = await client(a, today, 'ios')
     ios.doc.transact(() => {
       const core = ios.doc.getMap('core')
@@ -98,7 +101,7 @@ describe.skipIf(skipBrowser)('the ops page in Chromium', () => {
       core.set('partner_a', 'Cleo'); core.set('partner_b', 'Dan'); core.set('status', 'planning')
       core.set('wedding_date', '2099-06-12')
     })
-    const integration = await client(b, today, 'integration')
+    const integration = await client(b, today, 'integration', ['--role', 'vendor', '--vendor-id', 'florist'])
     const pwa = await client(b, later, 'pwa')
     for (const provider of [ios, web, integration, pwa]) keepEditing(provider, 100)
 
@@ -138,6 +141,8 @@ describe.skipIf(skipBrowser)('the ops page in Chromium', () => {
     await expect.poll(async () => await number(page, 'ack-count'), WAIT).toBeGreaterThan(0)
     await expect.poll(async () => await number(page, 'messages-rate'), WAIT).toBeGreaterThan(0)
     await expect.poll(async () => await page.locator('#sync-p99').textContent(), WAIT).toMatch(/[µm]?s$/)
+    await expect.poll(async () => await number(page, 'refusals-total'), WAIT).toBeGreaterThan(0)
+    expect(await page.locator('#refusal-classes').textContent()).toMatch(/^core\/permission: /)
     const before = await page.evaluate(() => (globalThis as any).document.getElementById('updated').textContent)
     const seen = new Set<string>()
     await expect.poll(async () => {
