@@ -412,7 +412,8 @@ async def test_a_socket_that_does_not_read_is_closed_with_4001_and_others_go_on(
                 await writer.wait_synced()
                 writer.create_wedding(partner_a="Ana", partner_b="Bea")
                 await stalled.open()  # a small receive buffer, and it never reads
-                assert stalled.protocol is not None and stalled.sock is not None
+                assert stalled.protocol is not None
+                assert stalled.sock is not None
                 stalled.protocol.send_binary(mux.encode_token("stalled", ""))
                 stalled.protocol.send_binary(mux.encode_message("stalled", SyncStep1(b"\x00")))
                 data = b"".join(stalled.protocol.data_to_send())
