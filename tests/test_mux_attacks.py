@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt
 import pytest
 import structlog
 from pycrdt import Array, Doc, Map, TransactionEvent
@@ -436,3 +438,32 @@ async def test_a_socket_that_does_not_read_is_closed_with_4001_and_others_go_on(
     finally:
         stalled.close()
         await stop_in_process(running)
+
+
+async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway) -> None:
+    doomed = token({"wed-a": Role.PLANNER})
+    kept = token({"wed-b": Role.PLANNER})
+    claims = jwt.decode(doomed, options={"verify_signature": False})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await barrier(p, doomed, "wed-a")
+        await barrier(p, kept, "wed-b")
+        async with httpx.AsyncClient(base_url=secured.http_url) as http:
+            admin = token({}, subject="ops", admin=True)
+            answer = await http.post(
+                "/v1/revocations",
+                json={"jti": claims["jti"], "expires_at": claims["exp"]},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert answer.status_code == 200, answer.text
+        await eventually(lambda: p.denied("wed-a") == "token revoked", timeout=WAIT)
+        assert (MuxType.CLOSE, "token revoked") in p.of("wed-a")
+        await p.write("wed-a", venue="Revoked Hall")
+        await p.write("wed-b", venue="Kept Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Kept Hall", timeout=WAIT)
+        assert not watch_a.saw(b"Revoked Hall")
+        assert p.close_code is None
+        # the revoked token opens nothing again on this socket
+        await p.ws.send(mux.encode_token("wed-a", doomed))
+        await eventually(lambda: len(p.auth("wed-a")) == 3, timeout=WAIT)
+        assert p.denied("wed-a") == "token revoked"
+    await never_stored(secured, "wed-a", b"Revoked Hall")
