@@ -8,7 +8,8 @@ one ``/mux`` socket (mode ``mux``) or over ``--weddings`` ``/ws`` sockets (mode 
 measures, per mode:
 
 - the server's RSS growth per vendor (all vendors connected and synced, minus before them);
-- the time until a vendor's weddings are all synced: first connect and after a reconnect;
+- the time until a vendor's weddings are all synced: first connect and after a reconnect, and
+  the server CPU a reconnect costs;
 - edit → delivered latency at the vendors while every editor edits ``--rate`` times a second;
 - the server's CPU (seconds per second) during that phase.
 
@@ -277,7 +278,9 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 await until(lambda: vendor.synced, 60, "a vendor to resync")
                 resync.append((time.perf_counter() - started) * 1000)
 
+            cpu_before_resync = cpu_seconds(process)
             await asyncio.gather(*(reconnect(v) for v in vendors))
+            resync_cpu = cpu_seconds(process) - cpu_before_resync
             for vendor in vendors:
                 await vendor.close()
         finally:
@@ -297,6 +300,7 @@ async def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "first_sync_all_vendors_ms": round(first_sync_ms, 1),
         "resync_ms_median": round(statistics.median(resync), 1),
         "resync_ms_max": round(max(resync), 1),
+        "resync_server_cpu_ms_per_vendor": round(resync_cpu * 1000 / args.vendors, 1),
         "deliveries": len(latencies),
         "deliveries_expected": expected,
         "latency_ms_p50": pct(0.50),
