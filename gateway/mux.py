@@ -116,6 +116,17 @@ class SocketBudget:
         return owed
 
 
+_framed: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+"""The last message framed for a document (data, prefix, prefix + data): a broadcast reaches
+every ``/mux`` member of a room as the same bytes, so the writer encodes its frame once
+(gateway/adapters/websocket.py ``_shared``), as for ``/ws`` members."""
+
+
+def _framed_set(value: tuple[bytes, bytes, bytes]) -> None:
+    global _framed
+    _framed = value
+
+
 class MuxDocument:
     """One document of a ``/mux`` socket: the Outlet of its session in its room."""
 
@@ -169,7 +180,11 @@ class MuxDocument:
         driver = self.socket.driver
         kind = data[0]
         if kind < MessageType.HELLO:  # sync, awareness: the body is the same on /mux
-            driver.send_nowait(self.prefix + data)
+            framed = _framed
+            if framed[0] is not data or framed[1] != self.prefix:
+                framed = (data, self.prefix, self.prefix + data)
+                _framed_set(framed)
+            driver.send_nowait(framed[2])  # one bytes object for every /mux member: one frame
             return
         message = codec.decode_server_message(data)
         if kind == MessageType.ACK:

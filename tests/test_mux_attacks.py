@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jwt
 import pytest
-from pycrdt import Doc, Map, TransactionEvent
+import structlog
+from pycrdt import Array, Doc, Map, TransactionEvent
 from starlette.datastructures import Secret
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,6 +29,7 @@ from gateway.auth import issue_token
 from gateway.core.policy import Role
 from gateway.types import RoomId
 from gateway_client import GatewayClient
+from loadtest.faults.rawclients import RawClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 from tests.test_attacks import AUDIENCE, ISSUER, SECRET
@@ -387,3 +391,79 @@ async def test_a_sustained_flood_is_closed_with_4429(tmp_path: Path) -> None:
             assert p.close_code == 4429
     finally:
         await stop_in_process(running)
+
+
+async def test_a_socket_that_does_not_read_is_closed_with_4001_and_others_go_on(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(
+        tmp_path / "data",
+        max_message_bytes=65536,
+        mux_outbox_bytes=131072,  # 128 KiB may wait for one socket, transport included
+        socket_send_buffer_bytes=65536,
+        ws_ping_interval=0.0,
+        messages_per_second=1e6,
+    )
+    stalled = RawClient(f"ws://127.0.0.1:{running.port}/mux")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with (
+                GatewayClient(running.ws_url, "stalled") as writer,
+                mux_peer(running) as reader,
+            ):
+                await writer.wait_synced()
+                writer.create_wedding(partner_a="Ana", partner_b="Bea")
+                await stalled.open()  # a small receive buffer, and it never reads
+                assert stalled.protocol is not None
+                assert stalled.sock is not None
+                stalled.protocol.send_binary(mux.encode_token("stalled", ""))
+                stalled.protocol.send_binary(mux.encode_message("stalled", SyncStep1(b"\x00")))
+                data = b"".join(stalled.protocol.data_to_send())
+                await asyncio.get_running_loop().sock_sendall(stalled.sock, data)
+                await barrier(reader, "", "stalled")
+                await eventually(lambda: running.node.fanout.connections == 3, timeout=WAIT)
+                timeline = reader.docs["stalled"].get("timeline", type=Array)
+                for n in range(400):  # ~600 KB to every member: more than the socket holds
+                    writer.add_timeline_entry(
+                        id=f"e{n}", title="t", start="14:00", notes="x" * 1500
+                    )
+                    if n % 20 == 19:  # at the pace of the reading socket (its outbox is small)
+                        await eventually(lambda n=n: len(timeline) == n + 1, timeout=WAIT)
+                await eventually(lambda: running.node.fanout.connections == 2, timeout=30)
+                assert reader.close_code is None
+        closed = [e for e in logs if e["event"] == "mux_closed"]
+        codes = [(e["code"], e["by"]) for e in closed]
+        assert codes.count((4001, "gateway")) == 1, "the stalled socket, and it alone"
+        assert set(codes) == {(4001, "gateway"), (1000, "client")}, codes
+    finally:
+        stalled.close()
+        await stop_in_process(running)
+
+
+async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway) -> None:
+    doomed = token({"wed-a": Role.PLANNER})
+    kept = token({"wed-b": Role.PLANNER})
+    claims = jwt.decode(doomed, options={"verify_signature": False})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await barrier(p, doomed, "wed-a")
+        await barrier(p, kept, "wed-b")
+        async with httpx.AsyncClient(base_url=secured.http_url) as http:
+            admin = token({}, subject="ops", admin=True)
+            answer = await http.post(
+                "/v1/revocations",
+                json={"jti": claims["jti"], "expires_at": claims["exp"]},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert answer.status_code == 200, answer.text
+        await eventually(lambda: p.denied("wed-a") == "token revoked", timeout=WAIT)
+        assert (MuxType.CLOSE, "token revoked") in p.of("wed-a")
+        await p.write("wed-a", venue="Revoked Hall")
+        await p.write("wed-b", venue="Kept Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Kept Hall", timeout=WAIT)
+        assert not watch_a.saw(b"Revoked Hall")
+        assert p.close_code is None
+        # the revoked token opens nothing again on this socket
+        await p.ws.send(mux.encode_token("wed-a", doomed))
+        await eventually(lambda: len(p.auth("wed-a")) == 3, timeout=WAIT)
+        assert p.denied("wed-a") == "token revoked"
+    await never_stored(secured, "wed-a", b"Revoked Hall")

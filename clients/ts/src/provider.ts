@@ -28,6 +28,7 @@ import { Edits } from './edits.js'
 import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
 import { OfflineStore } from './offline.js'
 import { TokenKeeper, type TokenSource } from './token.js'
+import type { WedsyncSocket } from './mux.js'
 
 export type { TokenSource } from './token.js'
 
@@ -60,6 +61,9 @@ export interface WedsyncProviderOptions {
    * `web`, `pwa`, `ios`, `android` or `integration`; default `pwa` in an installed app
    * (display-mode standalone), else `web`. */
   platform?: Platform
+  /** Share this `/mux` socket with other providers (spec §10; the `url` argument is unused):
+   * acks, rejects, resume and reconnects stay this wedding's own. */
+  socket?: WedsyncSocket
 }
 
 export type Platform = 'web' | 'pwa' | 'ios' | 'android' | 'integration'
@@ -190,13 +194,17 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   constructor (url: string, weddingId: string, doc: Y.Doc, options: WedsyncProviderOptions = {}) {
     super()
     this.weddingId = weddingId
-    const bases = options.urls !== undefined && options.urls.length > 0 ? options.urls : [url]
+    const bases = options.socket !== undefined
+      ? [options.socket.url]
+      : options.urls !== undefined && options.urls.length > 0 ? options.urls : [url]
     this.urls = bases.map((base) => `${base.replace(/\/+$/, '')}/${encodeURIComponent(weddingId)}`)
     this.url = this.urls[0]
     this.platform = options.platform ?? defaultPlatform()
     this._doc = doc
     this.tokens = new TokenKeeper(options.token, options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS)
-    const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
+    const WS = options.socket !== undefined
+      ? options.socket.channelClass(weddingId)
+      : (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.offlineName = options.offline === true ? (options.offlineName ?? `wedsync:${weddingId}`) : null
