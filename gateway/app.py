@@ -216,6 +216,7 @@ def create_app(
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,
                 drain_seconds=settings.drain_seconds,
+                drain_spread_seconds=settings.drain_spread_seconds,
                 journal=journal,
                 broadcast_batch_ms=settings.broadcast_batch_ms,
                 resume_log_max_updates=settings.resume_log_max_updates,

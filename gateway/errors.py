@@ -153,7 +153,13 @@ class ShuttingDown(GatewayError):
 
 
 class ConfigError(GatewayError, ValueError):
-    """One or more GATEWAY_* settings are invalid; the message lists every bad key."""
+    """One or more GATEWAY_* settings are invalid; the message lists every bad key.
+
+    ``problems`` holds each one on its own (``gateway check-config`` prints one per line)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 class InvalidState(GatewayError, AssertionError):

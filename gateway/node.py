@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine
+import random
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,7 +30,7 @@ from typing import Any, Self
 
 import structlog
 
-from gateway import documents
+from gateway import documents, drain
 from gateway.committer import Committer, CommitterStatistics
 from gateway.core.limits import Limits
 from gateway.core.room import Room
@@ -94,6 +95,9 @@ class Node:
         commit_batch_max: int = 512,
         max_pending_appends: int = 10_000,
         drain_seconds: float = 10.0,
+        drain_spread_seconds: float = 0.0,
+        drain_random: random.Random | None = None,
+        drain_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         journal: CrashJournal | None = None,
         broadcast_batch_ms: float = 0.0,
         resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
@@ -106,13 +110,19 @@ class Node:
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
         ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
-        ``retention``: what compaction keeps for version history (gateway/history.py)."""
+        ``retention``: what compaction keeps for version history (gateway/history.py).
+        ``drain_spread_seconds``: the window the drain closes clients over (gateway/drain.py);
+        ``drain_random`` and ``drain_sleep`` are its randomness and its clock (tests fake them)."""
         self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
         self.store = store
         self.limits = limits
         self.drain_seconds = drain_seconds
+        self.drain_spread_seconds = drain_spread_seconds
+        self._drain_random = drain_random or random.Random()
+        self._drain_sleep = drain_sleep
+        self.drained_clients = 0
         self.journal = journal
         self.committer = Committer(
             store, max_batch=commit_batch_max, max_pending=max_pending_appends
@@ -213,23 +223,48 @@ class Node:
             await self._stack.aclose()
 
     async def drain(self) -> None:
-        """Stop: acknowledge what is durable, tell clients (DRAIN, then 1012), unload rooms."""
+        """Stop: refuse new clients, acknowledge what is durable, tell clients (DRAIN, then 1012)
+        spread over ``drain_spread_seconds`` (gateway/drain.py) — served until their turn, their
+        acknowledged edits durable before their close — then unload the rooms."""
         rooms = self.rooms
         rooms.stopping.set()
         for slot in rooms.slots.values():
             slot.changed.set()
-        try:
-            async with asyncio.timeout(self.drain_seconds):
-                await self.durability.wait_flushed(RoomId(""))  # acks are queued before closes
-        except (TimeoutError, GatewayError):
-            log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
-        for slot in list(rooms.slots.values()):
-            self.fanout.flush_batch(slot)  # queued before the DRAIN and the close
-        self.fanout.drain(ShuttingDown(f"node {self.node_id} is shutting down"))
+        await self._flush_for_drain()
+        clients = self.fanout.clients()
+        groups = drain.schedule(clients, self.drain_spread_seconds, self._drain_random)
+        log.info(
+            "drain_started", clients=len(clients), spread_seconds=self.drain_spread_seconds
+        )
+        closing = ShuttingDown(f"node {self.node_id} is shutting down")
+        elapsed = 0.0
+        for group in groups:
+            if group.at > elapsed:
+                await self._drain_sleep(group.at - elapsed)
+                elapsed = group.at
+                await self._flush_for_drain()  # what the group sent meanwhile is acked first
+            for slot in list(rooms.slots.values()):
+                self.fanout.flush_batch(slot)  # queued before the DRAIN and the close
+            self.fanout.drain(closing, group.clients)
+            self.drained_clients += len(group.clients)
+        self.fanout.drain(closing)  # any client that joined while its room was loading
+        rooms.members_closed.set()
+        for slot in rooms.slots.values():
+            slot.changed.set()
+        log.info("drain_clients_closed", clients=self.drained_clients)
         if rooms.room_tasks:
             _, pending = await asyncio.wait(rooms.room_tasks, timeout=self.drain_seconds)
             if pending:
                 log.warning("drain_incomplete", rooms=len(pending))
+
+    async def _flush_for_drain(self) -> None:
+        """Wait (at most ``drain_seconds``) until every append submitted is durable: its ACK is
+        then queued before the DRAIN and the close."""
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                await self.durability.wait_flushed(RoomId(""))
+        except (TimeoutError, GatewayError):
+            log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
 
     @property
     def tasks(self) -> asyncio.TaskGroup:

@@ -70,6 +70,8 @@ class Rooms:
         self.spawn = spawn
         """Starts a supervised job in the node's task group: every room task is one."""
         self.stopping = asyncio.Event()
+        self.members_closed = asyncio.Event()
+        """Set by a drain once it has closed every client: rooms unload, members left or not."""
         self.on_unloaded: Callable[[], None] = lambda: None
         """Called after each room unloads (the node's heap Trimmer)."""
         self.slots: dict[RoomId, RoomSlot] = {}
@@ -262,10 +264,16 @@ class Rooms:
         return room
 
     async def _wait_idle(self, slot: RoomSlot, room: Room) -> None:
-        """Return (the room unloading) once it stayed empty for the idle delay, or the node
-        stops, or the room stopped serving."""
-        while not self.stopping.is_set() and slot.serving:
+        """Return (the room unloading) once it stayed empty for the idle delay, or it is empty
+        while the node drains (Node.drain closes members over the drain spread), or the room
+        stopped serving."""
+        while slot.serving:
             slot.changed.clear()
+            if self.stopping.is_set():
+                if room.empty or self.members_closed.is_set():  # draining (Node.drain)
+                    break
+                await slot.changed.wait()
+                continue
             if not room.empty or slot.proxies:  # an owner stays while others relay to it
                 await slot.changed.wait()
                 continue

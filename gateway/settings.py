@@ -75,6 +75,7 @@ class Settings:
     rate_window_seconds: float = 60.0  # the window over which pacing is counted
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
+    drain_spread_seconds: float = 5.0  # clients are closed at random times over this window
     environment: str = "development"  # development | production (production requires keys)
     jwt_secret: Secret | None = None  # HS256 key, at least 32 bytes
     jwt_public_keys: Path | None = None  # PEM (one public key) or JWKS file: RS256 / ES256
@@ -115,7 +116,7 @@ class Settings:
             except ValueError as exc:
                 errors.append(f"{name} has value {environ[name]!r}. {exc}")
         if errors:
-            raise ConfigError(" ".join(errors))
+            raise ConfigError(" ".join(errors), tuple(errors))
         settings = cls(**values)
         settings.check()
         return settings
@@ -170,6 +171,8 @@ class Settings:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
             )
+        if self.drain_spread_seconds < 0:
+            problems.append("GATEWAY_DRAIN_SPREAD_SECONDS must be 0 (all at once) or positive.")
         if self.malloc_trim_seconds < 0:
             problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
@@ -192,7 +195,7 @@ class Settings:
             problems.append("GATEWAY_LOG_FORMAT must be 'json' or 'console'.")
         problems.extend(self._auth_problems())
         if problems:
-            raise ConfigError(" ".join(problems))
+            raise ConfigError(" ".join(problems), tuple(problems))
 
     @property
     def webhook_url_list(self) -> tuple[str, ...]:
@@ -219,6 +222,11 @@ class Settings:
                 f"GATEWAY_JWT_LEEWAY_SECONDS must be between 0 and {MAX_LEEWAY_SECONDS:g}."
             )
         return problems
+
+
+def gateway_environment() -> dict[str, str]:
+    """The process's GATEWAY_* variables (``gateway check-config`` says which ones are set)."""
+    return {key: value for key, value in os.environ.items() if key.startswith(PREFIX)}
 
 
 def _parse(annotation: str, raw: str) -> Any:
