@@ -80,8 +80,8 @@ def effective(settings: Settings, environ: Mapping[str, str]) -> list[dict[str, 
 
 def deeper_problems(settings: Settings) -> list[str]:
     """What serve finds only while building the app, found here without connecting anywhere."""
-    from gateway.adapters.postgres_store import quote_schema  # noqa: PLC0415 (asyncpg: lazy)
-    from gateway.auth import TokenVerifier  # noqa: PLC0415
+    from gateway.adapters.postgres_store import quote_schema
+    from gateway.auth import TokenVerifier
 
     problems = []
     try:
@@ -94,7 +94,9 @@ def deeper_problems(settings: Settings) -> list[str]:
         except ConfigError as exc:
             problems.append(f"GATEWAY_DATABASE_SCHEMA: {exc}")
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
-        problems.append(f"GATEWAY_DATA_DIR {str(settings.data_dir)!r} exists and is not a directory.")
+        problems.append(
+            f"GATEWAY_DATA_DIR {str(settings.data_dir)!r} exists and is not a directory."
+        )
     return problems
 
 

@@ -1,4 +1,4 @@
-"""The drain spread: when a node stops, its clients are told to reconnect over a window, not at once.
+"""The drain spread: a stopping node tells its clients to reconnect over a window, not at once.
 
 A node that closed 10,000 clients in one tick would hand the other nodes 10,000 reconnects (each
 a token check, a sync and maybe a room load) in the same second: the storm the drain exists to

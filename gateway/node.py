@@ -25,6 +25,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Any, Self
 
@@ -37,17 +38,19 @@ from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
-from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
+from gateway.errors import BackendUnavailable, GatewayError, Overloaded, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.memory import Trimmer
+from gateway.overload import LoopLag, Overload, ShedSettings
 from gateway.ownership import Ownership
 from gateway.peers import Peers
-from gateway.ports import Bus, Lease, Leases, Retention, Store
+from gateway.ports import Bus, Lease, Leases, Retention, Store, WeddingDates
 from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
 from gateway.supervision import Supervisor
 from gateway.types import NodeId, RoomId
+from gateway.warm import Calendar, Warmer, WarmSettings, utc_today
 from wedsync_protocol import codec
 from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status
 
@@ -107,12 +110,18 @@ class Node:
         supervisor: Supervisor | None = None,
         retention: Retention | None = None,
         malloc_trim_seconds: float = 0.0,
+        warm: WarmSettings | None = None,
+        shed: ShedSettings | None = None,
+        today: Callable[[], date] = utc_today,
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
         ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
         ``retention``: what compaction keeps for version history (gateway/history.py).
         ``drain_spread_seconds``: the window the drain closes clients over (gateway/drain.py);
-        ``drain_random`` and ``drain_sleep`` are its randomness and its clock (tests fake them)."""
+        ``drain_random`` and ``drain_sleep`` are its randomness and its clock (tests fake them).
+        ``warm``: warm weddings and the priority window (gateway/warm.py; None: neither);
+        ``shed``: the overload thresholds (gateway/overload.py; None: never shed); ``today``:
+        the calendar day (UTC) both go by."""
         self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
@@ -183,9 +192,35 @@ class Node:
         self.webhooks: Any = None
         """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
+        self._setup_warm(warm, shed, today)
         self.trimmer = Trimmer(malloc_trim_seconds) if malloc_trim_seconds > 0 else None
         if self.trimmer is not None:
             self.rooms.on_unloaded = self.trimmer.unloaded
+
+    def _setup_warm(
+        self, warm: WarmSettings | None, shed: ShedSettings | None, today: Callable[[], date]
+    ) -> None:
+        """Warm weddings, wedding-day priority, overload shedding (gateway/warm.py, overload.py)."""
+        dates = self.store if isinstance(self.store, WeddingDates) else None
+        self.warm_settings = warm
+        self.calendar = Calendar(dates, warm or WarmSettings(max_rooms=0), today, self.spawn)
+        self.warmer: Warmer | None = None
+        if warm is not None and dates is not None:
+            self.warmer = Warmer(
+                node_id=self.node_id,
+                calendar=self.calendar,
+                warm=self.rooms.warm,
+                unpin=self.rooms.unpin,
+                settings=warm,
+            )
+            self.rooms.on_loaded = self.calendar.noted
+            self.durability.date_changed = self.calendar.noted
+        self.loop_lag = LoopLag()
+        self.overload: Overload | None = None
+        if shed is not None:
+            self.overload = Overload(
+                shed, lambda: self.committer.statistics().pending, self.loop_lag
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -198,6 +233,15 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
+        self._warm_tasks: list[asyncio.Task[None]] = []
+        if self.warmer is not None:
+            self._warm_tasks.append(
+                self._tasks.create_task(keep("warmer", self.warmer.run, essential=False))
+            )
+        if self.overload is not None:
+            self._warm_tasks.append(
+                self._tasks.create_task(keep("loop_lag", self.loop_lag.run, essential=False))
+            )
         self._trimmer_task: asyncio.Task[None] | None = None
         if self.trimmer is not None:
             self._trimmer_task = self._tasks.create_task(
@@ -216,6 +260,8 @@ class Node:
         finally:
             self._committer_task.cancel()
             self._ownership_task.cancel()
+            for task in self._warm_tasks:
+                task.cancel()
             if self._trimmer_task is not None:
                 self._trimmer_task.cancel()
             for task in self.rooms.room_tasks:
@@ -233,9 +279,7 @@ class Node:
         await self._flush_for_drain()
         clients = self.fanout.clients()
         groups = drain.schedule(clients, self.drain_spread_seconds, self._drain_random)
-        log.info(
-            "drain_started", clients=len(clients), spread_seconds=self.drain_spread_seconds
-        )
+        log.info("drain_started", clients=len(clients), spread_seconds=self.drain_spread_seconds)
         closing = ShuttingDown(f"node {self.node_id} is shutting down")
         elapsed = 0.0
         for group in groups:
@@ -281,7 +325,18 @@ class Node:
     # -- clients --------------------------------------------------------------------------------
 
     async def join(self, room_id: RoomId, session: Session, outlet: Outlet) -> RoomSlot:
-        """Add a client to a room (see ``Rooms.join``); pass the slot to ``receive``/``leave``."""
+        """Add a client to a room (see ``Rooms.join``); pass the slot to ``receive``/``leave``.
+
+        Raises Overloaded (1013) while the node is behind and the wedding is not within the
+        priority window (gateway/overload.py): members already in are never closed for it."""
+        overload = self.overload
+        if overload is not None:
+            reason = overload.reason()
+            if reason is not None and not self.calendar.is_priority(
+                room_id, self.rooms.slots.get(room_id)
+            ):
+                overload.shed[reason] += 1
+                raise Overloaded(f"node {self.node_id} is overloaded ({reason}); retry later")
         return await self.rooms.join(room_id, session, outlet)
 
     def leave(self, slot: RoomSlot, session: Session) -> None:

@@ -80,6 +80,10 @@ class Rooms:
         self._resetting: dict[RoomId, asyncio.Event] = {}
         self.room_tasks: set[asyncio.Task[None]] = set()
         self.loads = self.resets = 0
+        self.joins_from_memory = self.joins_from_store = 0
+        """Joins served by a room already loaded (or loading) here, and joins that loaded it."""
+        self.on_loaded: Callable[[RoomSlot], None] = lambda slot: None
+        """Called once a room is built from the store (the wedding-date index, gateway/warm.py)."""
 
     # -- joining and leaving --------------------------------------------------------------------
 
@@ -88,6 +92,7 @@ class Rooms:
 
         Raises ShuttingDown while the node drains, BackendUnavailable if the room cannot be
         loaded (a later join tries again)."""
+        from_store: bool | None = None  # the first look decides (the room-load hit ratio)
         while True:
             if self.stopping.is_set():
                 raise ShuttingDown(f"node {self.node_id} is shutting down")
@@ -98,10 +103,17 @@ class Rooms:
             slot = self.slots.get(room_id)
             if slot is None:
                 slot = self._start(room_id)
+                from_store = True if from_store is None else from_store
+            elif from_store is None:
+                from_store = False
             room = await asyncio.shield(slot.loaded)
             if slot.serving:
                 break
             await slot.closed.wait()
+        if from_store:
+            self.joins_from_store += 1
+        else:
+            self.joins_from_memory += 1
         self.fanout.connect(session, outlet)
         slot.changed.set()
         self.fanout.execute(slot, room.join(session))
@@ -114,6 +126,32 @@ class Rooms:
         self.relay.left(slot, session)
         self.fanout.disconnect(session)
         slot.changed.set()
+
+    async def warm(self, room_id: RoomId) -> bool:
+        """Load the room without a member and keep it loaded (gateway/warm.py); True once it
+        serves here with this node as its judge (or the only node). A room another node owns
+        is not kept."""
+        if self.stopping.is_set():
+            return False
+        slot = self.slots.get(room_id)
+        if slot is None:
+            slot = self._start(room_id)
+        slot.pinned = True
+        try:
+            await asyncio.shield(slot.loaded)
+        except BackendUnavailable:
+            return False
+        if slot.owner not in (None, self.node_id) or not slot.serving:
+            self.unpin(room_id)
+            return False
+        return True
+
+    def unpin(self, room_id: RoomId) -> None:
+        """The room may unload again once idle."""
+        slot = self.slots.get(room_id)
+        if slot is not None and slot.pinned:
+            slot.pinned = False
+            slot.changed.set()
 
     def every_slot(self) -> list[RoomSlot]:
         """Every room of the node, unloading ones included."""
@@ -251,6 +289,7 @@ class Rooms:
         if slot.state is RoomState.LOADING:  # not dropped by a reset meanwhile
             slot.state = RoomState.SERVING
         slot.loaded.set_result(room)
+        self.on_loaded(slot)
         log.info(
             "room_loaded",
             room=slot.id,
@@ -274,7 +313,7 @@ class Rooms:
                     break
                 await slot.changed.wait()
                 continue
-            if not room.empty or slot.proxies:  # an owner stays while others relay to it
+            if not room.empty or slot.proxies or slot.pinned:  # proxies: others relay to it
                 await slot.changed.wait()
                 continue
             try:

@@ -76,6 +76,13 @@ class Settings:
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
     drain_spread_seconds: float = 5.0  # clients are closed at random times over this window
+    warm_days: int = 7  # weddings dated within this many days are kept loaded (gateway/warm.py)
+    warm_max_rooms: int = 2000  # at most this many warm rooms per node; 0: no warming
+    warm_refresh_seconds: float = 60.0  # the warm set is looked up in the store this often
+    priority_hours: float = 48.0  # weddings this close keep their connections under overload
+    priority_max_weddings: int = 100_000  # largest priority set (index rows) a node keeps
+    shed_pending_appends: int = 5000  # appends pending: new far-off connections get 1013
+    shed_loop_lag_seconds: float = 0.25  # event-loop lag: new far-off connections get 1013
     environment: str = "development"  # development | production (production requires keys)
     jwt_secret: Secret | None = None  # HS256 key, at least 32 bytes
     jwt_public_keys: Path | None = None  # PEM (one public key) or JWKS file: RS256 / ES256
@@ -158,6 +165,10 @@ class Settings:
                 "webhook_claim_seconds",
                 "rate_pacing_seconds",
                 "rate_window_seconds",
+                "warm_refresh_seconds",
+                "priority_max_weddings",
+                "shed_pending_appends",
+                "shed_loop_lag_seconds",
             )
             if getattr(self, name) <= 0
         ]
@@ -170,6 +181,15 @@ class Settings:
         if self.relay_timeout_seconds <= self.relay_resend_seconds:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
+            )
+        if self.warm_days < 0 or self.warm_max_rooms < 0 or self.priority_hours < 0:
+            problems.append(
+                "GATEWAY_WARM_DAYS, GATEWAY_WARM_MAX_ROOMS and GATEWAY_PRIORITY_HOURS must be 0"
+                " or positive."
+            )
+        if self.shed_pending_appends >= self.max_pending_appends:
+            problems.append(  # shedding must start before writers of every wedding are refused
+                "GATEWAY_SHED_PENDING_APPENDS must be below GATEWAY_MAX_PENDING_APPENDS."
             )
         if self.drain_spread_seconds < 0:
             problems.append("GATEWAY_DRAIN_SPREAD_SECONDS must be 0 (all at once) or positive.")

@@ -1,4 +1,4 @@
-"""``gateway check-config``: every problem on its own line (exit 2), or the settings, secrets masked."""
+"""``gateway check-config``: each problem on its own line (exit 2), or the settings, masked."""
 
 from __future__ import annotations
 
