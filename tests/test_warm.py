@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
+from gateway import metrics
 from gateway.adapters.memory_bus import MemoryBus
 from gateway.adapters.postgres_store import PostgresStore
 from gateway.adapters.sqlite_store import SqliteStore
@@ -119,6 +120,10 @@ async def test_a_node_keeps_the_weddings_of_the_next_week_loaded_wedding_day_fir
         node.leave(slot, session)
         cold, cold_session = await member(node, RoomId("next-month"))  # not warm: from the store
         assert (node.rooms.joins_from_memory, node.rooms.joins_from_store) == (1, 1)
+        exported = metrics.render(node).decode()
+        assert 'gateway_room_joins_total{source="memory"} 1.0' in exported
+        assert 'gateway_room_joins_total{source="store"} 1.0' in exported
+        assert "gateway_rooms_warm 3.0" in exported
         node.leave(cold, cold_session)
         await eventually(lambda: "next-month" not in node.rooms.slots)  # idle: unloaded
         assert "today" in node.rooms.slots  # left as long ago: kept, it is warm
@@ -191,6 +196,9 @@ async def test_under_overload_far_weddings_are_refused_first_and_the_wedding_day
         await member(node, soon)
         assert node.overload is not None
         assert node.overload.shed == {"pending_appends": 0, "loop_lag": 2}
+        exported = metrics.render(node).decode()
+        assert 'gateway_connections_shed_total{reason="loop_lag"} 2.0' in exported
+        assert "gateway_priority_weddings 2.0" in exported
         assert far_member[1] in node.fanout.outlets  # a member already in is not closed
         node.loop_lag.seconds = 0.0
         await member(node, undated)  # the overload is over: everyone is served again
