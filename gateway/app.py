@@ -43,11 +43,13 @@ from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.mux import MuxEndpoint, MuxLimits
 from gateway.node import Node
 from gateway.ops import ops_routes
+from gateway.overload import ShedSettings
 from gateway.ports import Bus, Cursors, Leases, Retention, Revocations, Store, Versions, Webhooks
 from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.supervision import Supervisor
 from gateway.types import NodeId
+from gateway.warm import WarmSettings
 from gateway.webhooks import (
     WebhookDispatcher,
     WebhookSettings,
@@ -224,6 +226,7 @@ def create_app(
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,
                 drain_seconds=settings.drain_seconds,
+                drain_spread_seconds=settings.drain_spread_seconds,
                 journal=journal,
                 broadcast_batch_ms=settings.broadcast_batch_ms,
                 resume_log_max_updates=settings.resume_log_max_updates,
@@ -236,6 +239,17 @@ def create_app(
                 ),
                 supervisor=supervisor,
                 retention=retention_from(settings),
+                warm=WarmSettings(
+                    days=settings.warm_days,
+                    max_rooms=settings.warm_max_rooms,
+                    refresh_seconds=settings.warm_refresh_seconds,
+                    priority_hours=settings.priority_hours,
+                    priority_max_weddings=settings.priority_max_weddings,
+                ),
+                shed=ShedSettings(
+                    pending_appends=settings.shed_pending_appends,
+                    loop_lag_seconds=settings.shed_loop_lag_seconds,
+                ),
             )
             await stack.enter_async_context(node)
             webhooks = await start_webhooks(settings, node, store, stack)
