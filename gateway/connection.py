@@ -62,6 +62,7 @@ class ConnectionDriver:
         "_wake",
         "_writer",
         "_writer_task",
+        "collapse",
         "drain_timeout",
         "outbox_bytes",
         "queue_limit",
@@ -75,8 +76,12 @@ class ConnectionDriver:
         queue_limit: int,
         outbox_bytes: int = 1 << 62,
         drain_timeout: float = 30.0,
+        collapse: bool = True,
     ) -> None:
+        """``collapse`` False: a full outbox closes the client (4001) instead of collapsing
+        what follows into a Backlog, which reads y-websocket messages (``/mux`` frames are not)."""
         self._writer = writer
+        self.collapse = collapse
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._flushes = _tick_flush(self._loop)
@@ -114,6 +119,8 @@ class ConnectionDriver:
                     self._flushes.add(self)
                 return
             self._fall_behind()
+            if self._backlog is None:  # not collapsing: closed as slow
+                return
         assert self._backlog is not None
         try:
             self._backlog.add(data)
@@ -122,6 +129,14 @@ class ConnectionDriver:
 
     def _fall_behind(self) -> None:
         """The outbox is full: collapse what follows until the client has read it."""
+        if not self.collapse:
+            self.close_nowait(
+                SlowClient(
+                    f"outbox full: {len(self._out)} messages, {self._queued_bytes} bytes"
+                    " wait for the client"
+                )
+            )
+            return
         self._backlog = Backlog(max_bytes=self.outbox_bytes, max_messages=self.queue_limit)
         self._backlog_timer = self._loop.call_later(self.drain_timeout, self._not_draining)
         self._kick()  # the writer task hands the backlog over once the outbox is written

@@ -25,6 +25,8 @@ from gateway.types import RoomId
 
 log = structlog.get_logger(__name__)
 
+DATE_FIELD = "core.wedding_date"
+"""What an Append's ``fields`` name when the edit changed the wedding's date."""
 RESUME_LOG_MAX_UPDATES = 500
 """Default of GATEWAY_RESUME_LOG_MAX_UPDATES.
 
@@ -79,6 +81,8 @@ class Durability:
         self.committer = committer
         self.retention = retention
         self.store = store
+        self.date_changed: Callable[[RoomSlot], None] = lambda slot: None
+        """Called once an edit of ``core.wedding_date`` is durable (gateway/warm.py)."""
         self.fanout = fanout
         self.spawn = spawn
         self.snapshot_every = snapshot_every
@@ -108,11 +112,17 @@ class Durability:
             return
         slot.in_flight += 1
         future.add_done_callback(partial(self._appended, slot, session, effect.seq, received))
+        if DATE_FIELD in effect.fields:  # the index follows the durable document, never leads
+            future.add_done_callback(partial(self._date_durable, slot))
         self.updates_persisted += 1
         slot.appends_since_snapshot += 1
         if slot.appends_since_snapshot >= self.snapshot_every and not slot.compacting:
             slot.compacting = True
             future.add_done_callback(partial(self._start_compaction, slot))
+
+    def _date_durable(self, slot: RoomSlot, future: asyncio.Future[int | None]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is not None:
+            self.date_changed(slot)
 
     def _appended(
         self,

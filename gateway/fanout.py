@@ -104,10 +104,18 @@ class Fanout:
         if outlet is not None:
             outlet.close_nowait(error)
 
-    def drain(self, error: GatewayError) -> None:
-        """Tell every connected client the node is shutting down (DRAIN), then close it.
-        Other nodes' clients stay connected to them: their rooms' next owner judges them."""
-        clients = [s for s in self.outlets if s not in self.proxies]
+    def clients(self) -> list[Session]:
+        """Every client connected to this node (not the proxies)."""
+        return [s for s in self.outlets if s not in self.proxies]
+
+    def drain(self, error: GatewayError, clients: list[Session] | None = None) -> None:
+        """Tell ``clients`` (default: every connected client) the node is shutting down
+        (DRAIN), then close them; one that left meanwhile is skipped. Other nodes' clients
+        stay connected to them: their rooms' next owner judges them."""
+        if clients is None:
+            clients = self.clients()
+        else:
+            clients = [s for s in clients if s in self.outlets and s not in self.proxies]
         for effect in drain(clients, error):
             match effect:
                 case Send(session, data):

@@ -107,6 +107,7 @@ class NodeCollector(Collector):
         yield from webhook_metrics(self.node)
         yield from latency_metrics(self.node.telemetry)
         yield from event_metrics(self.node, self.node.telemetry)
+        yield from warm_metrics(self.node)
 
 
 def webhook_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -223,6 +224,54 @@ def event_metrics(node: Node, telemetry: Telemetry) -> Iterator[Family]:
     for platform, count in sorted(telemetry.platforms.items()):
         platforms.add_metric([platform], count)
     yield platforms
+
+
+# -- warm weddings, wedding-day priority, drain (issue 16 items 4-5; gateway/warm.py) ----------
+
+
+def warm_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Room-load hit ratio, warm rooms, the priority set, shed connections, drained clients.
+
+    The hit ratio is ``rate(gateway_room_joins_total{source="memory"}[5m])`` over the rate of
+    all joins: a join served by a room already loaded here, against one that loaded it."""
+    rooms = node.rooms
+    joins = CounterMetricFamily(
+        "gateway_room_joins",
+        "Client joins, by where the room came from: memory (loaded here) or store (loaded for it).",
+        labels=["source"],
+    )
+    joins.add_metric(["memory"], rooms.joins_from_memory)
+    joins.add_metric(["store"], rooms.joins_from_store)
+    yield joins
+    warm = node.warmer.warm if node.warmer is not None else []
+    yield GaugeMetricFamily(
+        "gateway_rooms_warm",
+        "Rooms kept loaded without members: weddings of the coming days (GATEWAY_WARM_DAYS).",
+        value=len(warm),
+    )
+    yield GaugeMetricFamily(
+        "gateway_priority_weddings",
+        "Weddings within GATEWAY_PRIORITY_HOURS (cluster-wide, from the store's date index).",
+        value=len(node.calendar.priority),
+    )
+    shed = CounterMetricFamily(
+        "gateway_connections_shed",
+        "New connections refused with 1013 under overload (weddings outside the priority window).",
+        labels=["reason"],
+    )
+    for reason, count in sorted((node.overload.shed if node.overload else {}).items()):
+        shed.add_metric([reason], count)
+    yield shed
+    yield GaugeMetricFamily(
+        "gateway_event_loop_lag_probe_seconds",
+        "Lateness of the last event-loop probe timer (the overload signal; 0 when not measured).",
+        value=node.loop_lag.seconds,
+    )
+    yield CounterMetricFamily(
+        "gateway_drained_clients",
+        "Clients told to reconnect (DRAIN, 1012) by this node's drain, over its spread.",
+        value=node.drained_clients,
+    )
 
 
 def render(node: Node) -> bytes:

@@ -76,6 +76,14 @@ class Settings:
     rate_window_seconds: float = 60.0  # the window over which pacing is counted
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
+    drain_spread_seconds: float = 5.0  # clients are closed at random times over this window
+    warm_days: int = 7  # weddings dated within this many days are kept loaded (gateway/warm.py)
+    warm_max_rooms: int = 2000  # at most this many warm rooms per node; 0: no warming
+    warm_refresh_seconds: float = 60.0  # the warm set is looked up in the store this often
+    priority_hours: float = 48.0  # weddings this close keep their connections under overload
+    priority_max_weddings: int = 100_000  # largest priority set (index rows) a node keeps
+    shed_pending_appends: int = 5000  # appends pending: new far-off connections get 1013
+    shed_loop_lag_seconds: float = 0.25  # event-loop lag: new far-off connections get 1013
     environment: str = "development"  # development | production (production requires keys)
     jwt_secret: Secret | None = None  # HS256 key, at least 32 bytes
     jwt_public_keys: Path | None = None  # PEM (one public key) or JWKS file: RS256 / ES256
@@ -96,6 +104,16 @@ class Settings:
     webhook_retry_max_seconds: float = 60.0  # longest backoff between tries (jittered)
     webhook_dead_letter_seconds: float = 3600.0  # failing this long: the endpoint is dead
     webhook_claim_seconds: float = 30.0  # one node delivers to an endpoint; its claim lasts this
+    # /mux (many weddings over one socket, proto/spec.md §10): per-socket bounds
+    mux_max_documents: int = 100  # documents open on one socket; more: permission-denied
+    mux_messages_per_second: float = 1000.0  # per socket; faster is paced, then 4429
+    mux_message_burst: int = 2000  # per socket, messages allowed at once above the rate
+    mux_bytes_per_second: float = 8 << 20  # per socket; faster is paced, then 4429
+    mux_byte_burst: int = 16 << 20  # per socket; at least max_message_bytes
+    mux_outbox_messages: int = 4096  # messages waiting for one socket; beyond: closed with 4001
+    mux_outbox_bytes: int = 16 << 20  # bytes waiting for one socket; beyond: closed with 4001
+    mux_document_queue: int = 64  # messages of one loading document held; beyond: socket waits
+    mux_ping_seconds: float = 10.0  # the provider's ping (it drops a socket silent for 30 s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
@@ -116,7 +134,7 @@ class Settings:
             except ValueError as exc:
                 errors.append(f"{name} has value {environ[name]!r}. {exc}")
         if errors:
-            raise ConfigError(" ".join(errors))
+            raise ConfigError(" ".join(errors), tuple(errors))
         settings = cls(**values)
         settings.check()
         return settings
@@ -158,6 +176,17 @@ class Settings:
                 "webhook_claim_seconds",
                 "rate_pacing_seconds",
                 "rate_window_seconds",
+                "mux_max_documents",
+                "mux_messages_per_second",
+                "mux_message_burst",
+                "mux_bytes_per_second",
+                "mux_outbox_messages",
+                "mux_document_queue",
+                "mux_ping_seconds",
+                "warm_refresh_seconds",
+                "priority_max_weddings",
+                "shed_pending_appends",
+                "shed_loop_lag_seconds",
             )
             if getattr(self, name) <= 0
         ]
@@ -171,10 +200,26 @@ class Settings:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
             )
+        if self.warm_days < 0 or self.warm_max_rooms < 0 or self.priority_hours < 0:
+            problems.append(
+                "GATEWAY_WARM_DAYS, GATEWAY_WARM_MAX_ROOMS and GATEWAY_PRIORITY_HOURS must be 0"
+                " or positive."
+            )
+        if self.shed_pending_appends >= self.max_pending_appends:
+            problems.append(  # shedding must start before writers of every wedding are refused
+                "GATEWAY_SHED_PENDING_APPENDS must be below GATEWAY_MAX_PENDING_APPENDS."
+            )
+        if self.drain_spread_seconds < 0:
+            problems.append("GATEWAY_DRAIN_SPREAD_SECONDS must be 0 (all at once) or positive.")
         if self.malloc_trim_seconds < 0:
             problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
             problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
+        if min(self.mux_byte_burst, self.mux_outbox_bytes) < self.max_message_bytes:
+            problems.append(
+                "GATEWAY_MUX_BYTE_BURST and GATEWAY_MUX_OUTBOX_BYTES must be at least"
+                " GATEWAY_MAX_MESSAGE_BYTES."
+            )
         if self.byte_burst < self.max_message_bytes:
             problems.append("GATEWAY_BYTE_BURST must be at least GATEWAY_MAX_MESSAGE_BYTES.")
         if min(self.messages_per_second, self.bytes_per_second) <= 0:
@@ -193,7 +238,7 @@ class Settings:
             problems.append("GATEWAY_LOG_FORMAT must be 'json' or 'console'.")
         problems.extend(self._auth_problems())
         if problems:
-            raise ConfigError(" ".join(problems))
+            raise ConfigError(" ".join(problems), tuple(problems))
 
     @property
     def webhook_url_list(self) -> tuple[str, ...]:
@@ -220,6 +265,11 @@ class Settings:
                 f"GATEWAY_JWT_LEEWAY_SECONDS must be between 0 and {MAX_LEEWAY_SECONDS:g}."
             )
         return problems
+
+
+def gateway_environment() -> dict[str, str]:
+    """The process's GATEWAY_* variables (``gateway check-config`` says which ones are set)."""
+    return {key: value for key, value in os.environ.items() if key.startswith(PREFIX)}
 
 
 def _parse(annotation: str, raw: str) -> Any:

@@ -294,7 +294,7 @@ class Room:
         else:
             # an entry deletion: keep the entries, to name them and to put back a refused one
             deletes = summary.deletes and self.guard.deletes_in(summary, "timeline")
-            before = enforcer.entries_before() if deletes else None
+            before = enforcer.entries_before(grant) if deletes else None
             enforcer.start()
             try:
                 # pycrdt fires no event for structs it keeps pending (a missing dependency):
@@ -342,7 +342,7 @@ class Room:
         if not rights.writes and not verdict.refusals and enforcer is not None:
             # no event (e.g. writes into a deleted entry), still a write
             verdict.refusals.append(Refusal("document", f"role {grant.role} may not write"))
-        reasserted = [] if verdict.refusals else self._reassert(summary, grant)
+        reasserted = [] if verdict.refusals else self._reassert(summary, grant, verdict)
         fields = (*verdict.fields, *reasserted)
         # A role that may not write everything never has its bytes shared as they came: a write
         # into a deleted entry fires no event to judge, and its values must not travel on.
@@ -387,16 +387,22 @@ class Room:
         state = decode_state_vector(self.doc.get_state())
         return any(end > state.get(c, 0) for c, (_, end) in summary.clients.items())
 
-    def _reassert(self, summary: UpdateSummary, grant: Grant) -> list[str]:
-        """Write again the accepted core values the update wrote that pycrdt hid behind one of
-        the room's undos (``Enforcer.reassert``); returns the fields written."""
+    def _reassert(self, summary: UpdateSummary, grant: Grant, verdict: Verdict) -> list[str]:
+        """Write again the accepted values the update wrote that pycrdt hid: core values behind
+        one of the room's undos (``Enforcer.reassert``), entry values written into the deleted
+        original of an entry the room put back (``Enforcer.carry``, which adds to ``verdict``
+        the refusals of what it may not carry); returns the fields written."""
         enforcer = self.enforcer
-        if enforcer is None or not enforcer.undone or not summary.core_writes:
+        if enforcer is None:
+            return []
+        if not (enforcer.undone and summary.core_writes) and not enforcer.moved:
             return []
         if self._pending(summary):  # judged when it integrates
             return []
         try:
-            return enforcer.reassert(grant, summary)
+            # and what it wrote into an entry whose refused deletion the room undid
+            hidden = enforcer.reassert(grant, summary)
+            return [*hidden, *enforcer.carry(grant, summary, verdict.refusals)]
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:

@@ -13,6 +13,7 @@ export {
   type WedsyncProviderOptions
 } from './provider.js'
 export * as protocol from './protocol.js'
+export { WedsyncSocket, MuxChannel, type WedsyncSocketOptions } from './mux.js'
 export {
   CloseCode, backoff, needsNewToken, reconnects,
   type BackoffOptions, type WebSocketConstructor, type WebSocketLike
