@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.uvicorn_ws import forget_handshake
 from gateway.adapters.websocket import writer_for
-from gateway.connection import NORMAL_CLOSURE, ConnectionDriver
+from gateway.connection import NORMAL_CLOSURE, ConnectionDriver, declared_platform
 from gateway.core.limits import TokenBucket
 from gateway.core.session import Session
 from gateway.errors import (
@@ -480,16 +480,22 @@ class MuxEndpoint:
         log.info("mux_opened", node=node.node_id)
         counts: dict[str, Any] = {"received": 0, "by": "client", "code": NORMAL_CLOSURE}
         socket: MuxSocket | None = None
-        async with asyncio.TaskGroup() as tg:
-            driver.start(tg)
-            socket = MuxSocket(self, node, gatekeeper, driver, tg)
-            pinger = tg.create_task(self._ping(driver))
-            try:
-                counts["code"] = await self._read_loop(socket, receive, send, scope, counts)
-            finally:
-                pinger.cancel()
-                socket.close_all()
+        platform = declared_platform(scope)  # one socket counts once (gateway/telemetry.py)
+        node.telemetry.joined(platform)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                driver.start(tg)
+                socket = MuxSocket(self, node, gatekeeper, driver, tg)
+                pinger = tg.create_task(self._ping(driver))
+                try:
+                    counts["code"] = await self._read_loop(socket, receive, send, scope, counts)
+                finally:
+                    pinger.cancel()
+                    socket.close_all()
+        finally:
+            node.telemetry.left(platform)
         error = driver.error
+        node.telemetry.closed(error.close_code if error else counts["code"])
         log.info(
             "mux_closed",
             code=error.close_code if error else counts["code"],

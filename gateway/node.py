@@ -235,7 +235,7 @@ class Node:
             )
             self.rooms.on_loaded = self.calendar.noted
             self.durability.date_changed = self.calendar.noted
-        self.loop_lag = LoopLag()
+        self.loop_lag = LoopLag(self.telemetry.loop_lag.observe)
         self.overload: Overload | None = None
         if shed is not None:
             self.overload = Overload(
@@ -253,17 +253,13 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
-        self._loop_lag_task = self._tasks.create_task(
-            keep("loop_lag", self.telemetry.probe_loop_lag, essential=False)
+        self._loop_lag_task = self._tasks.create_task(  # metrics, and the overload signal
+            keep("loop_lag", self.loop_lag.run, essential=False)
         )
         self._warm_tasks: list[asyncio.Task[None]] = []
         if self.warmer is not None:
             self._warm_tasks.append(
                 self._tasks.create_task(keep("warmer", self.warmer.run, essential=False))
-            )
-        if self.overload is not None:
-            self._warm_tasks.append(
-                self._tasks.create_task(keep("loop_lag", self.loop_lag.run, essential=False))
             )
         self._trimmer_task: asyncio.Task[None] | None = None
         if self.trimmer is not None:

@@ -14,6 +14,7 @@
  *     const b = new WedsyncProvider('', 'wed-2', new Y.Doc(), { socket })
  */
 
+import { defaultPlatform, withPlatform, type Platform } from './platform.js'
 import { Reader, Writer } from './protocol.js'
 import { CloseCode, type WebSocketConstructor, type WebSocketLike } from './socket.js'
 import { TokenKeeper, type TokenSource } from './token.js'
@@ -39,6 +40,8 @@ const FIRST_EXTENSION = 100
 export interface WedsyncSocketOptions {
   /** The default token of every wedding whose provider has none of its own. */
   token?: TokenSource
+  /** Declared as `?platform=` (spec §1), as `WedsyncProviderOptions.platform`. */
+  platform?: Platform
   WebSocketPolyfill?: WebSocketConstructor | (new (url: string, ...rest: any[]) => unknown)
 }
 
@@ -137,6 +140,8 @@ export class MuxChannel implements WebSocketLike {
 /** One `/mux` WebSocket shared by many providers (pass it as their `socket` option). */
 export class WedsyncSocket {
   readonly url: string
+  /** Declared on each connection as `?platform=` (spec §1). */
+  readonly platform: Platform
   /** WebSocket connections opened so far. */
   connections = 0
   /** The last close of the shared socket. */
@@ -150,6 +155,7 @@ export class WedsyncSocket {
 
   constructor (url: string, options: WedsyncSocketOptions = {}) {
     this.url = url
+    this.platform = options.platform ?? defaultPlatform()
     const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
@@ -203,7 +209,7 @@ export class WedsyncSocket {
 
   private connect (): void {
     if (this.ws !== null) return
-    const ws = new this.WebSocketClass(this.url)
+    const ws = new this.WebSocketClass(withPlatform(this.url, this.platform))
     ws.binaryType = 'arraybuffer'
     this.ws = ws
     ws.onopen = () => {
