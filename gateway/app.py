@@ -47,6 +47,7 @@ from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.supervision import Supervisor
 from gateway.types import NodeId
+from gateway.vendor_view import vendor_weddings
 from gateway.webhooks import (
     WebhookDispatcher,
     WebhookSettings,
@@ -281,6 +282,7 @@ def create_app(
         Route("/v1/weddings/{wedding_id}/undo", undo, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/core", patch_core, methods=["PATCH"]),
         Route("/v1/changes/stream", change_stream, methods=["GET"]),
+        Route("/v1/vendor/weddings", vendor_weddings, methods=["GET"]),
         Route("/v1/webhooks", list_webhooks, methods=["GET"]),
         Route("/v1/webhooks/{webhook_id}", put_webhook, methods=["PUT"]),
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
