@@ -467,3 +467,52 @@ async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway)
         await eventually(lambda: len(p.auth("wed-a")) == 3, timeout=WAIT)
         assert p.denied("wed-a") == "token revoked"
     await never_stored(secured, "wed-a", b"Revoked Hall")
+
+
+async def test_the_provider_ping_and_the_handshake_deadline(tmp_path: Path) -> None:
+    running = await start_in_process(
+        tmp_path / "data", mux_ping_seconds=0.05, handshake_timeout_seconds=1.0
+    )
+    try:
+        async with mux_peer(running) as p:
+            await p.open("wed-a", "")
+            await p.synced("wed-a")
+            await eventually(
+                lambda: sum(kind == MuxType.PING for _, kind, _ in p.received) >= 3, timeout=WAIT
+            )
+            await p.ws.send(mux.PONG)  # the provider's answer: accepted, ignored
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a")[-1:] == [True], timeout=WAIT)
+            assert p.close_code is None
+        async with mux_peer(running) as idle:  # opens no document: closed at the deadline
+            await eventually(lambda: idle.close_code is not None, timeout=WAIT)
+            assert idle.close_code == 4408
+    finally:
+        await stop_in_process(running)
+
+
+async def test_a_document_that_loads_slowly_holds_up_neither_the_others_nor_its_own_edits(
+    secured: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = secured.node.store
+    load, release = store.load, asyncio.Event()
+
+    async def slow_load(room: RoomId) -> Any:
+        if room == "wed-slow":
+            await release.wait()  # this wedding's history takes its time to come
+        return await load(room)
+
+    monkeypatch.setattr(store, "load", slow_load)
+    tok = token({"wed-slow": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with watching(secured, "wed-b") as (watch_b,), mux_peer(secured) as p:
+        await p.open("wed-slow", tok)
+        await p.write("wed-slow", partner_a="Slow", partner_b="Poke", status="planning")
+        await barrier(p, tok, "wed-b")  # answered while wed-slow still loads
+        await p.write("wed-b", venue="Fast Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Fast Hall", timeout=WAIT)
+        assert p.scope("wed-slow") == "read-write"
+        assert not any(kind == MuxType.SYNC for kind, _ in p.of("wed-slow")), "still loading"
+        release.set()
+        await p.synced("wed-slow")
+        await eventually(lambda: p.statuses("wed-slow")[-1:] == [True], timeout=WAIT)
+    assert any(b"Slow" in blob for blob in await stored(secured, "wed-slow"))
