@@ -15,6 +15,7 @@ from pycrdt import Doc, Map
 from gateway.auth import issue_token
 from gateway.core.policy import Role
 from gateway.types import RoomId
+from gateway_client import GatewayClient
 from tests.conftest import RunningGateway
 from tests.interop import require_node
 from tests.test_attacks import AUDIENCE, ISSUER, SECRET, secured
@@ -26,17 +27,27 @@ SCRIPT_DEADLINE = 120.0
 """Seconds before a hung script is killed: protection against hangs, not a performance bound."""
 WEDDINGS = [f"mux-wed-{i}" for i in range(50)]
 LATE = "mux-wed-late"
+OUTSIDE = "mux-wed-outside"
+READONLY = "mux-wed-readonly"
 
 
-def planner_token(subject: str, weddings: list[str]) -> str:
+def planner_token(subject: str, weddings: list[str], **more: Role) -> str:
     return issue_token(
         SECRET,
         subject=subject,
-        weddings=dict.fromkeys(weddings, Role.PLANNER),
+        weddings={**dict.fromkeys(weddings, Role.PLANNER), **more},
         ttl_seconds=600,
         issuer=ISSUER,
         audience=AUDIENCE,
     )
+
+
+async def create(running: RunningGateway, wedding: str) -> None:
+    planner = planner_token("planner", [wedding])
+    async with GatewayClient(running.ws_url, wedding, token=planner) as client:
+        await client.wait_synced()
+        client.create_wedding("RO", "Wedding", "planning")
+        await client.wait_durable()
 
 
 async def test_fifty_weddings_over_one_hocuspocus_socket_converge_with_y_websocket(
@@ -45,9 +56,12 @@ async def test_fifty_weddings_over_one_hocuspocus_socket_converge_with_y_websock
     config = {
         "weddings": WEDDINGS,
         "late": LATE,
-        "muxToken": planner_token("vendor-dashboard", [*WEDDINGS, LATE]),
+        "outside": OUTSIDE,
+        "readonly": READONLY,
+        "muxToken": planner_token("vendor-dashboard", [*WEDDINGS, LATE], **{READONLY: Role.VIEWER}),
         "wsToken": planner_token("planner-on-ws", [*WEDDINGS, LATE]),
     }
+    await create(secured, READONLY)
     process = await asyncio.create_subprocess_exec(
         require_node(),
         str(SCRIPT),
@@ -63,13 +77,18 @@ async def test_fifty_weddings_over_one_hocuspocus_socket_converge_with_y_websock
     assert result["documents"] == 51
     assert result["scopes"] == ["read-write"]
     assert result["leaks"] == [], "an awareness state reached another wedding"
-    assert result["denied"] == []
+    assert [room for room, _ in result["denied"]] == [OUTSIDE], "refused alone"
+    assert OUTSIDE in result["outside"]["denied"]
+    assert result["outside"]["scope"] is None
+    assert result["readonlyScope"] == "readonly"
     assert result["socketCloses"] == []
     assert result["wsCloses"] == []
     for i, wedding in enumerate(WEDDINGS):
         core = result["states"][wedding]["core"]
         assert core["venue"] == f"Venue {i}"
         assert core["notes"] == f"Notes {i}"
+    stored_readonly = b"".join((await secured.node.store.load(RoomId(READONLY))).blobs())
+    assert b"Viewer Hall" not in stored_readonly
     # what the store holds: both sides' edits, durable (the providers were acknowledged)
     for i, wedding in enumerate([*WEDDINGS[:5], LATE]):
         doc: Doc = Doc()

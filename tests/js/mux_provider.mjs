@@ -107,6 +107,17 @@ try {
   late.doc.getMap('core').set('venue', 'Late venue')
   await waitFor(() => lateWs.doc.getMap('core').get('venue') === 'Late venue', 'the late edit on /ws')
 
+  // per-document refusals, as a stock provider sees them: the socket and the others carry on
+  const outside = muxClient(config.outside)
+  const readonly = muxClient(config.readonly)
+  await waitFor(() => outside.denied !== null && readonly.scope !== null && readonly.provider.synced,
+    'the refused and the read-only documents')
+  await waitFor(() => readonly.doc.getMap('core').get('partner_a') === 'RO', 'the read-only wedding')
+  readonly.doc.getMap('core').set('venue', 'Viewer Hall')
+  await waitFor(() => readonly.doc.getMap('core').get('venue') === undefined, 'the read-only edit undone')
+  mux[0].doc.getMap('core').set('guest_count', 99) // the socket still serves the others
+  await waitFor(() => ws[0].doc.getMap('core').get('guest_count') === 99, 'an edit after the refusals')
+
   const all = [...mux, late]
   await waitFor(() => all.every((c) => c.provider.unsyncedChanges === 0), 'every change acknowledged')
   result = {
@@ -116,11 +127,13 @@ try {
     states: Object.fromEntries(all.map((c) => [c.room, JSON.parse(json(c.doc))])),
     leaks,
     denied,
+    outside: { scope: outside.scope, denied: outside.denied },
+    readonlyScope: readonly.scope,
     socketCloses,
     wsCloses: [...ws, lateWs].flatMap((c) => c.closes)
   }
   for (const c of [...ws, lateWs]) c.provider.destroy()
-  for (const c of all) c.provider.destroy()
+  for (const c of [...all, outside, readonly]) c.provider.destroy()
   socket.destroy()
 } catch (error) {
   result = { ok: false, error: String(error), denied, socketCloses, first: debug.mux && [json(debug.mux[0].doc), json(debug.ws[0].doc), debug.mux[0].provider.unsyncedChanges] }
