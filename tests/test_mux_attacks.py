@@ -33,8 +33,8 @@ from loadtest.faults.rawclients import RawClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 from tests.test_attacks import AUDIENCE, ISSUER, SECRET
-from wedsync_protocol import mux
-from wedsync_protocol.messages import SyncStep1, SyncStep2, SyncUpdate
+from wedsync_protocol import codec, mux
+from wedsync_protocol.messages import Feature, Hello, SyncStep1, SyncStep2, SyncUpdate
 from wedsync_protocol.mux import MuxAuthType, MuxType
 
 WAIT = 10.0
@@ -516,3 +516,35 @@ async def test_a_document_that_loads_slowly_holds_up_neither_the_others_nor_its_
         await p.synced("wed-slow")
         await eventually(lambda: p.statuses("wed-slow")[-1:] == [True], timeout=WAIT)
     assert any(b"Slow" in blob for blob in await stored(secured, "wed-slow"))
+
+
+async def test_a_drain_tells_documents_that_asked_then_closes_the_socket_with_1012(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(tmp_path / "data")
+    try:
+        async with mux_peer(running) as p:
+            hello = codec.encode(Hello(1, Feature.ACKS))
+            p.docs["wed-a"] = Doc()  # it answers the server's step 1
+            await p.ws.send(mux.encode_token("wed-a", ""))
+            await p.ws.send(mux.encode_stateless("wed-a", mux.wrap_extension(hello)))
+            await p.ws.send(mux.encode_message("wed-a", SyncStep1(b"\x00")))
+            await barrier(p, "", "wed-b")  # a stock document: no HELLO
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a") == [True, True], timeout=WAIT)
+            await running.app.drain()
+            await eventually(lambda: p.close_code is not None, timeout=WAIT)
+            assert p.close_code == 1012
+            wrapped = [
+                codec.decode_server_message(mux.unwrap_extension(str(body)) or b"")
+                for kind, body in p.of("wed-a")
+                if kind == MuxType.STATELESS
+            ]
+            names = [type(m).__name__ for m in wrapped]
+            assert names[0] == "Hello"
+            assert names[-1] == "Drain", "the DRAIN before the close"
+            assert set(names[1:-1]) == {"Ack"}
+            assert getattr(wrapped[-2], "seq", None) == 2, "its step 2 and its update, durable"
+            assert not any(kind == MuxType.STATELESS for kind, _ in p.of("wed-b"))
+    finally:
+        await stop_in_process(running)
