@@ -156,10 +156,11 @@ class MuxDocument:
         self.session = session
         self.slot: RoomSlot | None = None
         self.watch: Watch | None = None
-        self.queue: deque[mux.MuxMessage] = deque()
-        """Messages waiting while the document joins or reads the store (``task`` runs)."""
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.queue: deque[mux.MuxMessage] | None = None
+        """Messages waiting while the document joins or reads the store (``task`` runs); made
+        when first needed, as ``idle`` and ``refused`` (a few hundred bytes each, per document)."""
+        self.idle: asyncio.Event | None = None
+        """Set when the queue has room again (the reader waits on it when it was full)."""
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.hello = False
@@ -168,7 +169,7 @@ class MuxDocument:
         self.client_features = Feature(0)
         self.acked = 0
         """The sync messages answered with a sync-status so far."""
-        self.refused: set[int] = set()
+        self.refused: set[int] | None = None
         """Sequence numbers with a REJECT: their sync-status says ``applied: false``."""
 
     # -- Outlet ------------------------------------------------------------------------------
@@ -189,9 +190,12 @@ class MuxDocument:
         message = codec.decode_server_message(data)
         if kind == MessageType.ACK:
             seq = getattr(message, "seq", 0)
+            refused = self.refused
             for n in range(self.acked + 1, seq + 1):
-                applied = n not in self.refused
-                self.refused.discard(n)
+                applied = not refused or n not in refused
+                if not applied:
+                    assert refused is not None
+                    refused.discard(n)
                 driver.send_nowait(mux.encode_sync_status(self.name, applied))
             self.acked = max(self.acked, seq)
             if Feature.ACKS in self.client_features:
@@ -199,6 +203,8 @@ class MuxDocument:
         elif kind == MessageType.REJECT:
             assert isinstance(message, Reject)
             if message.seq > self.acked:
+                if self.refused is None:
+                    self.refused = set()
                 self.refused.add(message.seq)
             if Feature.REJECTS in self.client_features:
                 self._send_extension(data)
@@ -322,7 +328,10 @@ class MuxSocket:
         document.closed = True
         if self.documents.get(document.name) is document:
             del self.documents[document.name]
-        document.queue.clear()
+        if document.queue:
+            document.queue.clear()
+        if document.idle is not None:
+            document.idle.set()  # a reader waiting for room in its queue reads on
         if document.watch is not None:
             document.watch.cancel()
             document.watch = None
@@ -364,11 +373,20 @@ class MuxSocket:
         if document.task is None:
             self._handle_now(document, message)
             return
-        while len(document.queue) >= self.limits.document_queue and not document.closed:
+        queue = document.queue
+        if queue is None:
+            queue = document.queue = deque()
+        while len(queue) >= self.limits.document_queue and not document.closed:
+            if document.idle is None:
+                document.idle = asyncio.Event()
             document.idle.clear()
             await document.idle.wait()
-        if not document.closed:
-            document.queue.append(message)
+        if document.closed:
+            return
+        if document.task is None:  # the queue ran dry while we waited: nothing is before it
+            self._handle_now(document, message)
+        else:
+            queue.append(message)
 
     def _handle_now(self, document: MuxDocument, message: mux.MuxMessage) -> None:
         try:
@@ -421,7 +439,8 @@ class MuxSocket:
             await first
             while document.queue and not document.closed:
                 message = document.queue.popleft()
-                document.idle.set()
+                if document.idle is not None:
+                    document.idle.set()
                 pending = self._handle(document, message)
                 if pending is not None:
                     await pending
@@ -436,7 +455,8 @@ class MuxSocket:
             self.driver.close_nowait(InvalidState(f"internal error: {type(exc).__name__}"))
         finally:
             document.task = None
-            document.idle.set()
+            if document.idle is not None:
+                document.idle.set()
             if document.closed and document.slot is not None:
                 self.node.leave(document.slot, document.session)
                 document.slot = None

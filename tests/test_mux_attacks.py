@@ -548,3 +548,36 @@ async def test_a_drain_tells_documents_that_asked_then_closes_the_socket_with_10
             assert not any(kind == MuxType.STATELESS for kind, _ in p.of("wed-b"))
     finally:
         await stop_in_process(running)
+
+
+async def test_a_full_document_queue_stops_reading_the_socket_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_in_process(tmp_path / "data", mux_document_queue=2)
+    store = running.node.store
+    load, release = store.load, asyncio.Event()
+
+    async def slow_load(room: RoomId) -> Any:
+        if room == "wed-slow":
+            await release.wait()
+        return await load(room)
+
+    monkeypatch.setattr(store, "load", slow_load)
+    try:
+        async with mux_peer(running) as p:
+            await p.open("wed-slow", "")  # its step 1 waits in the queue: 1 of 2
+            await p.write("wed-slow", partner_a="A", partner_b="B", status="planning")  # 2 of 2
+            await p.write("wed-slow", venue="V1")  # the queue is full: reading stops here
+            await p.write("wed-slow", venue="V2")
+            await p.ws.send(mux.encode_token("wed-b", ""))
+            await eventually(lambda: p.scope("wed-slow") is not None, timeout=WAIT)
+            with pytest.raises(AssertionError):  # not read yet: backpressure
+                await eventually(lambda: p.scope("wed-b") is not None, timeout=0.5)
+            release.set()
+            await eventually(lambda: p.scope("wed-b") is not None, timeout=WAIT)
+            await eventually(lambda: p.statuses("wed-slow")[-3:] == [True] * 3, timeout=WAIT)
+            assert p.close_code is None
+        blobs = b"".join((await load(RoomId("wed-slow"))).blobs())
+        assert b"V2" in blobs
+    finally:
+        await stop_in_process(running)
