@@ -42,12 +42,15 @@ from gateway.http_api import wedding_resume
 from gateway.http_errors import EXCEPTION_HANDLERS
 from gateway.mux import MuxEndpoint, MuxLimits
 from gateway.node import Node
+from gateway.ops import ops_routes
+from gateway.overload import ShedSettings
 from gateway.ports import Bus, Cursors, Leases, Retention, Revocations, Store, Versions, Webhooks
 from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.supervision import Supervisor
 from gateway.types import NodeId
 from gateway.vendor_view import vendor_weddings
+from gateway.warm import WarmSettings
 from gateway.webhooks import (
     WebhookDispatcher,
     WebhookSettings,
@@ -70,6 +73,7 @@ async def open_bus(
         sharded=settings.redis_sharded,
         stall_seconds=settings.redis_stall_seconds,
         supervisor=supervisor,
+        send_time=settings.bus_send_time,
     )
     return await stack.enter_async_context(bus)
 
@@ -223,6 +227,7 @@ def create_app(
                 commit_batch_max=settings.commit_batch_max,
                 max_pending_appends=settings.max_pending_appends,
                 drain_seconds=settings.drain_seconds,
+                drain_spread_seconds=settings.drain_spread_seconds,
                 journal=journal,
                 broadcast_batch_ms=settings.broadcast_batch_ms,
                 resume_log_max_updates=settings.resume_log_max_updates,
@@ -235,6 +240,17 @@ def create_app(
                 ),
                 supervisor=supervisor,
                 retention=retention_from(settings),
+                warm=WarmSettings(
+                    days=settings.warm_days,
+                    max_rooms=settings.warm_max_rooms,
+                    refresh_seconds=settings.warm_refresh_seconds,
+                    priority_hours=settings.priority_hours,
+                    priority_max_weddings=settings.priority_max_weddings,
+                ),
+                shed=ShedSettings(
+                    pending_appends=settings.shed_pending_appends,
+                    loop_lag_seconds=settings.shed_loop_lag_seconds,
+                ),
             )
             await stack.enter_async_context(node)
             webhooks = await start_webhooks(settings, node, store, stack)
@@ -288,6 +304,7 @@ def create_app(
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
+        *ops_routes(),  # the ops page (admin token; open in development mode)
         *demo_routes(settings),  # development mode only
     ]
     return GatewayApp(routes, serving, websocket, supervisor, mux_endpoint(settings))

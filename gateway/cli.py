@@ -1,7 +1,7 @@
 """``gateway``: the command line. Settings are read from GATEWAY_* variables once, here.
 
-Commands: ``serve``, ``migrate``, ``gen-token``, ``revoke``, ``audit``, ``restore``
-(``gateway -h``).
+Commands: ``serve``, ``migrate``, ``check-config``, ``gen-token``, ``revoke``, ``audit``,
+``restore`` (``gateway -h``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from gateway.core.policy import Role
 from gateway.errors import BackendUnavailable, ConfigError
 from gateway.logs import configure_logging
 from gateway.memory_debug import install_snapshot_signal
-from gateway.settings import Settings
+from gateway.settings import Settings, gateway_environment
 from gateway.types import parse_room_id
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,12 @@ log = structlog.get_logger(__name__)
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-config":  # reports every problem itself, one per line
+        from gateway import check_config  # only this command needs it
+
+        return check_config.run(
+            gateway_environment(), as_json=args.json, out=sys.stdout, err=sys.stderr
+        )
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -75,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument(
         "--check", action="store_true", help="apply nothing; exit 1 while migrations are pending"
     )
+    check = commands.add_parser(
+        "check-config",
+        help="validate the GATEWAY_* environment; print the effective settings, secrets masked",
+    )
+    check.add_argument("--json", action="store_true", help="print the settings as one JSON object")
     add_gen_token_parser(commands)
     revoke = commands.add_parser("revoke", help="revoke a token on every node (through Redis)")
     revoke.add_argument("jti", metavar="JTI", help="the token's jti")

@@ -10,6 +10,7 @@ import time
 import weakref
 from collections import deque
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from starlette.types import Receive, Scope, Send
@@ -33,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.gatekeeper import Gatekeeper, Watch
 from gateway.node import Node, RoomSlot
+from gateway.telemetry import platform_of
 from gateway.types import RoomId, parse_room_id
 from wedsync_protocol import codec
 from wedsync_protocol.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, Message
@@ -238,6 +240,11 @@ class ConnectionDriver:
     def error(self) -> GatewayError | None:
         return self._error
 
+    @property
+    def behind(self) -> bool:
+        """The client does not read as fast as it is sent to: what follows is collapsed."""
+        return self._backlog is not None
+
 
 class _TickFlush:
     """The drivers with frames to write at the end of this loop tick, all flushed by one
@@ -336,9 +343,11 @@ class WebSocketEndpoint:
             finally:
                 auth.end()
         error = driver.error
+        closed_with = error.close_code if error else code
+        node.telemetry.closed(closed_with)
         log.info(
             "client_closed",
-            code=error.close_code if error else code,
+            code=closed_with,
             by="gateway" if error else counts["by"],  # 1011 by the gateway is a bug (spec §6)
             reason=str(error) if error else counts["reason"],
             seconds=round(time.monotonic() - started, 3),
@@ -376,6 +385,8 @@ class WebSocketEndpoint:
         except GatewayError as exc:
             auth.deny(exc)
             return exc.close_code
+        platform = declared_platform(scope)
+        node.telemetry.joined(platform)
         try:
             while True:
                 if session.live:
@@ -421,6 +432,14 @@ class WebSocketEndpoint:
             return error.close_code
         finally:
             node.leave(slot, session)
+            node.telemetry.left(platform)
+
+
+def declared_platform(scope: Scope) -> str:
+    """The client's ``?platform=`` (proto/spec.md §1) as a metrics label: one of
+    telemetry.PLATFORMS, else "unknown" (also when absent or repeated)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("platform", [])
+    return platform_of(values[0] if len(values) == 1 else None)
 
 
 async def _receive_before(receive: Receive, deadline: float, what: str = "no sync step 1") -> Any:

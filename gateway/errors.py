@@ -15,6 +15,7 @@
     ├── HandshakeTimeout     no sync step 1 in time      4408 reconnect
     ├── BackendUnavailable   store or bus down           4002 reconnect
     ├── ShuttingDown         node is draining            1012 reconnect (to another node)
+    ├── Overloaded           node behind; far wedding    1013 reconnect with backoff
     ├── ConfigError          bad GATEWAY_* setting       (start-up only)
     └── InvalidState(GatewayError, AssertionError)       our bug → 1011
 
@@ -152,8 +153,23 @@ class ShuttingDown(GatewayError):
     close_code = 1012
 
 
+class Overloaded(GatewayError):
+    """The node is behind (appends pending or event-loop lag over their thresholds) and the
+    wedding is not within the priority window: try again later (gateway/overload.py).
+
+    1013 is WebSocket's own "Try Again Later" (RFC 6455 §7.4.1's registry)."""
+
+    close_code = 1013
+
+
 class ConfigError(GatewayError, ValueError):
-    """One or more GATEWAY_* settings are invalid; the message lists every bad key."""
+    """One or more GATEWAY_* settings are invalid; the message lists every bad key.
+
+    ``problems`` holds each one on its own (``gateway check-config`` prints one per line)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 class InvalidState(GatewayError, AssertionError):

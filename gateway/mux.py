@@ -40,6 +40,7 @@ from gateway.errors import (
     HandshakeTimeout,
     InvalidState,
     MessageTooBig,
+    Overloaded,
     ProtocolError,
     RateLimited,
     Unauthorized,
@@ -233,8 +234,9 @@ class MuxDocument:
 
 
 def per_document(error: GatewayError) -> bool:
-    """Whether ``error`` closes one document, not the socket: a token's verdict."""
-    return isinstance(error, Unauthorized | Forbidden)
+    """Whether ``error`` closes one document, not the socket: a token's verdict, or a node too
+    busy to open another wedding (1013: the documents already open stay, as on ``/ws``)."""
+    return isinstance(error, Unauthorized | Forbidden | Overloaded)
 
 
 class MuxSocket:
@@ -338,7 +340,9 @@ class MuxSocket:
         if error is not None and tell:
             reason = str(error)[:500]
             self.driver.send_nowait(mux.encode_permission_denied(document.name, reason))
-            self.driver.send_nowait(mux.encode_close(document.name, reason))
+            # the close's reason starts with the §6 code: an SDK reconnects the document by it
+            closing = f"{error.close_code} {reason}"
+            self.driver.send_nowait(mux.encode_close(document.name, closing))
         if document.task is None and document.slot is not None:
             # not from inside the fan-out's loop over the room's effects: at the next tick
             slot = document.slot

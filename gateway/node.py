@@ -21,34 +21,40 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Coroutine
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Any, Self
 
 import structlog
 
-from gateway import documents
+from gateway import documents, drain
 from gateway.committer import Committer, CommitterStatistics
 from gateway.core.limits import Limits
 from gateway.core.room import Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
-from gateway.errors import BackendUnavailable, GatewayError, RoomReset, ShuttingDown
+from gateway.errors import BackendUnavailable, GatewayError, Overloaded, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.memory import Trimmer
+from gateway.overload import LoopLag, Overload, ShedSettings
 from gateway.ownership import Ownership
 from gateway.peers import Peers
-from gateway.ports import Bus, Lease, Leases, Retention, Store
+from gateway.ports import Bus, Lease, Leases, Retention, Store, WeddingDates
 from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
 from gateway.supervision import Supervisor
+from gateway.telemetry import Telemetry
 from gateway.types import NodeId, RoomId
+from gateway.warm import Calendar, Warmer, WarmSettings, utc_today
 from wedsync_protocol import codec
-from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status
+from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status, SyncUpdate
 
 __all__ = [
     "RESUME_LOG_MAX_UPDATES",
@@ -94,6 +100,9 @@ class Node:
         commit_batch_max: int = 512,
         max_pending_appends: int = 10_000,
         drain_seconds: float = 10.0,
+        drain_spread_seconds: float = 0.0,
+        drain_random: random.Random | None = None,
+        drain_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         journal: CrashJournal | None = None,
         broadcast_batch_ms: float = 0.0,
         resume_log_max_updates: int = RESUME_LOG_MAX_UPDATES,
@@ -103,16 +112,28 @@ class Node:
         supervisor: Supervisor | None = None,
         retention: Retention | None = None,
         malloc_trim_seconds: float = 0.0,
+        warm: WarmSettings | None = None,
+        shed: ShedSettings | None = None,
+        today: Callable[[], date] = utc_today,
     ) -> None:
         """``leases`` None: this node owns every room (the embedded single node).
         ``supervisor``: the process's (gateway/supervision.py), shared with the bus.
-        ``retention``: what compaction keeps for version history (gateway/history.py)."""
+        ``retention``: what compaction keeps for version history (gateway/history.py).
+        ``drain_spread_seconds``: the window the drain closes clients over (gateway/drain.py);
+        ``drain_random`` and ``drain_sleep`` are its randomness and its clock (tests fake them).
+        ``warm``: warm weddings and the priority window (gateway/warm.py; None: neither);
+        ``shed``: the overload thresholds (gateway/overload.py; None: never shed); ``today``:
+        the calendar day (UTC) both go by."""
         self.supervisor = supervisor or Supervisor()
         self.node_id = node_id
         self.bus = bus
         self.store = store
         self.limits = limits
         self.drain_seconds = drain_seconds
+        self.drain_spread_seconds = drain_spread_seconds
+        self._drain_random = drain_random or random.Random()
+        self._drain_sleep = drain_sleep
+        self.drained_clients = 0
         self.journal = journal
         self.committer = Committer(
             store, max_batch=commit_batch_max, max_pending=max_pending_appends
@@ -170,12 +191,56 @@ class Node:
             repair=self.peers.repair_soon,
         )
         self._messages_received = 0
+        self.telemetry = Telemetry()
+        self._wire_telemetry(self.telemetry)
         self.webhooks: Any = None
         """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
+        self._setup_warm(warm, shed, today)
         self.trimmer = Trimmer(malloc_trim_seconds) if malloc_trim_seconds > 0 else None
         if self.trimmer is not None:
             self.rooms.on_unloaded = self.trimmer.unloaded
+
+    def _wire_telemetry(self, telemetry: Telemetry) -> None:
+        """Give every part the instruments it writes (gateway/telemetry.py, /metrics)."""
+        self.fanout.telemetry = telemetry
+        self.relay.telemetry = telemetry
+        self.durability.ack_latency = telemetry.edit_ack
+        self.rooms.timers = telemetry.phase_timers()
+        commit, batch = telemetry.store_commit, telemetry.store_batch
+
+        def committed(seconds: float, appends: int) -> None:
+            commit.observe(seconds)
+            batch.observe(appends)
+
+        self.committer.committed = committed
+        if hasattr(self.bus, "lag_observer"):  # the Redis bus: its envelopes carry send times
+            setattr(self.bus, "lag_observer", telemetry.bus_lag.observe)  # noqa: B010
+
+    def _setup_warm(
+        self, warm: WarmSettings | None, shed: ShedSettings | None, today: Callable[[], date]
+    ) -> None:
+        """Warm weddings, wedding-day priority, overload shedding (gateway/warm.py, overload.py)."""
+        dates = self.store if isinstance(self.store, WeddingDates) else None
+        self.warm_settings = warm
+        self.calendar = Calendar(dates, warm or WarmSettings(max_rooms=0), today, self.spawn)
+        self.warmer: Warmer | None = None
+        if warm is not None and dates is not None:
+            self.warmer = Warmer(
+                node_id=self.node_id,
+                calendar=self.calendar,
+                warm=self.rooms.warm,
+                unpin=self.rooms.unpin,
+                settings=warm,
+            )
+            self.rooms.on_loaded = self.calendar.noted
+            self.durability.date_changed = self.calendar.noted
+        self.loop_lag = LoopLag()
+        self.overload: Overload | None = None
+        if shed is not None:
+            self.overload = Overload(
+                shed, lambda: self.committer.statistics().pending, self.loop_lag
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -188,6 +253,18 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
+        self._loop_lag_task = self._tasks.create_task(
+            keep("loop_lag", self.telemetry.probe_loop_lag, essential=False)
+        )
+        self._warm_tasks: list[asyncio.Task[None]] = []
+        if self.warmer is not None:
+            self._warm_tasks.append(
+                self._tasks.create_task(keep("warmer", self.warmer.run, essential=False))
+            )
+        if self.overload is not None:
+            self._warm_tasks.append(
+                self._tasks.create_task(keep("loop_lag", self.loop_lag.run, essential=False))
+            )
         self._trimmer_task: asyncio.Task[None] | None = None
         if self.trimmer is not None:
             self._trimmer_task = self._tasks.create_task(
@@ -206,6 +283,9 @@ class Node:
         finally:
             self._committer_task.cancel()
             self._ownership_task.cancel()
+            self._loop_lag_task.cancel()
+            for task in self._warm_tasks:
+                task.cancel()
             if self._trimmer_task is not None:
                 self._trimmer_task.cancel()
             for task in self.rooms.room_tasks:
@@ -213,23 +293,46 @@ class Node:
             await self._stack.aclose()
 
     async def drain(self) -> None:
-        """Stop: acknowledge what is durable, tell clients (DRAIN, then 1012), unload rooms."""
+        """Stop: refuse new clients, acknowledge what is durable, tell clients (DRAIN, then 1012)
+        spread over ``drain_spread_seconds`` (gateway/drain.py) — served until their turn, their
+        acknowledged edits durable before their close — then unload the rooms."""
         rooms = self.rooms
         rooms.stopping.set()
         for slot in rooms.slots.values():
             slot.changed.set()
-        try:
-            async with asyncio.timeout(self.drain_seconds):
-                await self.durability.wait_flushed(RoomId(""))  # acks are queued before closes
-        except (TimeoutError, GatewayError):
-            log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
-        for slot in list(rooms.slots.values()):
-            self.fanout.flush_batch(slot)  # queued before the DRAIN and the close
-        self.fanout.drain(ShuttingDown(f"node {self.node_id} is shutting down"))
+        await self._flush_for_drain()
+        clients = self.fanout.clients()
+        groups = drain.schedule(clients, self.drain_spread_seconds, self._drain_random)
+        log.info("drain_started", clients=len(clients), spread_seconds=self.drain_spread_seconds)
+        closing = ShuttingDown(f"node {self.node_id} is shutting down")
+        elapsed = 0.0
+        for group in groups:
+            if group.at > elapsed:
+                await self._drain_sleep(group.at - elapsed)
+                elapsed = group.at
+                await self._flush_for_drain()  # what the group sent meanwhile is acked first
+            for slot in list(rooms.slots.values()):
+                self.fanout.flush_batch(slot)  # queued before the DRAIN and the close
+            self.fanout.drain(closing, group.clients)
+            self.drained_clients += len(group.clients)
+        self.fanout.drain(closing)  # any client that joined while its room was loading
+        rooms.members_closed.set()
+        for slot in rooms.slots.values():
+            slot.changed.set()
+        log.info("drain_clients_closed", clients=self.drained_clients)
         if rooms.room_tasks:
             _, pending = await asyncio.wait(rooms.room_tasks, timeout=self.drain_seconds)
             if pending:
                 log.warning("drain_incomplete", rooms=len(pending))
+
+    async def _flush_for_drain(self) -> None:
+        """Wait (at most ``drain_seconds``) until every append submitted is durable: its ACK is
+        then queued before the DRAIN and the close."""
+        try:
+            async with asyncio.timeout(self.drain_seconds):
+                await self.durability.wait_flushed(RoomId(""))
+        except (TimeoutError, GatewayError):
+            log.warning("drain_flush_incomplete", pending=self.committer.statistics().pending)
 
     @property
     def tasks(self) -> asyncio.TaskGroup:
@@ -246,7 +349,18 @@ class Node:
     # -- clients --------------------------------------------------------------------------------
 
     async def join(self, room_id: RoomId, session: Session, outlet: Outlet) -> RoomSlot:
-        """Add a client to a room (see ``Rooms.join``); pass the slot to ``receive``/``leave``."""
+        """Add a client to a room (see ``Rooms.join``); pass the slot to ``receive``/``leave``.
+
+        Raises Overloaded (1013) while the node is behind and the wedding is not within the
+        priority window (gateway/overload.py): members already in are never closed for it."""
+        overload = self.overload
+        if overload is not None:
+            reason = overload.reason()
+            if reason is not None and not self.calendar.is_priority(
+                room_id, self.rooms.slots.get(room_id)
+            ):
+                overload.shed[reason] += 1
+                raise Overloaded(f"node {self.node_id} is overloaded ({reason}); retry later")
         return await self.rooms.join(room_id, session, outlet)
 
     def leave(self, slot: RoomSlot, session: Session) -> None:
@@ -272,6 +386,9 @@ class Node:
         if slot.state is not RoomState.SERVING or room is None:
             raise RoomReset(f"room {slot.id} is being reset; reconnect")
         pending = self.fanout.execute(slot, room.receive(session, message))
+        if type(message) is SyncUpdate and room.judging:
+            # received → judged, applied and its broadcast queued (proto/spec.md §3)
+            self.telemetry.edit_broadcast.observe(time.monotonic() - session.last_receive)
         if type(message) is Hello and self.acks_paused and session.wants_acks:
             self.fanout.tell(codec.encode(Status(STATUS_ACKS_PAUSED)), lambda s: s is session)
         return pending

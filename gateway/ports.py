@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol, runtime_checkable
 
 from gateway.core.policy import Author
@@ -28,6 +29,7 @@ __all__ = [
     "Versions",
     "WebhookEndpoint",
     "Webhooks",
+    "WeddingDates",
     "is_loss_marker",
     "loss_marker",
 ]
@@ -344,3 +346,22 @@ class Revocations(Protocol):
     async def revoke(self, token_id: str, expires_at: float) -> None: ...
 
     def on_revoked(self, callback: Callable[[str], None]) -> None: ...
+
+
+@runtime_checkable
+class WeddingDates(Protocol):
+    """An index of each wedding's ``core.wedding_date`` (proto/schema.md), kept by the node that
+    judges the wedding, so that a node can find the weddings of the coming days without loading
+    documents (gateway/warm.py). Best effort: a date is written when a room loads and when an
+    edit changes it; an index row may lag the document by one write, never the other way."""
+
+    async def set_wedding_date(self, room: RoomId, day: date | None) -> None:
+        """Record the wedding's date (None: it has none; the row goes)."""
+        ...
+
+    async def weddings_between(
+        self, first: date, last: date, *, limit: int, free_or_held_by: NodeId | None = None
+    ) -> list[tuple[RoomId, date]]:
+        """Weddings dated ``first``..``last`` (inclusive), soonest first, at most ``limit``.
+        ``free_or_held_by``: only those whose lease is free or held by that node."""
+        ...

@@ -18,7 +18,7 @@ from gateway.core.effects import HistoryReset, Poisoned
 from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
 from gateway.core.outgoing import reset_notice
-from gateway.core.room import Room
+from gateway.core.room import PhaseTimers, Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import Durability
@@ -70,7 +70,11 @@ class Rooms:
         self.spawn = spawn
         """Starts a supervised job in the node's task group: every room task is one."""
         self.stopping = asyncio.Event()
+        self.members_closed = asyncio.Event()
+        """Set by a drain once it has closed every client: rooms unload, members left or not."""
         self.on_unloaded: Callable[[], None] = lambda: None
+        self.timers: PhaseTimers | None = None
+        """Given to every room loaded: times its updates' phases (gateway/telemetry.py)."""
         """Called after each room unloads (the node's heap Trimmer)."""
         self.slots: dict[RoomId, RoomSlot] = {}
         """Rooms loading or serving (at most one per id)."""
@@ -78,6 +82,10 @@ class Rooms:
         self._resetting: dict[RoomId, asyncio.Event] = {}
         self.room_tasks: set[asyncio.Task[None]] = set()
         self.loads = self.resets = 0
+        self.joins_from_memory = self.joins_from_store = 0
+        """Joins served by a room already loaded (or loading) here, and joins that loaded it."""
+        self.on_loaded: Callable[[RoomSlot], None] = lambda slot: None
+        """Called once a room is built from the store (the wedding-date index, gateway/warm.py)."""
 
     # -- joining and leaving --------------------------------------------------------------------
 
@@ -86,6 +94,7 @@ class Rooms:
 
         Raises ShuttingDown while the node drains, BackendUnavailable if the room cannot be
         loaded (a later join tries again)."""
+        from_store: bool | None = None  # the first look decides (the room-load hit ratio)
         while True:
             if self.stopping.is_set():
                 raise ShuttingDown(f"node {self.node_id} is shutting down")
@@ -96,10 +105,17 @@ class Rooms:
             slot = self.slots.get(room_id)
             if slot is None:
                 slot = self._start(room_id)
+                from_store = True if from_store is None else from_store
+            elif from_store is None:
+                from_store = False
             room = await asyncio.shield(slot.loaded)
             if slot.serving:
                 break
             await slot.closed.wait()
+        if from_store:
+            self.joins_from_store += 1
+        else:
+            self.joins_from_memory += 1
         self.fanout.connect(session, outlet)
         slot.changed.set()
         self.fanout.execute(slot, room.join(session))
@@ -112,6 +128,32 @@ class Rooms:
         self.relay.left(slot, session)
         self.fanout.disconnect(session)
         slot.changed.set()
+
+    async def warm(self, room_id: RoomId) -> bool:
+        """Load the room without a member and keep it loaded (gateway/warm.py); True once it
+        serves here with this node as its judge (or the only node). A room another node owns
+        is not kept."""
+        if self.stopping.is_set():
+            return False
+        slot = self.slots.get(room_id)
+        if slot is None:
+            slot = self._start(room_id)
+        slot.pinned = True
+        try:
+            await asyncio.shield(slot.loaded)
+        except BackendUnavailable:
+            return False
+        if slot.owner not in (None, self.node_id) or not slot.serving:
+            self.unpin(room_id)
+            return False
+        return True
+
+    def unpin(self, room_id: RoomId) -> None:
+        """The room may unload again once idle."""
+        slot = self.slots.get(room_id)
+        if slot is not None and slot.pinned:
+            slot.pinned = False
+            slot.changed.set()
 
     def every_slot(self) -> list[RoomSlot]:
         """Every room of the node, unloading ones included."""
@@ -244,11 +286,13 @@ class Rooms:
             self._fail_load(slot, BackendUnavailable(f"room {slot.id} could not be loaded: {exc}"))
             return None
         room.judging = self.ownership.judges(slot)
+        room.timers = self.timers
         slot.room = room
         slot.appends_since_snapshot = len(history.updates)
         if slot.state is RoomState.LOADING:  # not dropped by a reset meanwhile
             slot.state = RoomState.SERVING
         slot.loaded.set_result(room)
+        self.on_loaded(slot)
         log.info(
             "room_loaded",
             room=slot.id,
@@ -262,11 +306,17 @@ class Rooms:
         return room
 
     async def _wait_idle(self, slot: RoomSlot, room: Room) -> None:
-        """Return (the room unloading) once it stayed empty for the idle delay, or the node
-        stops, or the room stopped serving."""
-        while not self.stopping.is_set() and slot.serving:
+        """Return (the room unloading) once it stayed empty for the idle delay, or it is empty
+        while the node drains (Node.drain closes members over the drain spread), or the room
+        stopped serving."""
+        while slot.serving:
             slot.changed.clear()
-            if not room.empty or slot.proxies:  # an owner stays while others relay to it
+            if self.stopping.is_set():
+                if room.empty or self.members_closed.is_set():  # draining (Node.drain)
+                    break
+                await slot.changed.wait()
+                continue
+            if not room.empty or slot.proxies or slot.pinned:  # proxies: others relay to it
                 await slot.changed.wait()
                 continue
             try:

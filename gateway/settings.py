@@ -38,6 +38,7 @@ class Settings:
     redis_url: Secret | None = None  # None → in-memory bus (one node)
     redis_prefix: str = "wedsync"  # channel names: {prefix}:room:{<wedding>}
     redis_sharded: bool = False  # SPUBLISH/SSUBSCRIBE (Redis 7+, cluster-friendly slots)
+    bus_send_time: bool = True  # stamp bus envelopes for gateway_bus_lag_seconds (see README)
     redis_stall_seconds: float = 2.0  # Redis unanswered this long: the bus is down (/readyz)
     database_url: Secret | None = None  # None → SQLite store in data_dir (embedded default)
     database_schema: str = "public"  # Postgres schema holding the gateway's tables
@@ -75,6 +76,14 @@ class Settings:
     rate_window_seconds: float = 60.0  # the window over which pacing is counted
     handshake_timeout_seconds: float = 15.0  # until the client's sync step 1; else 4408
     drain_seconds: float = 10.0  # on shutdown, time given to flush before closing
+    drain_spread_seconds: float = 5.0  # clients are closed at random times over this window
+    warm_days: int = 7  # weddings dated within this many days are kept loaded (gateway/warm.py)
+    warm_max_rooms: int = 2000  # at most this many warm rooms per node; 0: no warming
+    warm_refresh_seconds: float = 60.0  # the warm set is looked up in the store this often
+    priority_hours: float = 48.0  # weddings this close keep their connections under overload
+    priority_max_weddings: int = 100_000  # largest priority set (index rows) a node keeps
+    shed_pending_appends: int = 5000  # appends pending: new far-off connections get 1013
+    shed_loop_lag_seconds: float = 0.25  # event-loop lag: new far-off connections get 1013
     environment: str = "development"  # development | production (production requires keys)
     jwt_secret: Secret | None = None  # HS256 key, at least 32 bytes
     jwt_public_keys: Path | None = None  # PEM (one public key) or JWKS file: RS256 / ES256
@@ -125,7 +134,7 @@ class Settings:
             except ValueError as exc:
                 errors.append(f"{name} has value {environ[name]!r}. {exc}")
         if errors:
-            raise ConfigError(" ".join(errors))
+            raise ConfigError(" ".join(errors), tuple(errors))
         settings = cls(**values)
         settings.check()
         return settings
@@ -174,6 +183,10 @@ class Settings:
                 "mux_outbox_messages",
                 "mux_document_queue",
                 "mux_ping_seconds",
+                "warm_refresh_seconds",
+                "priority_max_weddings",
+                "shed_pending_appends",
+                "shed_loop_lag_seconds",
             )
             if getattr(self, name) <= 0
         ]
@@ -187,6 +200,17 @@ class Settings:
             problems.append(
                 "GATEWAY_RELAY_TIMEOUT_SECONDS must be longer than GATEWAY_RELAY_RESEND_SECONDS."
             )
+        if self.warm_days < 0 or self.warm_max_rooms < 0 or self.priority_hours < 0:
+            problems.append(
+                "GATEWAY_WARM_DAYS, GATEWAY_WARM_MAX_ROOMS and GATEWAY_PRIORITY_HOURS must be 0"
+                " or positive."
+            )
+        if self.shed_pending_appends >= self.max_pending_appends:
+            problems.append(  # shedding must start before writers of every wedding are refused
+                "GATEWAY_SHED_PENDING_APPENDS must be below GATEWAY_MAX_PENDING_APPENDS."
+            )
+        if self.drain_spread_seconds < 0:
+            problems.append("GATEWAY_DRAIN_SPREAD_SECONDS must be 0 (all at once) or positive.")
         if self.malloc_trim_seconds < 0:
             problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
@@ -214,7 +238,7 @@ class Settings:
             problems.append("GATEWAY_LOG_FORMAT must be 'json' or 'console'.")
         problems.extend(self._auth_problems())
         if problems:
-            raise ConfigError(" ".join(problems))
+            raise ConfigError(" ".join(problems), tuple(problems))
 
     @property
     def webhook_url_list(self) -> tuple[str, ...]:
@@ -241,6 +265,11 @@ class Settings:
                 f"GATEWAY_JWT_LEEWAY_SECONDS must be between 0 and {MAX_LEEWAY_SECONDS:g}."
             )
         return problems
+
+
+def gateway_environment() -> dict[str, str]:
+    """The process's GATEWAY_* variables (``gateway check-config`` says which ones are set)."""
+    return {key: value for key, value in os.environ.items() if key.startswith(PREFIX)}
 
 
 def _parse(annotation: str, raw: str) -> Any:

@@ -91,6 +91,7 @@ class RoomSlot:
         "owner",
         "owner_heard",
         "owner_state",
+        "pinned",
         "proxies",
         "renewed",
         "repairing",
@@ -107,6 +108,8 @@ class RoomSlot:
         self.changed = asyncio.Event()  # set on every join and leave, and to stop serving
         self.closed = asyncio.Event()  # set once unloaded and flushed
         self.compact_on_unload = True
+        self.pinned = False
+        """Kept loaded without members: a wedding of the coming days (gateway/warm.py)."""
         """False once the wedding's history was reset: compacting would write it back."""
         # durability
         self.appends_since_snapshot = 0

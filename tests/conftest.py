@@ -57,6 +57,7 @@ class RunningGateway:
 
 async def start_in_process(data_dir: Path, bus: Any = None, **overrides: Any) -> RunningGateway:
     port = free_port()
+    overrides.setdefault("drain_spread_seconds", 0.0)  # tests that want the spread set it
     settings = Settings(port=port, data_dir=data_dir, **overrides)
     app = create_app(settings, bus=bus)
     config = uvicorn_config(app, settings, host="127.0.0.1", timeout_graceful_shutdown=None)
@@ -108,6 +109,7 @@ def spawn_gateway(data_dir: Path, port: int | None = None, **env: str) -> Runnin
         "GATEWAY_PORT": str(port),
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_LOG_LEVEL": "warning",
+        "GATEWAY_DRAIN_SPREAD_SECONDS": "0",  # tests that want the spread set it
         **env,
     }
     process = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=child_env, cwd=ROOT)

@@ -259,7 +259,7 @@ async def test_switching_a_documents_token_mid_session(secured: RunningGateway) 
         # a token for wed-b only, sent for wed-a: wed-a closes, wed-b carries on
         await p.ws.send(mux.encode_token("wed-a", token({"wed-b": Role.PLANNER})))
         await eventually(lambda: p.denied("wed-a") is not None, timeout=WAIT)
-        assert (MuxType.CLOSE, p.denied("wed-a")) in p.of("wed-a")
+        assert (MuxType.CLOSE, f"4503 {p.denied('wed-a')}") in p.of("wed-a")
         await p.write("wed-a", venue="After Switch")
         await p.write("wed-b", venue="Hall B")
         await eventually(lambda: watch_b.client.core().get("venue") == "Hall B", timeout=WAIT)
@@ -456,7 +456,7 @@ async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway)
             )
             assert answer.status_code == 200, answer.text
         await eventually(lambda: p.denied("wed-a") == "token revoked", timeout=WAIT)
-        assert (MuxType.CLOSE, "token revoked") in p.of("wed-a")
+        assert (MuxType.CLOSE, "4401 token revoked") in p.of("wed-a")
         await p.write("wed-a", venue="Revoked Hall")
         await p.write("wed-b", venue="Kept Hall")
         await eventually(lambda: watch_b.client.core().get("venue") == "Kept Hall", timeout=WAIT)
@@ -579,5 +579,27 @@ async def test_a_full_document_queue_stops_reading_the_socket_and_loses_nothing(
             assert p.close_code is None
         blobs = b"".join((await load(RoomId("wed-slow"))).blobs())
         assert b"V2" in blobs
+    finally:
+        await stop_in_process(running)
+
+
+async def test_an_overloaded_node_refuses_a_new_document_and_keeps_the_open_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_in_process(tmp_path / "data")
+    try:
+        async with mux_peer(running) as p:
+            await barrier(p, "", "wed-a")
+            overload = running.node.overload
+            assert overload is not None
+            monkeypatch.setattr(overload, "reason", lambda: "loop_lag")  # the node is behind
+            await p.open("wed-b", "")
+            await eventually(lambda: p.denied("wed-b") is not None, timeout=WAIT)
+            closes = [body for kind, body in p.of("wed-b") if kind == MuxType.CLOSE]
+            assert len(closes) == 1
+            assert str(closes[0]).startswith("1013 ")
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a")[-1:] == [True], timeout=WAIT)
+            assert p.close_code is None
     finally:
         await stop_in_process(running)

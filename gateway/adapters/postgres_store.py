@@ -9,6 +9,8 @@ Tables, all in one schema (``public`` unless configured; tests use one schema ea
   acquire) and ``lease_expires`` (NULL when nobody holds it). Rows are never deleted.
 - ``updates``: the append-only log, primary key ``(room, "offset")``.
 - ``snapshots``: the newest snapshot per room and the offset it covers.
+- ``wedding_dates``: each wedding's ``core.wedding_date`` (``WeddingDates``), indexed by date, so a
+  node finds the weddings of the coming week without reading documents (gateway/warm.py).
 - ``audit``: one row per appended update, ``(room, "offset")`` as in ``updates``, with when it was
   committed (``committed_at``), who wrote it (``subject``, ``role``; NULL for the gateway's own
   updates) and the ``fields`` it changed (``text[]``). Written by the appending statement and
@@ -40,6 +42,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -124,6 +127,17 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(4, "0004_history_webhooks", MIGRATION_SQL),  # gateway/adapters/postgres_history.py
+    Migration(
+        5,
+        "0005_wedding_dates",
+        """
+        CREATE TABLE IF NOT EXISTS {schema}.wedding_dates (
+            room text PRIMARY KEY,
+            wedding_date date NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS wedding_dates_by_date ON {schema}.wedding_dates (wedding_date);
+        """,
+    ),
 )
 """Append only; never edit a released migration. Each must be idempotent on its own."""
 
@@ -507,6 +521,27 @@ class PostgresStore:
         holder = NodeId(row["owner"]) if row["owner"] is not None else None
         return Lease(room, holder, row["fence"])
 
+    # -- wedding dates (WeddingDates) -----------------------------------------------------------
+
+    async def set_wedding_date(self, room: RoomId, day: date | None) -> None:
+        """Record (or, None, forget) the wedding's date in the index."""
+        if day is None:
+            await self._run("set_wedding_date", lambda p: p.execute(self._sql.forget_date, room))
+        else:
+            await self._run("set_wedding_date", lambda p: p.execute(self._sql.set_date, room, day))
+
+    async def weddings_between(
+        self, first: date, last: date, *, limit: int, free_or_held_by: NodeId | None = None
+    ) -> list[tuple[RoomId, date]]:
+        """Weddings dated ``first``..``last``, soonest first (one indexed range scan)."""
+        rows = await self._run(
+            "weddings_between",
+            lambda pool: pool.fetch(
+                self._sql.weddings_between, first, last, limit, free_or_held_by
+            ),
+        )
+        return [(RoomId(row["room"]), row["wedding_date"]) for row in rows]
+
     # -- helpers --------------------------------------------------------------------------------
 
     async def _load_since(self, what: str, room: RoomId, offset: int) -> History:
@@ -684,6 +719,24 @@ class _Statements:
         self.release = f"""
             UPDATE {schema}.rooms SET owner = NULL, lease_expires = NULL
             WHERE room = $1 AND owner = $2 AND fence = $3
+        """
+        # $1 room, $2 date.
+        self.set_date = f"""
+            INSERT INTO {schema}.wedding_dates (room, wedding_date) VALUES ($1, $2)
+            ON CONFLICT (room) DO UPDATE SET wedding_date = excluded.wedding_date
+            WHERE {schema}.wedding_dates.wedding_date <> excluded.wedding_date
+        """
+        self.forget_date = f"DELETE FROM {schema}.wedding_dates WHERE room = $1"
+        # $1 first, $2 last, $3 limit, $4 node (NULL: any lease). A lease is free when nobody
+        # holds it or it expired.
+        self.weddings_between = f"""
+            SELECT d.room, d.wedding_date FROM {schema}.wedding_dates d
+            LEFT JOIN {schema}.rooms r ON r.room = d.room
+            WHERE d.wedding_date BETWEEN $1 AND $2
+              AND ($4::text IS NULL OR r.owner IS NULL OR r.lease_expires < now()
+                   OR r.owner = $4::text)
+            ORDER BY d.wedding_date, d.room
+            LIMIT $3
         """
         # $1 room. An expired lease has no holder.
         self.holder = f"""

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -73,8 +74,14 @@ CREATE TABLE IF NOT EXISTS rooms (
     epoch INTEGER NOT NULL,
     reset_offset INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS wedding_dates (
+    room TEXT PRIMARY KEY,
+    wedding_date TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wedding_dates_by_date ON wedding_dates (wedding_date);
 """
-# ``audit.at`` is Unix seconds at commit; ``audit.fields`` a JSON array of strings. Tables are
+# ``wedding_dates.wedding_date`` is ISO 8601 text (it sorts as dates do). ``audit.at`` is Unix
+# seconds at commit; ``audit.fields`` a JSON array of strings. Tables are
 # created on open, so a data directory from before the audit trail (or epochs) keeps working: a
 # room without a ``rooms`` row is in epoch 1 and was never reset.
 
@@ -199,6 +206,25 @@ class SqliteStore:
         if limit < 1:
             return []
         return await self._run(self._audit, room, limit)
+
+    async def set_wedding_date(self, room: RoomId, day: date | None) -> None:
+        """Record (or, None, forget) the wedding's date in the index (``WeddingDates``)."""
+        await self._run(self._write, _set_wedding_date, room, day)
+
+    async def weddings_between(
+        self, first: date, last: date, *, limit: int, free_or_held_by: NodeId | None = None
+    ) -> list[tuple[RoomId, date]]:
+        """Weddings dated ``first``..``last``, soonest first. No leases here: the embedded node
+        owns every room, so ``free_or_held_by`` changes nothing."""
+        rows = await self._run(
+            self._read,
+            lambda db: db.execute(
+                "SELECT room, wedding_date FROM wedding_dates WHERE wedding_date BETWEEN ? AND ?"
+                " ORDER BY wedding_date, room LIMIT ?",
+                (first.isoformat(), last.isoformat(), limit),
+            ).fetchall(),
+        )
+        return [(RoomId(room), date.fromisoformat(day)) for room, day in rows]
 
     # -- on the store thread ------------------------------------------------------------------
 
@@ -364,6 +390,17 @@ class SqliteStore:
             db.execute("DELETE FROM updates WHERE room = ?", (room,))
             db.execute("DELETE FROM checkpoints WHERE room = ?", (room,))
         return int(epoch)
+
+
+def _set_wedding_date(db: sqlite3.Connection, room: str, day: date | None) -> None:
+    if day is None:
+        db.execute("DELETE FROM wedding_dates WHERE room = ?", (room,))
+    else:
+        db.execute(
+            "INSERT INTO wedding_dates (room, wedding_date) VALUES (?, ?)"
+            " ON CONFLICT (room) DO UPDATE SET wedding_date = excluded.wedding_date",
+            (room, day.isoformat()),
+        )
 
 
 def _audit_rows(

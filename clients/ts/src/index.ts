@@ -2,7 +2,9 @@
 
 export {
   WedsyncProvider,
+  defaultPlatform,
   type CloseEvent,
+  type Platform,
   type ConnectionStatus,
   type RejectEvent,
   type SavedEvent,
