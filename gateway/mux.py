@@ -63,6 +63,10 @@ from wedsync_protocol.messages import (
 
 log = structlog.get_logger(__name__)
 
+YIELD_SECONDS = 0.002
+"""A socket's reader gives the event loop a turn at least this often while frames keep coming:
+one socket's burst (50 weddings opened at once) holds the loop up for about this long, not for
+the whole burst."""
 SERVER_FEATURES = Feature.ACKS | Feature.REJECTS
 """What every document's session asks the room for, whatever the client said: ACKs become the
 provider's sync-status messages and REJECTs their ``applied: false`` (§10.4)."""
@@ -545,6 +549,7 @@ class MuxEndpoint:
         driver = socket.driver
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout_seconds
         admitted = False
+        last_yield = time.monotonic()
         try:
             while True:
                 if admitted:
@@ -578,9 +583,17 @@ class MuxEndpoint:
                         forget_handshake(send, scope)
                 if driver.error is not None:
                     return driver.error.close_code
-                pause = socket.budget.pause(time.monotonic())
+                now = time.monotonic()
+                pause = socket.budget.pause(now)
                 if pause:
                     await asyncio.sleep(pause)
+                    last_yield = time.monotonic()
+                elif now - last_yield > YIELD_SECONDS:
+                    # A provider that reconnects sends its token, step 1 and awareness for every
+                    # wedding in one burst, which uvicorn hands over without suspending: let the
+                    # loop run the other clients' work (and its lag probe, gateway/overload.py)
+                    await asyncio.sleep(0)
+                    last_yield = time.monotonic()
         except GatewayError as exc:
             driver.close_nowait(exc)
             return exc.close_code

@@ -8,19 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from pycrdt import Doc, Map
+from starlette.datastructures import Secret
 
 from gateway.auth import issue_token
 from gateway.core.policy import Role
 from gateway.types import RoomId
 from gateway_client import GatewayClient
-from tests.conftest import RunningGateway
+from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.interop import require_node
-from tests.test_attacks import AUDIENCE, ISSUER, SECRET, secured
+from tests.test_attacks import AUDIENCE, ISSUER, SECRET
 
-__all__ = ["secured"]  # the fixture
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    """A gateway that checks tokens. Overload shedding by loop lag is off: 150 messages of a
+    reconnect burst on this shared 2-core machine (the test's own clients included) must not
+    make the node refuse the weddings (that outcome has its test in test_mux_attacks.py)."""
+    running = await start_in_process(
+        tmp_path / "data",
+        room_idle_seconds=0.2,
+        jwt_secret=Secret(SECRET),
+        shed_loop_lag_seconds=60.0,
+    )
+    try:
+        yield running
+    finally:
+        await stop_in_process(running)
+
 
 SCRIPT = Path(__file__).resolve().parent / "js" / "mux_provider.mjs"
 SCRIPT_DEADLINE = 120.0
@@ -77,7 +96,7 @@ async def test_fifty_weddings_over_one_hocuspocus_socket_converge_with_y_websock
     assert result["documents"] == 51
     assert result["scopes"] == ["read-write"]
     assert result["leaks"] == [], "an awareness state reached another wedding"
-    assert [room for room, _ in result["denied"]] == [OUTSIDE], "refused alone"
+    assert {room for room, _ in result["denied"]} == {OUTSIDE}, "refused alone (again on reconnect)"
     assert OUTSIDE in result["outside"]["denied"]
     assert result["outside"]["scope"] is None
     assert result["readonlyScope"] == "readonly"

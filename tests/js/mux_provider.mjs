@@ -41,10 +41,14 @@ function wsClient (room) {
 }
 
 const socketCloses = []
+let socketOpens = 0
 const socket = new HocuspocusProviderWebsocket({
   url: `${base}/mux`,
   WebSocketPolyfill: WebSocket,
-  onDisconnect: ({ event }) => socketCloses.push(event.code)
+  delay: 20, // reconnect quickly after the blip below (default 1 s)
+  minDelay: 10,
+  onOpen: () => { socketOpens++ },
+  onDisconnect: ({ event }) => { if (event.code !== 1005 && event.code !== 1000) socketCloses.push(event.code) }
 })
 const denied = []
 
@@ -120,6 +124,16 @@ try {
 
   const all = [...mux, late]
   await waitFor(() => all.every((c) => c.provider.unsyncedChanges === 0), 'every change acknowledged')
+
+  // a network blip: the socket drops; edits made meanwhile arrive once every document resynced
+  const opened = socketOpens
+  socket.webSocket.close()
+  await waitFor(() => all.every((c) => !c.provider.synced), 'every provider saw the loss')
+  mux.forEach((c, i) => c.doc.getMap('core').set('ceremony_time', `1${i % 10}:30`))
+  await waitFor(() => socketOpens > opened && all.every((c) => c.provider.synced), 'every provider back')
+  await waitFor(() => ws.every((c, i) => c.doc.getMap('core').get('ceremony_time') === `1${i % 10}:30`),
+    'the offline edits on /ws')
+  await waitFor(() => all.every((c) => c.provider.unsyncedChanges === 0), 'the offline edits acknowledged')
   result = {
     ok: true,
     documents: all.length,
