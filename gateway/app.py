@@ -263,6 +263,7 @@ def create_app(
                 "feed": feed_config,
                 "webhooks": webhooks,
                 "changes": changes,
+                "mux": mux,
             }
 
     history_config = HistoryConfig(
@@ -284,6 +285,7 @@ def create_app(
         client_drain_timeout=settings.client_drain_timeout,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
+    mux = mux_endpoint(settings)
     routes = [
         WebSocketRoute("/ws/{wedding_id}", websocket),
         Route("/livez", livez),
@@ -307,7 +309,7 @@ def create_app(
         *ops_routes(),  # the ops page (admin token; open in development mode)
         *demo_routes(settings),  # development mode only
     ]
-    return GatewayApp(routes, serving, websocket, supervisor, mux_endpoint(settings))
+    return GatewayApp(routes, serving, websocket, supervisor, mux)
 
 
 def mux_endpoint(settings: Settings) -> MuxEndpoint:
@@ -411,4 +413,5 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(metrics.render(request.state.node), media_type=CONTENT_TYPE_LATEST)
+    body = metrics.render(request.state.node, request.state.mux)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -476,6 +476,16 @@ class MuxSocket:
             self.driver.close_nowait(error)
 
 
+@dataclass(frozen=True, slots=True)
+class MuxStatistics:
+    """What ``/metrics`` shows of ``/mux`` (gateway/metrics.py)."""
+
+    sockets: int
+    documents: int
+    documents_refused: int
+    messages_ignored: int
+
+
 class MuxEndpoint:
     """ASGI endpoint for ``/mux`` (proto/spec.md §10)."""
 
@@ -491,6 +501,17 @@ class MuxEndpoint:
         self.limits = limits
         self.client_drain_timeout = client_drain_timeout
         self.handshake_timeout_seconds = handshake_timeout_seconds
+        self.sockets: set[MuxSocket] = set()
+        self.refused = self.ignored = 0
+        """Totals of the sockets that closed (``statistics`` adds the open ones')."""
+
+    def statistics(self) -> MuxStatistics:
+        return MuxStatistics(
+            sockets=len(self.sockets),
+            documents=sum(len(s.documents) for s in self.sockets),
+            documents_refused=self.refused + sum(s.refused for s in self.sockets),
+            messages_ignored=self.ignored + sum(s.ignored for s in self.sockets),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node: Node = scope["state"]["node"]
@@ -511,12 +532,16 @@ class MuxEndpoint:
         async with asyncio.TaskGroup() as tg:
             driver.start(tg)
             socket = MuxSocket(self, node, gatekeeper, driver, tg)
+            self.sockets.add(socket)
             pinger = tg.create_task(self._ping(driver))
             try:
                 counts["code"] = await self._read_loop(socket, receive, send, scope, counts)
             finally:
                 pinger.cancel()
                 socket.close_all()
+                self.sockets.discard(socket)
+                self.refused += socket.refused
+                self.ignored += socket.ignored
         error = driver.error
         log.info(
             "mux_closed",

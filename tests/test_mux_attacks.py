@@ -603,3 +603,19 @@ async def test_an_overloaded_node_refuses_a_new_document_and_keeps_the_open_ones
             assert p.close_code is None
     finally:
         await stop_in_process(running)
+
+
+async def test_metrics_count_sockets_documents_and_refusals(secured: RunningGateway) -> None:
+    tok = token({"wed-a": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with mux_peer(secured) as p:
+        await barrier(p, tok, "wed-a")
+        await barrier(p, tok, "wed-b")
+        await p.open("wed-c", tok)  # not in the token
+        await p.ws.send(mux.encode_close("never-opened"))
+        await eventually(lambda: p.denied("wed-c") is not None, timeout=WAIT)
+        async with httpx.AsyncClient(base_url=secured.http_url) as http:
+            text = (await http.get("/metrics")).text
+        assert "gateway_mux_sockets 1.0" in text
+        assert "gateway_mux_documents 2.0" in text
+        assert "gateway_mux_documents_refused_total 1.0" in text
+        assert "gateway_mux_messages_ignored_total 2.0" in text  # wed-c's step 1, the close
