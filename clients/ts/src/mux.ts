@@ -4,9 +4,9 @@
  * and unacknowledged edits exactly as over `/ws`: the socket gives each one a *channel*, an
  * object with the WebSocket API (`WebSocketLike`) that frames the provider's messages with its
  * wedding's name and unwraps what the server sends for it. The extension messages travel as
- * `wedsync:` stateless messages (§10.5); a permission-denied for a wedding closes that channel
- * only, with 4503 (or 4401 when the server closed an open wedding), so the provider's close-code
- * rules (§6) apply per wedding. When the socket itself closes, every channel closes with its
+ * `wedsync:` stateless messages (§10.5); a permission-denied at opening closes that channel
+ * only, with 4503, and a server's close of an open wedding with the code its reason starts with
+ * (4401 revoked, 1013 overloaded, ...), so the provider's close-code rules (§6) apply per wedding. When the socket itself closes, every channel closes with its
  * code and each provider reconnects on its own backoff; the socket reconnects on their demand.
  *
  *     const socket = new WedsyncSocket('ws://HOST/mux', { token, WebSocketPolyfill: WebSocket })
@@ -262,18 +262,21 @@ export class WedsyncSocket {
       case MuxType.AUTH: {
         const authType = reader.readVarUint()
         const text = reader.readVarString()
-        if (authType === MuxAuthType.PERMISSION_DENIED) {
-          // the wedding refused (4503, terminal) or closed (4401: a new token may open it)
-          const wasOpen = channel.authenticated
-          channel.closed(wasOpen ? CloseCode.UNAUTHORIZED : CloseCode.FORBIDDEN, text)
+        if (authType === MuxAuthType.PERMISSION_DENIED && !channel.authenticated) {
+          channel.closed(CloseCode.FORBIDDEN, text) // refused at opening: terminal (§6)
         } else if (authType === MuxAuthType.AUTHENTICATED) {
           channel.authenticated = true
         }
         break
       }
-      case MuxType.CLOSE:
-        channel.closed(CloseCode.UNAUTHORIZED, reader.remaining > 0 ? reader.readVarString() : '')
+      case MuxType.CLOSE: {
+        // an open wedding closed: the reason starts with its §6 close code (spec §10.3)
+        const reason = reader.remaining > 0 ? reader.readVarString() : ''
+        const match = /^(\d{4}) (.*)$/s.exec(reason)
+        if (match !== null) channel.closed(Number(match[1]), match[2])
+        else channel.closed(CloseCode.UNAUTHORIZED, reason)
         break
+      }
       default:
         break // SYNC_STATUS: the provider counts its ACKs instead
     }
