@@ -93,9 +93,7 @@ async def test_the_index_offers_only_weddings_whose_lease_is_free_or_ours(
         await add_wedding(store, name, TODAY)
     await store.acquire(RoomId("ours"), NodeId("node-1"), 30)
     await store.acquire(RoomId("theirs"), NodeId("node-2"), 30)
-    found = await store.weddings_between(
-        TODAY, TODAY, limit=10, free_or_held_by=NodeId("node-1")
-    )
+    found = await store.weddings_between(TODAY, TODAY, limit=10, free_or_held_by=NodeId("node-1"))
     assert [r for r, _ in found] == ["free", "ours"]
 
 
