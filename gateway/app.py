@@ -40,7 +40,9 @@ from gateway.history_api import (
 )
 from gateway.http_api import wedding_resume
 from gateway.http_errors import EXCEPTION_HANDLERS
+from gateway.mux import MuxEndpoint, MuxLimits
 from gateway.node import Node
+from gateway.ops import ops_routes
 from gateway.overload import ShedSettings
 from gateway.ports import Bus, Cursors, Leases, Retention, Revocations, Store, Versions, Webhooks
 from gateway.relay import RelaySettings
@@ -70,6 +72,7 @@ async def open_bus(
         sharded=settings.redis_sharded,
         stall_seconds=settings.redis_stall_seconds,
         supervisor=supervisor,
+        send_time=settings.bus_send_time,
     )
     return await stack.enter_async_context(bus)
 
@@ -146,8 +149,11 @@ class GatewayApp:
         serving: Callable[[], AbstractAsyncContextManager[LifespanState]],
         websocket: WebSocketEndpoint,
         supervisor: Supervisor,
+        mux: MuxEndpoint | None = None,
     ) -> None:
         self.websocket = websocket
+        self.mux = mux
+        """``/mux`` (proto/spec.md §10), dispatched directly like ``/ws/``."""
         self.supervisor = supervisor
         """The process's background tasks: ``/livez`` and the server's exit follow it."""
         self._serving = serving
@@ -180,6 +186,8 @@ class GatewayApp:
         if scope["type"] == "websocket" and scope["path"].startswith("/ws/"):
             scope["path_params"] = {"wedding_id": scope["path"][len("/ws/") :]}
             await self.websocket(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"] == "/mux" and self.mux is not None:
+            await self.mux(scope, receive, send)
         else:
             await self.http(scope, receive, send)
 
@@ -294,9 +302,33 @@ def create_app(
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
         Route("/v1/weddings/{wedding_id}/reset", reset_history, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/owner", wedding_owner, methods=["GET"]),
+        *ops_routes(),  # the ops page (admin token; open in development mode)
         *demo_routes(settings),  # development mode only
     ]
-    return GatewayApp(routes, serving, websocket, supervisor)
+    return GatewayApp(routes, serving, websocket, supervisor, mux_endpoint(settings))
+
+
+def mux_endpoint(settings: Settings) -> MuxEndpoint:
+    """``/mux``: many weddings over one socket, with the GATEWAY_MUX_* bounds."""
+    limits = MuxLimits(
+        max_documents=settings.mux_max_documents,
+        messages_per_second=settings.mux_messages_per_second,
+        message_burst=settings.mux_message_burst,
+        bytes_per_second=settings.mux_bytes_per_second,
+        byte_burst=settings.mux_byte_burst,
+        rate_pacing_seconds=settings.rate_pacing_seconds,
+        rate_window_seconds=settings.rate_window_seconds,
+        outbox_messages=settings.mux_outbox_messages,
+        outbox_bytes=settings.mux_outbox_bytes,
+        document_queue=settings.mux_document_queue,
+        ping_seconds=settings.mux_ping_seconds,
+    )
+    return MuxEndpoint(
+        max_message_bytes=settings.max_message_bytes,
+        limits=limits,
+        client_drain_timeout=settings.client_drain_timeout,
+        handshake_timeout_seconds=settings.handshake_timeout_seconds,
+    )
 
 
 def retention_from(settings: Settings) -> Retention | None:

@@ -7,6 +7,7 @@ order, so acks are cumulative and in order (proto/spec.md §4.2).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class Committer:
         """False from a failed append until the next successful one (see /readyz)."""
         self.health_changed: Callable[[bool], None] = lambda healthy: None
         """Called when ``healthy`` changes: acks pause, or resume (proto/spec.md §4.7)."""
+        self.committed: Callable[[float, int], None] = lambda seconds, appends: None
+        """Called after each store transaction: its seconds (retries included) and appends."""
 
     @property
     def full(self) -> bool:
@@ -95,6 +98,7 @@ class Committer:
         batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
         appends = [item for item, _ in batch if item is not None]
         self._in_flight = len(appends)
+        started = time.perf_counter()
         try:
             offsets = iter(await self._append_with_retry(appends) if appends else [])
         except Exception as exc:  # not an outage (retried above): a bug, or nobody foresaw it.
@@ -118,6 +122,8 @@ class Committer:
                 future.set_result(offset)
         self._committed += len(appends)
         self._batches += 1
+        if appends:
+            self.committed(time.perf_counter() - started, len(appends))
 
     async def _append_with_retry(self, appends: list[Append]) -> list[int | None]:
         try:  # fast path: no retry machinery per batch while the store is healthy

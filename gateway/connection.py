@@ -10,6 +10,7 @@ import time
 import weakref
 from collections import deque
 from typing import Any
+from urllib.parse import parse_qs
 
 import structlog
 from starlette.types import Receive, Scope, Send
@@ -33,6 +34,7 @@ from gateway.errors import (
 )
 from gateway.gatekeeper import Gatekeeper, Watch
 from gateway.node import Node, RoomSlot
+from gateway.telemetry import platform_of
 from gateway.types import RoomId, parse_room_id
 from wedsync_protocol import codec
 from wedsync_protocol.messages import AUTH_PERMISSION_DENIED, AUTH_TOKEN, Auth, Message
@@ -60,6 +62,7 @@ class ConnectionDriver:
         "_wake",
         "_writer",
         "_writer_task",
+        "collapse",
         "drain_timeout",
         "outbox_bytes",
         "queue_limit",
@@ -73,8 +76,12 @@ class ConnectionDriver:
         queue_limit: int,
         outbox_bytes: int = 1 << 62,
         drain_timeout: float = 30.0,
+        collapse: bool = True,
     ) -> None:
+        """``collapse`` False: a full outbox closes the client (4001) instead of collapsing
+        what follows into a Backlog, which reads y-websocket messages (``/mux`` frames are not)."""
         self._writer = writer
+        self.collapse = collapse
         self._loop = asyncio.get_running_loop()
         self._flush_scheduled = False
         self._flushes = _tick_flush(self._loop)
@@ -112,6 +119,8 @@ class ConnectionDriver:
                     self._flushes.add(self)
                 return
             self._fall_behind()
+            if self._backlog is None:  # not collapsing: closed as slow
+                return
         assert self._backlog is not None
         try:
             self._backlog.add(data)
@@ -120,6 +129,14 @@ class ConnectionDriver:
 
     def _fall_behind(self) -> None:
         """The outbox is full: collapse what follows until the client has read it."""
+        if not self.collapse:
+            self.close_nowait(
+                SlowClient(
+                    f"outbox full: {len(self._out)} messages, {self._queued_bytes} bytes"
+                    " wait for the client"
+                )
+            )
+            return
         self._backlog = Backlog(max_bytes=self.outbox_bytes, max_messages=self.queue_limit)
         self._backlog_timer = self._loop.call_later(self.drain_timeout, self._not_draining)
         self._kick()  # the writer task hands the backlog over once the outbox is written
@@ -223,6 +240,11 @@ class ConnectionDriver:
     def error(self) -> GatewayError | None:
         return self._error
 
+    @property
+    def behind(self) -> bool:
+        """The client does not read as fast as it is sent to: what follows is collapsed."""
+        return self._backlog is not None
+
 
 class _TickFlush:
     """The drivers with frames to write at the end of this loop tick, all flushed by one
@@ -321,9 +343,11 @@ class WebSocketEndpoint:
             finally:
                 auth.end()
         error = driver.error
+        closed_with = error.close_code if error else code
+        node.telemetry.closed(closed_with)
         log.info(
             "client_closed",
-            code=error.close_code if error else code,
+            code=closed_with,
             by="gateway" if error else counts["by"],  # 1011 by the gateway is a bug (spec §6)
             reason=str(error) if error else counts["reason"],
             seconds=round(time.monotonic() - started, 3),
@@ -361,6 +385,8 @@ class WebSocketEndpoint:
         except GatewayError as exc:
             auth.deny(exc)
             return exc.close_code
+        platform = declared_platform(scope)
+        node.telemetry.joined(platform)
         try:
             while True:
                 if session.live:
@@ -406,6 +432,14 @@ class WebSocketEndpoint:
             return error.close_code
         finally:
             node.leave(slot, session)
+            node.telemetry.left(platform)
+
+
+def declared_platform(scope: Scope) -> str:
+    """The client's ``?platform=`` (proto/spec.md §1) as a metrics label: one of
+    telemetry.PLATFORMS, else "unknown" (also when absent or repeated)."""
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("platform", [])
+    return platform_of(values[0] if len(values) == 1 else None)
 
 
 async def _receive_before(receive: Receive, deadline: float, what: str = "no sync step 1") -> Any:

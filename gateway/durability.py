@@ -4,6 +4,7 @@ effects, logs are compacted, and a RESUME reads the log it can answer from."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -19,6 +20,7 @@ from gateway.fanout import Fanout
 from gateway.ports import Retention, Store
 from gateway.slot import RoomSlot
 from gateway.supervision import Spawn
+from gateway.telemetry import Histogram
 from gateway.types import RoomId
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,9 @@ class Durability:
         self.updates_persisted = 0
         self.compactions = 0
         self.lease_lost: Callable[[RoomSlot], None] = lambda slot: None
+        self.ack_latency: Histogram | None = None
+        """Frame received → durable ACK queued, for this node's own clients (the node's
+        telemetry; a proxy's ACK is timed where its client is, gateway/relay.py)."""
         """Called when the store refused one of the room's appends (another node owns it)."""
 
     def persist(self, slot: RoomSlot, effect: Persist) -> None:
@@ -96,12 +101,17 @@ class Durability:
         future = self.committer.submit_nowait(
             slot.id, update, effect.author, effect.fields, slot.fence
         )
+        session = effect.session
+        # the frame's arrival: the Persist is carried out while its message is handled
+        received = session.last_receive if session is not None else 0.0
         if update is None:
-            if effect.session is not None:
-                future.add_done_callback(partial(self._durable, slot, effect.session, effect.seq))
+            if session is not None:
+                future.add_done_callback(
+                    partial(self._durable, slot, session, effect.seq, received)
+                )
             return
         slot.in_flight += 1
-        future.add_done_callback(partial(self._appended, slot, effect.session, effect.seq))
+        future.add_done_callback(partial(self._appended, slot, session, effect.seq, received))
         if DATE_FIELD in effect.fields:  # the index follows the durable document, never leads
             future.add_done_callback(partial(self._date_durable, slot))
         self.updates_persisted += 1
@@ -115,7 +125,12 @@ class Durability:
             self.date_changed(slot)
 
     def _appended(
-        self, slot: RoomSlot, session: Session | None, seq: int, future: asyncio.Future[int | None]
+        self,
+        slot: RoomSlot,
+        session: Session | None,
+        seq: int,
+        received: float,
+        future: asyncio.Future[int | None],
     ) -> None:
         """One of the room's updates is durable (or failed: no ack, the client resends)."""
         slot.in_flight -= 1
@@ -130,9 +145,15 @@ class Durability:
                 self._unacknowledged(session, error)
             return
         self.fanout.execute(slot, room.durable(session, seq, future.result()))
+        self._acknowledged(session, received)
 
     def _durable(
-        self, slot: RoomSlot, session: Session | None, seq: int, future: asyncio.Future[int | None]
+        self,
+        slot: RoomSlot,
+        session: Session | None,
+        seq: int,
+        received: float,
+        future: asyncio.Future[int | None],
     ) -> None:
         """A barrier is durable: everything submitted before it is (the ack of an unchanged
         message, proto/spec.md §4.2)."""
@@ -144,6 +165,12 @@ class Durability:
             self._unacknowledged(session, error)
             return
         self.fanout.execute(slot, room.durable(session, seq, future.result()))
+        self._acknowledged(session, received)
+
+    def _acknowledged(self, session: Session | None, received: float) -> None:
+        histogram = self.ack_latency
+        if histogram is not None and session is not None and session not in self.fanout.proxies:
+            histogram.observe(time.monotonic() - received)
 
     def _unacknowledged(self, session: Session | None, error: BaseException) -> None:
         """An append failed for good: its writer will never get the ack, so close it (4002);

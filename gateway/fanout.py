@@ -33,6 +33,7 @@ from gateway.core.outgoing import drain, merge_broadcasts
 from gateway.core.session import Session
 from gateway.errors import GatewayError, InvalidState
 from gateway.slot import PendingBroadcast, RoomSlot
+from gateway.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,8 @@ class Fanout:
         self.proxies: set[Session] = set()
         self.handlers: Handlers | None = None
         self.refusals = 0
+        self.telemetry = Telemetry()
+        """The node's (it replaces this one): refusals by class."""
 
     def connect(self, session: Session, outlet: Outlet, *, proxy: bool = False) -> None:
         self.outlets[session] = outlet
@@ -152,7 +155,8 @@ class Fanout:
                     if not slot.announcing:
                         slot.announcing = True  # one POSITION per room per loop tick
                         asyncio.get_running_loop().call_soon(self.announce, slot)
-                case Refused(session, count):
+                case Refused(session, count, refusals):
+                    self.telemetry.refused(refusals)
                     self._refused(slot, session, count)
                 case ReadLog():
                     pending = self._handlers.read_log(slot, effect)

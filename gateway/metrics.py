@@ -1,14 +1,22 @@
-"""Prometheus metrics, read from the node's statistics() at scrape time (no hot-path cost)."""
+"""Prometheus metrics, read at scrape time: the node's statistics() and its telemetry (the
+hot-path instruments of gateway/telemetry.py), never computed per message here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.node import Node
+from gateway.slot import RoomState
+from gateway.telemetry import Histogram, Telemetry
+
+Family = GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily
+ALWAYS_SUPERVISED = ("committer", "ownership", "loop_lag")
+"""Tasks every node runs (gateway/node.py): their failure series exist from the start, at 0, so
+that ``increase()`` sees the first failure."""
 
 
 class NodeCollector(Collector):
@@ -17,7 +25,7 @@ class NodeCollector(Collector):
     def __init__(self, node: Node) -> None:
         self.node = node
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Family]:
         stats = self.node.statistics()
         yield GaugeMetricFamily("gateway_rooms", "Rooms loaded on this node.", value=stats.rooms)
         ready = self.node.readiness()
@@ -36,7 +44,8 @@ class NodeCollector(Collector):
             "Background tasks that failed unexpectedly (restarted, or the job was dropped).",
             labels=["task"],
         )
-        for task, count in sorted(self.node.supervisor.failures.items()):
+        counts = {**dict.fromkeys(ALWAYS_SUPERVISED, 0), **self.node.supervisor.failures}
+        for task, count in sorted(counts.items()):
             failures.add_metric([task], count)
         yield failures
         yield GaugeMetricFamily(
@@ -96,6 +105,8 @@ class NodeCollector(Collector):
             value=stats.committer.failures,
         )
         yield from webhook_metrics(self.node)
+        yield from latency_metrics(self.node.telemetry)
+        yield from event_metrics(self.node, self.node.telemetry)
         yield from warm_metrics(self.node)
 
 
@@ -124,6 +135,95 @@ def webhook_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFam
         delivered.add_metric([endpoint], stats.delivered_batches)
         failed.add_metric([endpoint], stats.failed_attempts)
     yield from (dead, delivered, failed)
+
+
+# -- what explains latency (issue 16): histograms, and counters of what clients notice ----------
+
+HISTOGRAMS = (
+    ("gateway_edit_broadcast_seconds", "edit_broadcast",
+     "A client's document update, frame received to broadcast queued (on the room's owner)."),
+    ("gateway_edit_ack_seconds", "edit_ack",
+     "A client's update, frame received to its durable ACK queued (on the client's node)."),
+    ("gateway_store_commit_seconds", "store_commit",
+     "One store transaction of the group commit (retries of a failing store included)."),
+    ("gateway_store_batch_appends", "store_batch", "Appends per store transaction."),
+    ("gateway_bus_lag_seconds", "bus_lag",
+     "Publish on another node to receipt here (Redis bus; wall clocks, as synchronised)."),
+    ("gateway_relay_ack_seconds", "relay_ack",
+     "A relayed update, forwarded to its room's owner to the owner's ACK back here."),
+    ("gateway_event_loop_lag_seconds", "loop_lag",
+     "How late the event loop ran a timer: what a ready client frame waits behind others."),
+)  # fmt: skip
+PHASES = (("guard", "phase_guard"), ("apply", "phase_apply"), ("enforce", "phase_enforce"))
+
+
+def _add(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    family.add_metric(labels, histogram.cumulative(), histogram.total)
+
+
+def latency_metrics(telemetry: Telemetry) -> Iterator[Family]:
+    """The latency histograms (gateway/telemetry.py), every family even before a sample."""
+    for name, attribute, documentation in HISTOGRAMS:
+        family = HistogramMetricFamily(name, documentation)
+        _add(family, [], getattr(telemetry, attribute))
+        yield family
+    phases = HistogramMetricFamily(
+        "gateway_update_phase_seconds",
+        "CPU time of one judged client update by phase: guard (reading it), apply (pycrdt), "
+        "enforce (role and schema verdict, undo).",
+        labels=["phase"],
+    )
+    for phase, attribute in PHASES:
+        _add(phases, [phase], getattr(telemetry, attribute))
+    yield phases
+
+
+def event_metrics(node: Node, telemetry: Telemetry) -> Iterator[Family]:
+    """Closes, refusals, repairs; rooms by state and connections by platform."""
+    closes = CounterMetricFamily(
+        "gateway_connections_closed",
+        "Client connections closed, by close code (proto/spec.md §6; other: any code not there).",
+        labels=["code"],
+    )
+    for code, count in sorted(telemetry.closes.items()):
+        closes.add_metric([code], count)
+    yield closes
+    yield CounterMetricFamily(
+        "gateway_slow_client_closes",
+        "Clients closed for not reading what they are sent (4001).",
+        value=telemetry.slow_client_closes,
+    )
+    refusals = CounterMetricFamily(
+        "gateway_refusals",
+        "Changes refused and undone, by area (core, timeline, document) and reason "
+        "(permission: the role may not; schema: the value is invalid).",
+        labels=["area", "reason"],
+    )
+    for (area, reason), count in sorted(telemetry.refusals.items()):
+        refusals.add_metric([area, reason], count)
+    yield refusals
+    yield CounterMetricFamily(
+        "gateway_repairs",
+        "Rooms rebuilt from the store after bus messages were lost.",
+        value=node.peers.repairs,
+    )
+    states = GaugeMetricFamily(
+        "gateway_rooms_by_state", "Rooms on this node by lifecycle state.", labels=["state"]
+    )
+    counts = dict.fromkeys(RoomState, 0)
+    for slot in list(node.rooms.slots.values()):
+        counts[slot.state] += 1
+    for state, count in counts.items():
+        states.add_metric([state.value], count)
+    yield states
+    platforms = GaugeMetricFamily(
+        "gateway_connections_by_platform",
+        "Client connections in a room, by the platform they declared (?platform=, spec §1).",
+        labels=["platform"],
+    )
+    for platform, count in sorted(telemetry.platforms.items()):
+        platforms.add_metric([platform], count)
+    yield platforms
 
 
 # -- warm weddings, wedding-day priority, drain (issue 16 items 4-5; gateway/warm.py) ----------

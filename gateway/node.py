@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -49,10 +50,11 @@ from gateway.relay import Relay, RelaySettings
 from gateway.rooms import Rooms
 from gateway.slot import RoomSlot, RoomState
 from gateway.supervision import Supervisor
+from gateway.telemetry import Telemetry
 from gateway.types import NodeId, RoomId
 from gateway.warm import Calendar, Warmer, WarmSettings, utc_today
 from wedsync_protocol import codec
-from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status
+from wedsync_protocol.messages import STATUS_ACKS_PAUSED, Hello, Message, Status, SyncUpdate
 
 __all__ = [
     "RESUME_LOG_MAX_UPDATES",
@@ -189,6 +191,8 @@ class Node:
             repair=self.peers.repair_soon,
         )
         self._messages_received = 0
+        self.telemetry = Telemetry()
+        self._wire_telemetry(self.telemetry)
         self.webhooks: Any = None
         """The webhook dispatcher the app started (gateway/webhooks.py), for /metrics."""
         self.committer.health_changed = self._acks_paused_changed
@@ -196,6 +200,22 @@ class Node:
         self.trimmer = Trimmer(malloc_trim_seconds) if malloc_trim_seconds > 0 else None
         if self.trimmer is not None:
             self.rooms.on_unloaded = self.trimmer.unloaded
+
+    def _wire_telemetry(self, telemetry: Telemetry) -> None:
+        """Give every part the instruments it writes (gateway/telemetry.py, /metrics)."""
+        self.fanout.telemetry = telemetry
+        self.relay.telemetry = telemetry
+        self.durability.ack_latency = telemetry.edit_ack
+        self.rooms.timers = telemetry.phase_timers()
+        commit, batch = telemetry.store_commit, telemetry.store_batch
+
+        def committed(seconds: float, appends: int) -> None:
+            commit.observe(seconds)
+            batch.observe(appends)
+
+        self.committer.committed = committed
+        if hasattr(self.bus, "lag_observer"):  # the Redis bus: its envelopes carry send times
+            setattr(self.bus, "lag_observer", telemetry.bus_lag.observe)  # noqa: B010
 
     def _setup_warm(
         self, warm: WarmSettings | None, shed: ShedSettings | None, today: Callable[[], date]
@@ -233,6 +253,9 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
+        self._loop_lag_task = self._tasks.create_task(
+            keep("loop_lag", self.telemetry.probe_loop_lag, essential=False)
+        )
         self._warm_tasks: list[asyncio.Task[None]] = []
         if self.warmer is not None:
             self._warm_tasks.append(
@@ -260,6 +283,7 @@ class Node:
         finally:
             self._committer_task.cancel()
             self._ownership_task.cancel()
+            self._loop_lag_task.cancel()
             for task in self._warm_tasks:
                 task.cancel()
             if self._trimmer_task is not None:
@@ -362,6 +386,9 @@ class Node:
         if slot.state is not RoomState.SERVING or room is None:
             raise RoomReset(f"room {slot.id} is being reset; reconnect")
         pending = self.fanout.execute(slot, room.receive(session, message))
+        if type(message) is SyncUpdate and room.judging:
+            # received → judged, applied and its broadcast queued (proto/spec.md §3)
+            self.telemetry.edit_broadcast.observe(time.monotonic() - session.last_receive)
         if type(message) is Hello and self.acks_paused and session.wants_acks:
             self.fanout.tell(codec.encode(Status(STATUS_ACKS_PAUSED)), lambda s: s is session)
         return pending

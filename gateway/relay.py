@@ -68,6 +68,7 @@ from gateway.errors import BackendUnavailable, GatewayError, InvalidState
 from gateway.fanout import Fanout
 from gateway.ports import Bus, BusMessage
 from gateway.slot import Forwarded, Proxy, RoomSlot
+from gateway.telemetry import Telemetry
 from gateway.types import NodeId, RoomId
 from wedsync_protocol import codec
 from wedsync_protocol.codec import decode_state_vector
@@ -160,6 +161,8 @@ class Relay:
         self._proxy_of: dict[Session, Proxy] = {}
         """Every proxy of every room this node owns, by its session."""
         self.forwards = self.resends = self.behind = 0
+        self.telemetry = Telemetry()
+        """The node's (it replaces this one): relayed updates' round trips to the owner."""
 
     # -- what every node publishes --------------------------------------------------------------
 
@@ -441,8 +444,8 @@ class Relay:
         message = codec.decode_server_message(data)
         if isinstance(message, Ack):
             pending = slot.outstanding.get(session)
-            while pending and pending[0].seq <= message.seq:
-                pending.popleft()
+            if pending and pending[0].seq <= message.seq:
+                self._answered(pending, message.seq, session.wants_acks)
             slot.acked.set()
             if not session.wants_acks or message.seq <= session.acked:
                 return  # the owner acknowledged a resend again: the client heard it once
@@ -452,6 +455,17 @@ class Relay:
         outlet = self.fanout.outlets.get(session)
         if outlet is not None:
             outlet.send_nowait(data)
+
+    def _answered(self, pending: deque[Forwarded], seq: int, acks: bool) -> None:
+        """The owner acknowledged the client's forwards up to ``seq``: time each one (the
+        client's ACK too, if it asked for acks: it was forwarded when it was received)."""
+        now = asyncio.get_running_loop().time()
+        relay_ack, edit_ack = self.telemetry.relay_ack, self.telemetry.edit_ack
+        while pending and pending[0].seq <= seq:
+            waited = now - pending.popleft().forwarded_at
+            relay_ack.observe(waited)
+            if acks:
+                edit_ack.observe(waited)
 
 
 class _ProxyOutlet:

@@ -18,7 +18,7 @@ from gateway.core.effects import HistoryReset, Poisoned
 from gateway.core.journal import ApplyJournal
 from gateway.core.limits import Limits
 from gateway.core.outgoing import reset_notice
-from gateway.core.room import Room
+from gateway.core.room import PhaseTimers, Room
 from gateway.core.session import Session
 from gateway.crash_journal import CrashJournal
 from gateway.durability import Durability
@@ -73,6 +73,8 @@ class Rooms:
         self.members_closed = asyncio.Event()
         """Set by a drain once it has closed every client: rooms unload, members left or not."""
         self.on_unloaded: Callable[[], None] = lambda: None
+        self.timers: PhaseTimers | None = None
+        """Given to every room loaded: times its updates' phases (gateway/telemetry.py)."""
         """Called after each room unloads (the node's heap Trimmer)."""
         self.slots: dict[RoomId, RoomSlot] = {}
         """Rooms loading or serving (at most one per id)."""
@@ -284,6 +286,7 @@ class Rooms:
             self._fail_load(slot, BackendUnavailable(f"room {slot.id} could not be loaded: {exc}"))
             return None
         room.judging = self.ownership.judges(slot)
+        room.timers = self.timers
         slot.room = room
         slot.appends_since_snapshot = len(history.updates)
         if slot.state is RoomState.LOADING:  # not dropped by a reset meanwhile

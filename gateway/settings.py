@@ -38,6 +38,7 @@ class Settings:
     redis_url: Secret | None = None  # None → in-memory bus (one node)
     redis_prefix: str = "wedsync"  # channel names: {prefix}:room:{<wedding>}
     redis_sharded: bool = False  # SPUBLISH/SSUBSCRIBE (Redis 7+, cluster-friendly slots)
+    bus_send_time: bool = True  # stamp bus envelopes for gateway_bus_lag_seconds (see README)
     redis_stall_seconds: float = 2.0  # Redis unanswered this long: the bus is down (/readyz)
     database_url: Secret | None = None  # None → SQLite store in data_dir (embedded default)
     database_schema: str = "public"  # Postgres schema holding the gateway's tables
@@ -103,6 +104,16 @@ class Settings:
     webhook_retry_max_seconds: float = 60.0  # longest backoff between tries (jittered)
     webhook_dead_letter_seconds: float = 3600.0  # failing this long: the endpoint is dead
     webhook_claim_seconds: float = 30.0  # one node delivers to an endpoint; its claim lasts this
+    # /mux (many weddings over one socket, proto/spec.md §10): per-socket bounds
+    mux_max_documents: int = 100  # documents open on one socket; more: permission-denied
+    mux_messages_per_second: float = 1000.0  # per socket; faster is paced, then 4429
+    mux_message_burst: int = 2000  # per socket, messages allowed at once above the rate
+    mux_bytes_per_second: float = 8 << 20  # per socket; faster is paced, then 4429
+    mux_byte_burst: int = 16 << 20  # per socket; at least max_message_bytes
+    mux_outbox_messages: int = 4096  # messages waiting for one socket; beyond: closed with 4001
+    mux_outbox_bytes: int = 16 << 20  # bytes waiting for one socket; beyond: closed with 4001
+    mux_document_queue: int = 64  # messages of one loading document held; beyond: socket waits
+    mux_ping_seconds: float = 10.0  # the provider's ping (it drops a socket silent for 30 s)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Self:
@@ -165,6 +176,13 @@ class Settings:
                 "webhook_claim_seconds",
                 "rate_pacing_seconds",
                 "rate_window_seconds",
+                "mux_max_documents",
+                "mux_messages_per_second",
+                "mux_message_burst",
+                "mux_bytes_per_second",
+                "mux_outbox_messages",
+                "mux_document_queue",
+                "mux_ping_seconds",
                 "warm_refresh_seconds",
                 "priority_max_weddings",
                 "shed_pending_appends",
@@ -197,6 +215,11 @@ class Settings:
             problems.append("GATEWAY_MALLOC_TRIM_SECONDS must be 0 (off) or positive.")
         if self.broadcast_batch_ms < 0:
             problems.append("GATEWAY_BROADCAST_BATCH_MS must be 0 (off) or positive.")
+        if min(self.mux_byte_burst, self.mux_outbox_bytes) < self.max_message_bytes:
+            problems.append(
+                "GATEWAY_MUX_BYTE_BURST and GATEWAY_MUX_OUTBOX_BYTES must be at least"
+                " GATEWAY_MAX_MESSAGE_BYTES."
+            )
         if self.byte_burst < self.max_message_bytes:
             problems.append("GATEWAY_BYTE_BURST must be at least GATEWAY_MAX_MESSAGE_BYTES.")
         if min(self.messages_per_second, self.bytes_per_second) <= 0:

@@ -96,11 +96,15 @@ async def store(postgres_dsn: str, postgres_schema: str) -> AsyncIterator[Shared
 
 
 def make_node(
-    name: str, store: SharedStore, broker: MemoryBroker, lease_seconds: float = LONG_LEASE
+    name: str,
+    store: SharedStore,
+    broker: MemoryBroker,
+    lease_seconds: float = LONG_LEASE,
+    bus_queue_limit: int | None = None,
 ) -> Node:
     return Node(
         node_id=NodeId(name),
-        bus=MemoryBus(NodeId(name), broker),
+        bus=MemoryBus(NodeId(name), broker, queue_limit=bus_queue_limit),
         store=store,
         limits=LIMITS,
         room_idle_seconds=60.0,
@@ -266,9 +270,15 @@ async def test_forwards_lost_on_the_bus_are_resent_and_judged_in_order(
 ) -> None:
     wedding = created_wedding()
     await store.inner.append([Append(ROOM, wedding)])
-    broker = MemoryBroker(queue_limit=1)  # the owner's queue holds one message: the rest drop
+    broker = MemoryBroker()
     async with AsyncExitStack() as stack:
-        owner, relay = await nodes(stack, store, broker)
+        # the owner's queue holds one message: the rest drop. (The relaying node's queue is a
+        # normal one: were it one message long too, its ACKs would be lost as well and every
+        # round of resends could make as little as one forward's progress.)
+        owner = await stack.enter_async_context(
+            make_node("node-a", store, broker, bus_queue_limit=1)
+        )
+        relay = await stack.enter_async_context(make_node("node-b", store, broker))
         await member(owner, FakeOutlet(), grant=COUPLE)
         outlet = FakeOutlet()
         slot, session = await member(relay, outlet, Feature.ACKS, grant=COUPLE)

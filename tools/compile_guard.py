@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +34,12 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=REPOSITORY, help="where gateway/ is")
     root = parser.parse_args().root.resolve()
     build = REPOSITORY / "build" / "mypyc" if root == REPOSITORY else root / "build-mypyc"
+    # from scratch: mypyc's incremental build, after one module changed, emitted C that calls
+    # the other module's enums as native classes, and the compiler refused it
+    for stale in (build, root / "build" / "gateway"):  # mypyc's C sources go to build/
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in (root / "build").glob("__native*"):
+        stale.unlink()
     os.chdir(root)  # build_ext --inplace writes each extension next to its module, from here
     setup(
         name="wedsync-gateway-compiled-guard",

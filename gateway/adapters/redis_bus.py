@@ -4,8 +4,12 @@ Wire format (proto/spec.md does not cover it: only gateway nodes speak it):
 
 - One channel per room, ``{prefix}:room:{<room>}``. The braces are a Redis Cluster hash tag,
   so with ``sharded=True`` (SPUBLISH / SSUBSCRIBE) every message of a room maps to one slot.
-- Each message is a msgpack array ``[1, origin node id, seq, payload]``: envelope version 1,
-  ``seq`` counts the publisher's messages for the room from 1.
+- Each message is a msgpack array ``[1, origin node id, seq, payload, sent]``: envelope
+  version 1, ``seq`` counts the publisher's messages for the room from 1, ``sent`` is the
+  publisher's wall clock (Unix seconds, a float) when it queued the message: the receiver's
+  publish → receive lag (``lag_observer``, gateway_bus_lag_seconds). ``sent`` is optional:
+  four-element envelopes are read as before, and ``send_time=False`` (GATEWAY_BUS_SEND_TIME)
+  keeps publishing them while nodes of a release that reads only those still run.
 
 Guarantees (gateway/ports.py ``Bus``): at most once; ordered per room and publisher (one
 publisher task sends in queue order); never echoed (messages whose origin is this node are
@@ -40,8 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -167,6 +172,7 @@ class RedisBus:
         probe_interval: float = 1.0,
         stall_seconds: float = 2.0,
         supervisor: Supervisor | None = None,
+        send_time: bool = True,
     ) -> None:
         """The pub/sub connection is probed with PING after ``probe_interval`` s without a
         message; Redis is *stalled* when a PING or a publish waits ``stall_seconds`` for its
@@ -185,6 +191,9 @@ class RedisBus:
         self.health_check_interval = health_check_interval
         self.probe_interval = probe_interval
         self.stall_seconds = stall_seconds
+        self.send_time = send_time
+        self.lag_observer: Callable[[float], None] | None = None
+        """Called with each peer message's publish → receive seconds (wall clocks)."""
         self._waiting_since: dict[str, float] = {}  # "reader" / "publisher": loop time
         self._publish_cmd, self._subscribe_cmd, self._unsubscribe_cmd = (
             ("SPUBLISH", "SSUBSCRIBE", "SUNSUBSCRIBE")
@@ -220,6 +229,7 @@ class RedisBus:
         queue_limit: int = 4096,
         stall_seconds: float = 2.0,
         supervisor: Supervisor | None = None,
+        send_time: bool = True,
     ) -> Self:
         """A bus on ``url``; entering it connects (BackendUnavailable if Redis is unreachable)."""
         return cls(
@@ -230,6 +240,7 @@ class RedisBus:
             queue_limit=queue_limit,
             stall_seconds=stall_seconds,
             supervisor=supervisor,
+            send_time=send_time,
         )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -305,7 +316,10 @@ class RedisBus:
         if self._closing or len(self._outbox) >= self.queue_limit:
             self._dropped += 1
             return
-        envelope = msgpack.packb([ENVELOPE_VERSION, self.node_id, seq, payload])
+        fields = [ENVELOPE_VERSION, self.node_id, seq, payload]
+        if self.send_time:
+            fields.append(time.time())
+        envelope = msgpack.packb(fields)
         self._outbox.append((self.channel(room).encode(), envelope))
         self._flushed.clear()
         self._outbox_ready.set()
@@ -556,14 +570,17 @@ class RedisBus:
         channel = self._channels.get(name)
         if channel is None or channel.state is not _State.SUBSCRIBED:
             return  # left, or rejoined while unsubscribing: subscribers get what follows a reply
-        message = self._decode(channel.room, data)
-        if message is None:  # unreadable: whatever it said is lost to us
+        decoded = self._decode(channel.room, data)
+        if decoded is None:  # unreadable: whatever it said is lost to us
             self._gaps += 1
             self._dropped += 1
             self._mark_lost(channel)
             return
+        message, sent = decoded
         if message.origin == self.node_id:
             return  # never echoed (gateway/ports.py Bus)
+        if sent is not None and self.lag_observer is not None:
+            self.lag_observer(max(0.0, time.time() - sent))  # clock skew: never negative
         last = channel.last_seq.get(message.origin)
         channel.last_seq[message.origin] = message.seq
         if last is not None and message.seq != last + 1:
@@ -580,14 +597,16 @@ class RedisBus:
             inbox.mark_lost()
 
     @staticmethod
-    def _decode(room: RoomId, data: bytes) -> BusMessage | None:
+    def _decode(room: RoomId, data: bytes) -> tuple[BusMessage, float | None] | None:
+        """The message and its publisher's send time (None: not given); None if unreadable."""
         try:
             envelope = msgpack.unpackb(data)
         except (ValueError, TypeError):
             return None
-        if not (isinstance(envelope, list) and len(envelope) == 4):
+        if not (isinstance(envelope, list) and len(envelope) in (4, 5)):
             return None
-        version, origin, seq, payload = envelope
+        version, origin, seq, payload = envelope[:4]
+        sent = envelope[4] if len(envelope) == 5 else None
         valid = (
             version == ENVELOPE_VERSION
             and isinstance(origin, str)
@@ -595,8 +614,9 @@ class RedisBus:
             and isinstance(seq, int)
             and seq > LOSS_SEQ
             and isinstance(payload, bytes)
+            and (sent is None or isinstance(sent, float))
         )
-        return BusMessage(room, NodeId(origin), seq, payload) if valid else None
+        return (BusMessage(room, NodeId(origin), seq, payload), sent) if valid else None
 
     # -- the publisher task ---------------------------------------------------------------------
 

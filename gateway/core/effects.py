@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.core.enforcer import Refusal
 from gateway.core.policy import Author
 from gateway.core.session import Session
 from gateway.errors import GatewayError, RoomPoisoned, RoomReset
@@ -109,6 +110,8 @@ class Refused:
 
     session: Session
     count: int
+    refusals: tuple[Refusal, ...] = ()
+    """What was refused (counted by class in the node's metrics)."""
 
 
 @dataclass(frozen=True, slots=True)

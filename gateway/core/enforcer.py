@@ -21,17 +21,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from pycrdt import Array, Doc, Map
+from pycrdt import Array, Assoc, Doc, Map
 
 from gateway.core import schema
 from gateway.core.callbacks import weak_callback
 from gateway.core.policy import Grant, Timeline
-from gateway.core.update_check import ID, UpdateSummary
+from gateway.core.update_check import ID, ContentRef, UpdateSummary
+from gateway.core.update_reader import read_any_content
 from gateway.errors import InvalidUpdate
 
 MAX_SNAPSHOT_DEPTH = 4
 MAX_UNDO_REFS = 64
 """Items an undo of one core key remembers standing for (refused writes, what they were made on)."""
+MAX_MOVED = 256
+"""Entries put back for refused deletions whose deleted original the room remembers (``carry``)."""
 TIMELINE = 0  # first element of a timeline path in ``_Changes.deep`` (a core path starts with str)
 
 
@@ -98,6 +101,16 @@ class Undo:
 
 
 @dataclass(slots=True)
+class Moved:
+    """The entry the room put back, as a copy, when a deletion of its original was refused."""
+
+    entry_id: str
+    values: Entry
+    """What the copy holds from the room: a key still holding its value here was not written
+    since (a write made on the copy wins over one carried from the original)."""
+
+
+@dataclass(slots=True)
 class _Changes:
     core: dict[str, KeyChange] = field(default_factory=dict)
     deltas: list[list[tuple[str, Any]]] = field(default_factory=list)
@@ -110,8 +123,8 @@ class Enforcer:
     """Judges the changes of client updates to one room's Doc. Call it from the room's task."""
 
     __slots__ = (
-        "__weakref__", "_changes", "_ids", "_replaced", "_subscriptions", "_undoing", "core",
-        "doc", "timeline", "undone",
+        "__weakref__", "_before_ids", "_changes", "_ids", "_replaced", "_subscriptions",
+        "_undoing", "core", "doc", "moved", "timeline", "undone",
     )  # fmt: skip
 
     def __init__(self, doc: Doc[Any]) -> None:
@@ -128,6 +141,10 @@ class Enforcer:
         since the undo (any event drops it)."""
         self._replaced: dict[str, Undo] = {}
         """The undos the judged update's changes replaced (an undo of an undo keeps their refs)."""
+        self.moved: dict[ID, Moved] = {}
+        """The item of an entry whose refused deletion the room undid -> the copy put back."""
+        self._before_ids: list[ID | None] | None = None
+        """The items of the timeline's entries before the judged update (``entries_before``)."""
         self._subscriptions = [  # weakly: the Doc must not keep its Enforcer alive (callbacks.py)
             self.core.observe_deep(weak_callback(self._collect_core)),
             self.timeline.observe_deep(weak_callback(self._collect_timeline)),
@@ -139,9 +156,14 @@ class Enforcer:
         """Collect the changes of the next transactions (one client update)."""
         self._changes = _Changes()
 
-    def entries_before(self) -> list[Entry]:
-        """The timeline as plain entries: what a refused deletion puts back."""
-        return [snapshot(entry) for entry in self.timeline]
+    def entries_before(self, grant: Grant | None = None) -> list[Entry]:
+        """The timeline as plain entries: what a refused deletion puts back. For a writer that
+        may not delete every entry, also which item each entry is: the room remembers the
+        deleted original of an entry it puts back (``carry``)."""
+        entries = [snapshot(entry) for entry in self.timeline]
+        may_be_refused = grant is not None and grant.rights.timeline is not Timeline.ALL
+        self._before_ids = _item_ids(self.timeline, len(entries)) if may_be_refused else None
+        return entries
 
     def _collect_core(self, events: list[Any]) -> None:
         changes = self._changes
@@ -391,6 +413,7 @@ class Enforcer:
             self._undo(verdict)
         finally:
             self._undoing = False
+            self._before_ids = None
         for key, value in verdict.core.items():  # ABSENT too: the deleted write is visible
             write = summary.core_writes.get(key) if summary is not None else None
             refs = write.refs if write is not None else frozenset()
@@ -452,12 +475,79 @@ class Enforcer:
             steps = [(-i, 0, 0, None) for i in verdict.removals] + [
                 (-i, 1, -order, entry) for i, order, entry in verdict.reinsertions
             ]
-            for position, kind, _, entry in sorted(steps, key=lambda s: s[:3]):
+            for position, kind, order, entry in sorted(steps, key=lambda s: s[:3]):
                 if kind == 0:
                     del self.timeline[-position]
                 else:
                     plain = {k: v for k, v in (entry or {}).items() if not isinstance(v, Shared)}
                     self.timeline.insert(-position, Map(plain))
+                    self._remember_moved(-order, plain)
+
+    def _remember_moved(self, order: int, values: Entry) -> None:
+        ids, entry_id = self._before_ids, values.get("id")
+        original = ids[order] if ids is not None and order < len(ids) else None
+        if original is None or not isinstance(entry_id, str):
+            return
+        moved = self.moved
+        moved[original] = Moved(entry_id, dict(values))
+        while len(moved) > MAX_MOVED:
+            del moved[next(iter(moved))]  # the oldest: its writers have long seen the copy
+
+    def carry(self, grant: Grant, summary: UpdateSummary, refusals: list[Refusal]) -> list[str]:
+        """Write into the entries the room put back what ``summary``'s update wrote into their
+        deleted originals; returns the fields (``timeline[photos].notes``) written, and adds to
+        ``refusals`` the writes it may not carry.
+
+        Yjs cannot undelete: a refused deletion is undone by putting a copy of the entry back.
+        A client that had not seen the deletion yet still writes into the original, where
+        pycrdt keeps the write out of sight (no event: nothing to judge, nothing visible), and
+        the edit would be lost though accepted. Such a write of a plain value is carried to the
+        copy when the writer may make it (role, schema; else it is refused) and the copy's key
+        still holds what the room put there (a write made on the copy since is later, and
+        wins)."""
+        moved = self.moved
+        if not moved:
+            return []
+        writes: dict[tuple[ID, str], tuple[ContentRef, int]] = {}
+        for info in summary.items:
+            parent = info.parent
+            if info.key is not None and isinstance(parent, tuple) and parent in moved:
+                writes[parent, info.key] = info.content, info.at  # the last one written counts
+        if not writes:
+            return []
+        copies = {_entry_id(e): (i, e) for i, e in enumerate(self.timeline) if isinstance(e, Map)}
+        chosen: list[tuple[Map[Any], Moved, str, Any, str]] = []
+        for (original, key), (content, at) in writes.items():
+            record = moved[original]
+            found = copies.get(record.entry_id)
+            if found is None:
+                continue  # the copy was deleted since: so is what was written into it
+            index, copy = found
+            entry = snapshot(copy)
+            label = f"{_label(entry, index)}.{key}"
+            reason: str | None = "nested shared types are not in the schema"
+            value: Any = ABSENT
+            if content is ContentRef.ANY and at >= 0:
+                try:
+                    value = read_any_content(summary.data, at)
+                    reason = _carry_reason(grant, entry, key, value)
+                except InvalidUpdate as exc:
+                    reason = str(exc)
+            if reason is not None:
+                refusals.append(Refusal(label, reason))
+            elif entry.get(key, ABSENT) == record.values.get(key, ABSENT) != value:
+                chosen.append((copy, record, key, value, label))  # (else written on the copy)
+        if not chosen:
+            return []
+        self._undoing = True  # no id changes: the known entry ids stay right
+        try:
+            with self.doc.transaction():
+                for copy, record, key, value, _ in chosen:
+                    copy[key] = value
+                    record.values[key] = value
+        finally:
+            self._undoing = False
+        return [label for *_, label in chosen]
 
 
 def snapshot(value: Any, depth: int = 0) -> Any:
@@ -541,6 +631,31 @@ def _delete_reason(grant: Grant, rights: Timeline, entry: Entry | None) -> str |
     if entry is None or entry.get("vendor_id") != grant.vendor_id:
         return f"vendor {grant.vendor_id} may delete only its own entries"
     return None
+
+
+def _item_ids(timeline: Array[Any], n: int) -> list[ID | None]:
+    """The item of each of the first ``n`` entries (a sticky index names the item it sticks to)."""
+    ids: list[ID | None] = []
+    for index in range(n):
+        item = timeline.sticky_index(index, Assoc.AFTER).to_json().get("item")
+        ids.append((item["client"], item["clock"]) if isinstance(item, dict) else None)
+    return ids
+
+
+def _carry_reason(grant: Grant, entry: Entry, key: str, value: Any) -> str | None:
+    """Why ``grant`` may not write ``value`` under ``key`` of ``entry`` (None: it may)."""
+    rights = grant.rights.timeline
+    if rights is Timeline.NONE:
+        return f"role {grant.role} may not write the timeline"
+    after = {**entry, key: value}
+    if rights is Timeline.OWN and not (
+        entry.get("vendor_id") == after.get("vendor_id") == grant.vendor_id
+    ):  # as _judge_entry: the entry is the vendor's before and after
+        return f"vendor {grant.vendor_id} may edit only its own entries"
+    reason = _entry_key_reason(key, ("update", entry.get(key, ABSENT), value))
+    if reason is None and key in ("start", "end"):
+        reason = schema.check_span(after)
+    return reason
 
 
 def _entry_key_reason(key: str, change: KeyChange) -> str | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 from pycrdt import Doc, get_state, get_update, merge_updates
 
@@ -71,6 +71,26 @@ POSITION_MOVED = PositionMoved()
 EMPTY_STATE_VECTOR = b"\x00"
 
 
+class Observer(Protocol):
+    """Takes one measurement (gateway/telemetry.py ``Histogram``)."""
+
+    def observe(self, value: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTimers:
+    """Where a judged client update's time goes, in seconds of ``clock``: the guard's reading,
+    pycrdt's apply, the role and schema enforcement (its verdict, re-assertions, the undo)."""
+
+    clock: Callable[[], float]
+    guard: Observer
+    apply: Observer
+    enforce: Observer
+    every: int = 1
+    """Time one judged update in this many, per room (the clock pairs cost more than the rest
+    of the metrics of an edit; a sample shows the distribution as well)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RoomStatistics:
     members: int
@@ -121,6 +141,10 @@ class Room:
         self._subscription = self.doc.observe(weak_callback(self._on_change))
         weakref.finalize(self, self.doc.unobserve, self._subscription)
         self.enforcer = Enforcer(self.doc) if enforce else None
+        self.timers: PhaseTimers | None = None
+        """Times the phases of judged updates when set (the node's metrics)."""
+        self._untimed = 0
+        """Judged updates to go until the next timed one."""
         self.refusals = 0
         self.epoch = epoch
         """The history generation of the stored log this room was built from (proto §4.6)."""
@@ -244,22 +268,33 @@ class Room:
     def _apply_client_update(
         self, session: Session, seq: int, update: bytes, catch_up: bool
     ) -> list[Effect]:
-        ack_to = session if session.wants_acks else None
         if update == EMPTY_UPDATE:
+            ack_to = session if session.wants_acks else None
             return [Persist(None, ack_to, seq)] if ack_to else []
+        timers = self.timers
+        if timers is not None:
+            if self._untimed:
+                self._untimed -= 1
+                timers = None
+            else:
+                self._untimed = timers.every - 1
+        t0 = t1 = t2 = timers.clock() if timers is not None else 0.0
         summary = self.guard.check_client_update(
             session, update, session.last_receive, catch_up=catch_up
         )
         new = self.guard.adds_structs(summary)
         grant = session.grant
         enforcer = self.enforcer
+        if timers is not None:
+            t1 = t2 = timers.clock()
+            timers.guard.observe(t1 - t0)
         if enforcer is None:
             verdict = Verdict()
             changed = self._apply_contained(update) or new
         else:
             # an entry deletion: keep the entries, to name them and to put back a refused one
             deletes = summary.deletes and self.guard.deletes_in(summary, "timeline")
-            before = enforcer.entries_before() if deletes else None
+            before = enforcer.entries_before(grant) if deletes else None
             enforcer.start()
             try:
                 # pycrdt fires no event for structs it keeps pending (a missing dependency):
@@ -267,11 +302,34 @@ class Room:
                 # when it arrives (and judged then, as changes of the update completing them)
                 changed = self._apply_contained(update) or new
             finally:
+                if timers is not None:
+                    t2 = timers.clock()
+                    timers.apply.observe(t2 - t1)
                 try:
                     verdict = enforcer.judge(grant, before)
                 except Unjudgeable as exc:
                     self.poisoned = True
                     raise RoomPoisoned(f"{exc}; the room is reset", update) from exc
+        effects = self._share(session, seq, update, summary, verdict, changed, catch_up)
+        if timers is not None:
+            timers.enforce.observe(timers.clock() - t2)  # the verdict, and what it asks for
+        return effects
+
+    def _share(
+        self,
+        session: Session,
+        seq: int,
+        update: bytes,
+        summary: UpdateSummary,
+        verdict: Verdict,
+        changed: bool,
+        catch_up: bool,
+    ) -> list[Effect]:
+        """What to do with a judged update: share it as it came, or the Doc's compensated
+        result, persist it, and tell the sender what was refused."""
+        ack_to = session if session.wants_acks else None
+        grant = session.grant
+        enforcer = self.enforcer
         if not changed:
             # An echo or a resend: nothing to share. A client that asked for acks still gets
             # a resend stored: the Doc may hold it only from a peer that died before committing
@@ -284,7 +342,7 @@ class Room:
         if not rights.writes and not verdict.refusals and enforcer is not None:
             # no event (e.g. writes into a deleted entry), still a write
             verdict.refusals.append(Refusal("document", f"role {grant.role} may not write"))
-        reasserted = [] if verdict.refusals else self._reassert(summary, grant)
+        reasserted = [] if verdict.refusals else self._reassert(summary, grant, verdict)
         fields = (*verdict.fields, *reasserted)
         # A role that may not write everything never has its bytes shared as they came: a write
         # into a deleted entry fires no event to judge, and its values must not travel on.
@@ -317,7 +375,7 @@ class Room:
         effects: list[Effect] = [
             Broadcast(data, None, True, False, shared),
             Publish(data),
-            Refused(session, len(verdict.refusals)),  # its REJECTs follow the undo
+            Refused(session, len(verdict.refusals), tuple(verdict.refusals)),  # REJECTs follow
         ]
         if session.wants_rejects:
             effects.extend(Send(session, codec.encode(m)) for m in rejects(seq, verdict))
@@ -329,16 +387,22 @@ class Room:
         state = decode_state_vector(self.doc.get_state())
         return any(end > state.get(c, 0) for c, (_, end) in summary.clients.items())
 
-    def _reassert(self, summary: UpdateSummary, grant: Grant) -> list[str]:
-        """Write again the accepted core values the update wrote that pycrdt hid behind one of
-        the room's undos (``Enforcer.reassert``); returns the fields written."""
+    def _reassert(self, summary: UpdateSummary, grant: Grant, verdict: Verdict) -> list[str]:
+        """Write again the accepted values the update wrote that pycrdt hid: core values behind
+        one of the room's undos (``Enforcer.reassert``), entry values written into the deleted
+        original of an entry the room put back (``Enforcer.carry``, which adds to ``verdict``
+        the refusals of what it may not carry); returns the fields written."""
         enforcer = self.enforcer
-        if enforcer is None or not enforcer.undone or not summary.core_writes:
+        if enforcer is None:
+            return []
+        if not (enforcer.undone and summary.core_writes) and not enforcer.moved:
             return []
         if self._pending(summary):  # judged when it integrates
             return []
         try:
-            return enforcer.reassert(grant, summary)
+            # and what it wrote into an entry whose refused deletion the room undid
+            hidden = enforcer.reassert(grant, summary)
+            return [*hidden, *enforcer.carry(grant, summary, verdict.refusals)]
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:

@@ -106,6 +106,8 @@ class ItemInfo(NamedTuple):
     type_ref: TypeRef | None
     depth: int
     """For a shared type, how many shared types deep it is (1 directly under a root)."""
+    at: int
+    """Where its Any content starts in the update (``read_any_content``); -1 for other content."""
 
 
 class KeyWrite(NamedTuple):
@@ -417,7 +419,7 @@ class _Placer:
             elif i not in places:
                 self.place(i)
         for i, struct in enumerate(self.structs):
-            client, clock, length, _, _, origin, right, content, type_ref, _ = struct
+            client, clock, length, _, _, origin, right, content, type_ref, at = struct
             if not self.is_item(i):
                 if content == ContentRef.GC:
                     gc.append((client, clock, length))
@@ -438,7 +440,7 @@ class _Placer:
             kind = None if type_ref is None else _TYPE_REFS[type_ref]
             info = ItemInfo(
                 (client, clock), length, parent, key, inherited, origin, right,
-                _CONTENT_REFS[content], kind, depth,
+                _CONTENT_REFS[content], kind, depth, at,
             )  # fmt: skip
             infos.append(info)
         return UpdateSummary(

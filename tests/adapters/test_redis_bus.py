@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -148,19 +149,44 @@ class TestShardedRedisBus(BusContract):
         return make
 
 
-async def test_a_room_is_one_hash_tagged_channel_of_msgpack_envelopes(
-    connect_bus: RedisBusFactory, admin: Redis, prefix: str
-) -> None:
-    bus = await connect_bus("node-a")
-    assert bus.channel(ROOM) == f"{prefix}:room:{{{ROOM}}}"
+async def raw_envelope(admin: Redis, bus: RedisBus, payload: bytes) -> list[Any]:
+    """What ``bus`` writes to Redis when it publishes ``payload`` in ROOM, unpacked."""
     async with admin.pubsub() as raw:
         await raw.subscribe(bus.channel(ROOM))
-        bus.publish_nowait(ROOM, b"\x00update")
+        bus.publish_nowait(ROOM, payload)
         message = None
         while message is None or message["type"] != "message":
             message = await raw.get_message(timeout=5)
             assert message is not None
-    assert msgpack.unpackb(message["data"]) == [1, "node-a", 1, b"\x00update"]
+    envelope: list[Any] = msgpack.unpackb(message["data"])
+    return envelope
+
+
+async def test_a_room_is_one_hash_tagged_channel_of_msgpack_envelopes(
+    connect_bus: RedisBusFactory, admin: Redis, prefix: str
+) -> None:
+    bus = await connect_bus("node-a", send_time=False)
+    assert bus.channel(ROOM) == f"{prefix}:room:{{{ROOM}}}"
+    assert await raw_envelope(admin, bus, b"\x00update") == [1, "node-a", 1, b"\x00update"]
+
+
+async def test_an_envelope_carries_its_send_time_and_the_receiver_observes_the_lag(
+    connect_bus: RedisBusFactory, admin: Redis
+) -> None:
+    a, b = await connect_bus("node-a"), await connect_bus("node-b")
+    before = time.time()
+    envelope = await raw_envelope(admin, a, b"first")
+    assert envelope[:4] == [1, "node-a", 1, b"first"]
+    assert before <= envelope[4] <= time.time()
+    lags: list[float] = []
+    b.lag_observer = lags.append
+    async with b.subscribe(ROOM) as messages:
+        a.publish_nowait(ROOM, b"stamped")
+        await admin.publish(b.channel(ROOM), msgpack.packb([1, "old-node", 1, b"unstamped"]))
+        received = [await next_message(messages), await next_message(messages)]
+    assert [m.payload for m in received] == [b"stamped", b"unstamped"]  # both read
+    assert len(lags) == 1  # only the stamped one has a lag
+    assert 0 <= lags[0] < 60  # a bound against garbage, not a performance assert
 
 
 async def test_one_pubsub_connection_serves_every_room_of_a_node(

@@ -1334,23 +1334,61 @@ def test_a_deleted_entry_is_audited_by_its_id() -> None:
     accepted(Role.PLANNER, delete_entry("dinner"), fields=("timeline[dinner]",))
 
 
-# -- known problems (reported; see each reason) ----------------------------------------------------
+# -- a write into the deleted original of an entry put back (Enforcer.carry) ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a refused deletion is undone by inserting a copy of the entry: a planner's edit "
-    "made concurrently lands in the deleted original and is lost without a REJECT",
-)
 def test_a_refused_deletion_keeps_a_concurrent_edit_of_the_entry() -> None:
+    # the deletion is undone with a copy; the planner's edit, made on the original, is carried
     wedding = Wedding()
     vendor = wedding.join(Role.VENDOR, rejects=True)
     planner = wedding.join(Role.PLANNER, rejects=True)
+    observer = wedding.join(Role.COUPLE)
     edit = local_edit(planner, set_entry("photos", "notes", "Golden hour"))
-    wedding.edit(vendor, delete_entry("photos"))  # refused: not its entry
-    wedding.send(planner, edit)
-    assert state(planner.doc) == state(wedding.room.doc)
+    refusal = wedding.edit(vendor, delete_entry("photos"))  # refused: not its entry
+    assert refusal.persisted.fields == ()
+    result = wedding.send(planner, edit)
     assert entry(wedding.room.doc, "photos").get("notes") == "Golden hour"
+    assert state(planner.doc) == state(observer.doc) == state(vendor.doc) == state(wedding.room.doc)
+    assert result.persisted.fields == ("timeline[photos].notes",)
+    assert planner.rejects == []
+    log = [WEDDING, refusal.persisted.update, result.persisted.update]
+    replica: Doc[Any] = Doc()
+    for update in log:  # the store's log holds the carried write too
+        replica.apply_update(update or b"")
+    assert state(replica) == state(wedding.room.doc)
+
+
+def test_a_write_made_on_the_put_back_entry_wins_over_one_carried_from_the_original() -> None:
+    wedding = Wedding()
+    vendor = wedding.join(Role.VENDOR)
+    planner = wedding.join(Role.PLANNER, rejects=True)
+    couple = wedding.join(Role.COUPLE)
+    late = local_edit(planner, set_entry("photos", "notes", "Old plan"))  # not yet sent
+    wedding.edit(vendor, delete_entry("photos"))  # refused: a copy is put back
+    wedding.edit(couple, set_entry("photos", "notes", "New plan"))  # on the copy: later
+    result = wedding.send(planner, late)
+    assert entry(wedding.room.doc, "photos").get("notes") == "New plan"
+    assert state(planner.doc) == state(couple.doc) == state(wedding.room.doc)
+    assert result.persisted.fields == ()
+
+
+def test_a_carried_write_is_judged_as_any_write_of_the_entry() -> None:
+    wedding = Wedding()
+    vendor = wedding.join(Role.VENDOR, rejects=True)
+    planner = wedding.join(Role.PLANNER, rejects=True)
+    invalid = local_edit(planner, set_entry("photos", "start", "25:99"))
+    foreign = local_edit(vendor, set_entry("photos", "title", "Mine now"))  # OTHER_VENDOR's
+    wedding.edit(vendor, delete_entry("photos"))  # refused: a copy is put back
+    for client, update, label in [
+        (planner, invalid, "timeline[photos].start"),
+        (vendor, foreign, "timeline[photos].title"),
+    ]:
+        result = wedding.send(client, update)
+        assert [r.field for r in client.rejects][-1] == label
+        assert result.persisted.fields == ()
+    photos = entry(wedding.room.doc, "photos")
+    assert (photos.get("start"), photos.get("title")) == ("17:30", "Photos")
+    assert state(planner.doc) == state(vendor.doc) == state(wedding.room.doc)
 
 
 def test_two_new_entries_with_one_id_fare_the_same_whatever_the_room_judged_before() -> None:

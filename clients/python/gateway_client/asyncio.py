@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
+from urllib.parse import urlencode
 
 from pycrdt import Array, Doc, Map
 from websockets.asyncio.client import ClientConnection, connect
@@ -53,11 +54,16 @@ class GatewayClient:
         delays: Iterator[float] | None = None,
         token: str | None = None,
         resume: bool = True,
+        platform: str = "integration",
     ) -> None:
+        """``platform``: declared on the URL (``?platform=``, proto/spec.md §1) for the
+        operators' metrics: ``web``, ``pwa``, ``ios``, ``android`` or ``integration``."""
         bases = [base_url] if isinstance(base_url, str) else list(base_url)
         self.urls = [f"{base.rstrip('/')}/{wedding_id}" for base in bases]
         self.url = self.urls[0]
         """The URL of the current (or next) connection; reconnects rotate through ``urls``."""
+        self._query = f"?{urlencode({'platform': platform})}" if platform else ""
+        """Added to the URL when connecting: the declared platform (proto/spec.md §1)."""
         self.protocol = ClientProtocol(
             doc if doc is not None else Doc(), acks=acks, token=token, resume=resume
         )
@@ -242,7 +248,10 @@ class GatewayClient:
                 self.url = self.urls[self.attempts % len(self.urls)]
                 self.attempts += 1
                 async with connect(
-                    self.url, max_size=None, compression=None, close_timeout=CLOSE_TIMEOUT
+                    self.url + self._query,
+                    max_size=None,
+                    compression=None,
+                    close_timeout=CLOSE_TIMEOUT,
                 ) as ws:
                     delays = self._delays or backoff()
                     await self._serve(ws)

@@ -2,7 +2,9 @@
 
 export {
   WedsyncProvider,
+  defaultPlatform,
   type CloseEvent,
+  type Platform,
   type ConnectionStatus,
   type RejectEvent,
   type SavedEvent,
@@ -11,6 +13,7 @@ export {
   type WedsyncProviderOptions
 } from './provider.js'
 export * as protocol from './protocol.js'
+export { WedsyncSocket, MuxChannel, type WedsyncSocketOptions } from './mux.js'
 export {
   CloseCode, backoff, needsNewToken, reconnects,
   type BackoffOptions, type WebSocketConstructor, type WebSocketLike

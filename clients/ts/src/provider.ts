@@ -25,8 +25,10 @@ import {
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
 import { Edits } from './edits.js'
+import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
 import { OfflineStore } from './offline.js'
 import { TokenKeeper, type TokenSource } from './token.js'
+import type { WedsyncSocket } from './mux.js'
 
 export type { TokenSource } from './token.js'
 
@@ -52,6 +54,24 @@ export interface WedsyncProviderOptions {
   delays?: () => Iterator<number>
   /** Refresh a token this many ms before it expires (default 60 s, at most half its life). */
   tokenRefreshMarginMs?: number
+  /** A connection silent for `idleMs` (default 25 s) is probed; if nothing arrives within
+   * `answerMs` (default 10 s) it is dropped and the provider reconnects. `idleMs: 0`: off. */
+  liveness?: Partial<LivenessOptions>
+  /** What this client runs on, declared as `?platform=` for the operators' metrics (spec §1):
+   * `web`, `pwa`, `ios`, `android` or `integration`; default `pwa` in an installed app
+   * (display-mode standalone), else `web`. */
+  platform?: Platform
+  /** Share this `/mux` socket with other providers (spec §10; the `url` argument is unused):
+   * acks, rejects, resume and reconnects stay this wedding's own. */
+  socket?: WedsyncSocket
+}
+
+export type Platform = 'web' | 'pwa' | 'ios' | 'android' | 'integration'
+
+/** `pwa` when the page runs as an installed app, else `web`. */
+export function defaultPlatform (): Platform {
+  const matchMedia = (globalThis as { matchMedia?: (query: string) => { matches: boolean } }).matchMedia
+  return typeof matchMedia === 'function' && matchMedia('(display-mode: standalone)').matches ? 'pwa' : 'web'
 }
 
 export interface RejectEvent { seq: number, field: string, reason: string }
@@ -80,6 +100,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   readonly awareness: awarenessProtocol.Awareness
   /** The URL of the current (or next) connection; reconnects rotate through `urls`. */
   url: string
+  /** Declared on each connection as `?platform=` (spec §1). */
+  readonly platform: Platform
   status: ConnectionStatus = 'disconnected'
   /** This connection's initial sync (the CATCH_UP) is done. */
   synced = false
@@ -137,6 +159,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private inbox: Promise<void> = Promise.resolve()
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null
   private refreshTimer: ReturnType<typeof setTimeout> | null = null
+  private readonly liveness: Liveness
   private saving: Promise<void> = Promise.resolve()
   private saveQueued = false
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
@@ -171,15 +194,25 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   constructor (url: string, weddingId: string, doc: Y.Doc, options: WedsyncProviderOptions = {}) {
     super()
     this.weddingId = weddingId
-    const bases = options.urls !== undefined && options.urls.length > 0 ? options.urls : [url]
+    const bases = options.socket !== undefined
+      ? [options.socket.url]
+      : options.urls !== undefined && options.urls.length > 0 ? options.urls : [url]
     this.urls = bases.map((base) => `${base.replace(/\/+$/, '')}/${encodeURIComponent(weddingId)}`)
     this.url = this.urls[0]
+    this.platform = options.platform ?? defaultPlatform()
     this._doc = doc
     this.tokens = new TokenKeeper(options.token, options.tokenRefreshMarginMs ?? DEFAULT_REFRESH_MARGIN_MS)
-    const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
+    const WS = options.socket !== undefined
+      ? options.socket.channelClass(weddingId)
+      : (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.offlineName = options.offline === true ? (options.offlineName ?? `wedsync:${weddingId}`) : null
+    this.liveness = new Liveness(
+      { ...DEFAULT_LIVENESS, ...options.liveness },
+      () => { this.send(encode({ type: 'QueryAwareness' })) },
+      (silentMs) => { this.connectionDead(silentMs) }
+    )
     this.makeDelays = options.delays ?? (() => backoff())
     this.delays = this.makeDelays()
     this.ownAwareness = options.awareness === undefined
@@ -266,17 +299,19 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     }
     this.url = this.urls[this.attempts % this.urls.length]
     this.attempts++
-    const ws = new this.WebSocketClass(this.url)
+    const ws = new this.WebSocketClass(`${this.url}?platform=${encodeURIComponent(this.platform)}`)
     ws.binaryType = 'arraybuffer'
     this.ws = ws
     ws.onopen = () => {
       if (this.ws !== ws) return
       this.connections++
+      this.liveness.start()
       this.connectionMade(token)
       this.setStatus('connected')
     }
     ws.onmessage = (event) => {
       if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return // text: not ours
+      this.liveness.heard()
       const data = new Uint8Array(event.data)
       this.inbox = this.inbox.then(async () => await this.receive(ws, data)).catch((error: unknown) => {
         // Not the server's fault we know of (a Y.Doc observer threw, say): start over.
@@ -302,8 +337,21 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     this.scheduleTokenRefresh()
   }
 
+  /** No message answered a liveness probe: the socket is half-open. Its close handshake could
+   * take minutes, so the provider lets go of it now and reconnects (it ignores its events). */
+  private connectionDead (silentMs: number): void {
+    const ws = this.ws
+    if (ws === null) return
+    const reason = `no message from the server for ${Math.round(silentMs / 1000)} s`
+    this.connectionLost(CloseCode.ABNORMAL, reason)
+    try {
+      ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
+    } catch {} // closing a dead socket may throw in some WebSocket implementations
+  }
+
   private connectionLost (code: number, reason: string): void {
     this.ws = null
+    this.liveness.stop()
     this.lastClose = { code, reason }
     const wasSynced = this.synced
     this.synced = this.caughtUp = false
@@ -346,6 +394,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   }
 
   private clearTimers (): void {
+    this.liveness.stop()
     if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer)
     if (this.refreshTimer !== null) clearTimeout(this.refreshTimer)
     this.reconnectTimer = this.refreshTimer = null

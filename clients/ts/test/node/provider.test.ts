@@ -352,3 +352,41 @@ describe('two gateways on one store', () => {
     await exit // uvicorn ends by re-raising SIGTERM: the exit status is the signal
   })
 })
+
+describe('a gateway that goes silent without closing (half-open)', () => {
+  let one: RunningGateway
+  let two: RunningGateway
+  let drop: () => Promise<void>
+  beforeAll(async () => {
+    const store = await sharedStore()
+    drop = store.drop
+    one = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'one' })
+    two = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'two' })
+  })
+  afterAll(async () => {
+    await stopGateways() // SIGKILL: a stopped process gets it too
+    await drop()
+  })
+
+  test('liveness: a silent connection is probed, dropped, and the edit made meanwhile is saved elsewhere', async () => {
+    const wedding = newWedding()
+    const closes: Array<{ code: number, reason: string }> = []
+    const a = client(one.wsUrl, wedding, {
+      urls: [one.wsUrl, two.wsUrl],
+      liveness: { idleMs: 400, answerMs: 400 },
+      delays: function * () { while (true) yield 50 }
+    })
+    a.on('close', ({ code, reason }) => closes.push({ code, reason }))
+    await synced(a)
+    createWedding(a)
+    await durable(a)
+    one.process.kill('SIGSTOP') // its kernel keeps the TCP connection: no close ever comes
+    a.doc.getMap('core').set('venue', 'Written while the node was silent')
+    await waitFor(() => closes.length > 0, 'the provider gives the silent connection up')
+    expect(closes[0].code).toBe(1006)
+    expect(closes[0].reason).toMatch(/^no message from the server for \d+ s$/)
+    await waitFor(() => a.synced && a.url === `${two.wsUrl}/${wedding}`, 'a reconnected to the second gateway')
+    await durable(a) // the second node takes the wedding over once the silent owner's lease lapses
+    expect((await weddingJson(two, wedding)).core.venue).toBe('Written while the node was silent')
+  })
+})

@@ -79,11 +79,17 @@ afterEach(() => {
 })
 
 describe('opening a connection', () => {
+  test('the platform option is declared on the URL (spec §1)', async () => {
+    provider({ platform: 'ios' })
+    await settle()
+    expect(last().url).toBe('ws://gw/ws/w1?platform=ios')
+  })
+
   test('auth, HELLO with every feature, then RESUME; the step 1 is answered after CATCH_UP', async () => {
     const p = provider({ token: 'a.b.c' })
     await settle()
     const socket = last()
-    expect(socket.url).toBe('ws://gw/ws/w1')
+    expect(socket.url).toBe('ws://gw/ws/w1?platform=web') // spec §1: declared, web by default
     socket.open()
     expect(socket.sent.map((m) => m.type)).toEqual(['Auth', 'Hello', 'Resume'])
     expect(socket.sent[0]).toEqual({ type: 'Auth', authType: 1, text: 'a.b.c' })
@@ -202,7 +208,7 @@ describe('close codes (proto/spec.md §6)', () => {
   test("after DRAIN the reconnect waits its retry_ms too, and goes to the next URL", async () => {
     provider({ urls: ['ws://one/ws', 'ws://two/ws/'] })
     await settle()
-    expect(last().url).toBe('ws://one/ws/w1')
+    expect(last().url).toBe('ws://one/ws/w1?platform=web')
     await live(last())
     last().push({ type: 'Drain', retryMs: 1500 })
     await settle()
@@ -210,7 +216,7 @@ describe('close codes (proto/spec.md §6)', () => {
     await vi.advanceTimersByTimeAsync(1599)
     expect(FakeSocket.all.length).toBe(1)
     await vi.advanceTimersByTimeAsync(1)
-    expect(last().url).toBe('ws://two/ws/w1')
+    expect(last().url).toBe('ws://two/ws/w1?platform=web')
   })
 
   test('unacknowledged edits are resent, merged, after the next CATCH_UP', async () => {

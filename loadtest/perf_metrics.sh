@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The cost of the metrics on the hot path (README "Metrics"): steady-1000 against the embedded
+# gateway built from this tree ("after") and from another commit ("before", default the commit
+# before the metrics), alternating ROUNDS times, each on a fresh server pinned to core 0 with
+# the generator on core 1 (as loadtest/perf.sh). "before" runs this virtualenv with the other
+# commit's gateway/ first on PYTHONPATH, and this tree's compiled guard (its source is the same).
+# The data directory is on /dev/shm: the CPU cost is measured, not the disk of a shared machine.
+# Usage: bash loadtest/perf_metrics.sh [BEFORE_COMMIT] [OUT_DIR]   (after `make install`)
+set -euo pipefail
+BEFORE=${1:-284c60c}
+OUT=${2:-/tmp/wedsync-perf-metrics}
+ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-20}
+PY=.venv/bin/python
+LOAD="--scenario steady --weddings 200 --clients 5 --rate 2"
+mkdir -p "$OUT"
+BASE=$(mktemp -d)
+git archive "$BEFORE" gateway | tar -x -C "$BASE"
+cp gateway/core/*.so "$BASE/gateway/core/" 2>/dev/null || true
+
+wait_port() {
+  for _ in $(seq 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+for round in $(seq "$ROUNDS"); do
+  for build in before after; do
+    port=$((20000 + RANDOM % 20000))
+    pythonpath=""
+    [ "$build" = before ] && pythonpath=$BASE
+    PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$(mktemp -d -p /dev/shm) GATEWAY_PORT=$port taskset -c 0 \
+      .venv/bin/gateway serve >"$OUT/$build-$round-server.log" 2>&1 &
+    pid=$!
+    wait_port "$port"
+    echo "== steady-1000, $build, round $round (pid $pid)"
+    # shellcheck disable=SC2086
+    taskset -c 1 "$PY" -m loadtest run --url "ws://127.0.0.1:$port/ws" $LOAD \
+      --duration "$DURATION" --workers 1 --server-pid "$pid" \
+      --report "$OUT/steady-1000-$build-$round.json" --quiet || echo "run exited with $?"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+done
+rm -rf "$BASE"
+"$PY" -m loadtest compare "$OUT"/*.json | tee "$OUT/summary.md"

@@ -1,0 +1,469 @@
+"""The ``/mux`` isolation attack suite and limits (issue 15), through a live gateway.
+
+A raw client speaks the ``/mux`` framing (``wedsync_protocol.mux``), one pycrdt Doc per document.
+Every refused attempt is checked three ways: what the attacking socket got (permission-denied
+for that document, the socket still open, its other documents still working), what the other
+clients received (nothing: a planner on ``/ws`` records every transaction reaching it), and what
+reached the store (nothing of it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import structlog
+from pycrdt import Array, Doc, Map, TransactionEvent
+from starlette.datastructures import Secret
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gateway.auth import issue_token
+from gateway.core.policy import Role
+from gateway.types import RoomId
+from gateway_client import GatewayClient
+from loadtest.faults.rawclients import RawClient
+from tests.conftest import RunningGateway, start_in_process, stop_in_process
+from tests.helpers import eventually
+from tests.test_attacks import AUDIENCE, ISSUER, SECRET
+from wedsync_protocol import mux
+from wedsync_protocol.messages import SyncStep1, SyncStep2, SyncUpdate
+from wedsync_protocol.mux import MuxAuthType, MuxType
+
+WAIT = 10.0
+
+
+def token(weddings: dict[str, Role], subject: str = "vendor-dashboard", **extra: Any) -> str:
+    return issue_token(
+        SECRET,
+        subject=subject,
+        weddings=weddings,
+        ttl_seconds=600,
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        **extra,
+    )
+
+
+@dataclass
+class MuxPeer:
+    """A raw ``/mux`` client: a pycrdt Doc per document, and everything the socket received."""
+
+    ws: ClientConnection
+    docs: dict[str, Doc[Any]] = field(default_factory=dict)
+    received: list[tuple[str, MuxType, object]] = field(default_factory=list)
+    close_code: int | None = None
+
+    def of(self, name: str) -> list[tuple[MuxType, object]]:
+        return [(kind, body) for doc, kind, body in self.received if doc == name]
+
+    def auth(self, name: str) -> list[tuple[int, str]]:
+        return [body for kind, body in self.of(name) if kind == MuxType.AUTH]  # type: ignore[misc]
+
+    def scope(self, name: str) -> str | None:
+        granted = [text for t, text in self.auth(name) if t == MuxAuthType.AUTHENTICATED]
+        return granted[-1] if granted else None
+
+    def denied(self, name: str) -> str | None:
+        denials = [text for t, text in self.auth(name) if t == MuxAuthType.PERMISSION_DENIED]
+        return denials[-1] if denials else None
+
+    def statuses(self, name: str) -> list[bool]:
+        return [bool(body) for kind, body in self.of(name) if kind == MuxType.SYNC_STATUS]
+
+    async def open(self, name: str, tok: str) -> None:
+        """Send the token, then sync step 1, as the provider does (without waiting)."""
+        doc = self.docs.setdefault(name, Doc())
+        await self.ws.send(mux.encode_token(name, tok, "4.8.0"))
+        await self.ws.send(mux.encode_message(name, SyncStep1(doc.get_state())))
+
+    async def synced(self, name: str) -> None:
+        await eventually(
+            lambda: any(
+                kind == MuxType.SYNC and isinstance(b, SyncStep2) for kind, b in self.of(name)
+            ),
+            timeout=WAIT,
+            message=f"{name} synced",
+        )
+
+    async def write(self, name: str, **core: Any) -> None:
+        """Set core fields in the local Doc and send the update."""
+        doc = self.docs.setdefault(name, Doc())
+        before = doc.get_state()
+        with doc.transaction():
+            values = doc.get("core", type=Map)
+            for key, value in core.items():
+                values[key] = value
+        await self.ws.send(mux.encode_message(name, SyncUpdate(doc.get_update(before))))
+
+    async def run(self) -> None:
+        try:
+            async for data in self.ws:
+                assert isinstance(data, bytes)
+                name, kind, body = mux.decode_server(data)
+                self.received.append((name, kind, body))
+                doc = self.docs.get(name)
+                if kind == MuxType.SYNC and doc is not None:
+                    if isinstance(body, SyncStep1):
+                        reply = SyncStep2(doc.get_update(body.state_vector))
+                        await self.ws.send(mux.encode_message(name, reply))
+                    elif isinstance(body, SyncStep2 | SyncUpdate):
+                        doc.apply_update(body.update)
+        except ConnectionClosed:
+            pass
+        self.close_code = self.ws.close_code
+
+
+@contextlib.asynccontextmanager
+async def mux_peer(running: RunningGateway) -> AsyncIterator[MuxPeer]:
+    async with connect(f"ws://127.0.0.1:{running.port}/mux", compression=None, proxy=None) as ws:
+        peer = MuxPeer(ws)
+        task = asyncio.create_task(peer.run())
+        try:
+            yield peer
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@dataclass
+class Watcher:
+    client: GatewayClient
+    received: list[bytes] = field(default_factory=list)
+
+    def saw(self, needle: bytes) -> bool:
+        return any(needle in update for update in self.received)
+
+
+@contextlib.asynccontextmanager
+async def watching(running: RunningGateway, *weddings: str) -> AsyncIterator[list[Watcher]]:
+    """A planner on ``/ws`` per wedding: each creates its wedding, then records what reaches it."""
+    async with contextlib.AsyncExitStack() as stack:
+        watchers = []
+        for wedding in weddings:
+            doc: Doc[Any] = Doc()
+            watcher = Watcher(
+                GatewayClient(
+                    running.ws_url,
+                    wedding,
+                    doc=doc,
+                    token=token({wedding: Role.PLANNER}, subject="planner"),
+                )
+            )
+            client = await stack.enter_async_context(watcher.client)
+            await client.wait_synced()
+            client.create_wedding("Ana", "Bea", "planning")
+            await client.wait_durable()
+
+            def record(event: TransactionEvent, watcher: Watcher = watcher) -> None:
+                watcher.received.append(event.update)
+
+            doc.observe(record)
+            watchers.append(watcher)
+        yield watchers
+
+
+async def stored(running: RunningGateway, room: str) -> list[bytes]:
+    return list((await running.node.store.load(RoomId(room))).blobs())
+
+
+async def never_stored(running: RunningGateway, room: str, bad: bytes) -> None:
+    assert all(bad not in blob for blob in await stored(running, room))
+
+
+async def barrier(peer: MuxPeer, tok: str, name: str) -> None:
+    """Open ``name`` and wait for its answer: the server handles a socket's messages in order,
+    so whatever it would have sent for earlier messages has been sent by then."""
+    await peer.open(name, tok)
+    await peer.synced(name)
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[RunningGateway]:
+    running = await start_in_process(
+        tmp_path / "data",
+        room_idle_seconds=0.2,
+        jwt_secret=Secret(SECRET),
+        mux_message_burst=20_000,
+        mux_messages_per_second=20_000,
+    )
+    try:
+        yield running
+    finally:
+        await stop_in_process(running)
+
+
+# -- isolation ---------------------------------------------------------------------------------
+
+
+async def test_a_document_outside_the_token_is_refused_alone(secured: RunningGateway) -> None:
+    tok = token({"wed-a": Role.PLANNER})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await p.open("wed-b", tok)
+        await p.write("wed-b", venue="Intruder Hall")
+        await barrier(p, tok, "wed-a")
+        assert p.denied("wed-b") is not None
+        assert "wed-b" in p.denied("wed-b")
+        assert [kind for kind, _ in p.of("wed-b")] == [MuxType.AUTH], "only the denial"
+        await p.write("wed-a", venue="Hall A")
+        await eventually(lambda: watch_a.client.core().get("venue") == "Hall A", timeout=WAIT)
+        assert not watch_b.saw(b"Intruder Hall")
+        assert p.close_code is None, "the socket stays open"
+    await never_stored(secured, "wed-b", b"Intruder Hall")
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "WED-A",
+        "wed-a ",
+        " wed-a",
+        "w\u0435d-a",
+        "wed-a\u200b",
+        "wed\u2011a",
+        "wed-a\n",
+        "\uff57ed-a",
+    ],
+)
+async def test_other_spellings_of_a_name_are_other_documents(
+    secured: RunningGateway, spelling: str
+) -> None:
+    tok = token({"wed-a": Role.PLANNER})
+    async with watching(secured, "wed-a") as (watch,), mux_peer(secured) as p:
+        await p.open(spelling, tok)
+        await p.write(spelling, venue="Lookalike Hall")
+        await barrier(p, tok, "wed-a")
+        assert p.denied(spelling) is not None
+        assert [kind for kind, _ in p.of(spelling)] == [MuxType.AUTH]
+        assert p.scope("wed-a") == "read-write"
+        assert not watch.saw(b"Lookalike Hall")
+        assert p.close_code is None
+    await never_stored(secured, "wed-a", b"Lookalike Hall")
+    if spelling.strip() and spelling.isascii() and "\n" not in spelling:
+        assert await stored(secured, spelling) == []  # a valid id of another wedding: untouched
+
+
+async def test_switching_a_documents_token_mid_session(secured: RunningGateway) -> None:
+    both = token({"wed-a": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await barrier(p, both, "wed-a")
+        await barrier(p, both, "wed-b")
+        # a token for wed-b only, sent for wed-a: wed-a closes, wed-b carries on
+        await p.ws.send(mux.encode_token("wed-a", token({"wed-b": Role.PLANNER})))
+        await eventually(lambda: p.denied("wed-a") is not None, timeout=WAIT)
+        assert (MuxType.CLOSE, p.denied("wed-a")) in p.of("wed-a")
+        await p.write("wed-a", venue="After Switch")
+        await p.write("wed-b", venue="Hall B")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Hall B", timeout=WAIT)
+        assert not watch_a.saw(b"After Switch")
+        # another user's token for an open document: closed too
+        await p.ws.send(mux.encode_token("wed-b", token({"wed-b": Role.PLANNER}, subject="eve")))
+        await eventually(lambda: p.denied("wed-b") is not None, timeout=WAIT)
+        await p.write("wed-b", venue="Eve Hall")
+        assert p.close_code is None
+    await never_stored(secured, "wed-a", b"After Switch")
+    await never_stored(secured, "wed-b", b"Eve Hall")
+
+
+async def test_a_downgraded_token_makes_its_document_readonly_only(secured: RunningGateway) -> None:
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        planner = token({"wed-a": Role.PLANNER, "wed-b": Role.PLANNER})
+        await barrier(p, planner, "wed-a")
+        await barrier(p, planner, "wed-b")
+        viewer = token({"wed-a": Role.VIEWER, "wed-b": Role.PLANNER})
+        await p.ws.send(mux.encode_token("wed-a", viewer))
+        await eventually(lambda: p.scope("wed-a") == "readonly", timeout=WAIT)
+        await p.write("wed-a", venue="Downgraded Hall")
+        await p.write("wed-b", venue="Still Writable")
+        await eventually(
+            lambda: watch_b.client.core().get("venue") == "Still Writable", timeout=WAIT
+        )
+        await eventually(lambda: False in p.statuses("wed-a"), timeout=WAIT)
+        assert not watch_a.saw(b"Downgraded Hall")
+    await never_stored(secured, "wed-a", b"Downgraded Hall")
+
+
+async def test_readonly_and_write_grants_on_one_socket_do_not_leak(secured: RunningGateway) -> None:
+    tok = token({"wed-r": Role.VIEWER, "wed-w": Role.PLANNER})
+    async with watching(secured, "wed-r", "wed-w") as (watch_r, watch_w), mux_peer(secured) as p:
+        await barrier(p, tok, "wed-r")
+        await barrier(p, tok, "wed-w")
+        assert p.scope("wed-r") == "readonly"
+        assert p.scope("wed-w") == "read-write"
+        # interleaved: a write on the read-only document between writes on the writable one
+        await p.write("wed-w", venue="Allowed 1")
+        await p.write("wed-r", venue="Leaked Write")
+        await p.write("wed-w", notes="Allowed 2")
+        await eventually(lambda: watch_w.client.core().get("notes") == "Allowed 2", timeout=WAIT)
+        await eventually(lambda: len(p.statuses("wed-r")) >= 2, timeout=WAIT)  # step 2 + update
+        assert p.statuses("wed-r")[-1] is False, "the refused write is not applied"
+        await eventually(lambda: p.statuses("wed-w")[-2:] == [True, True], timeout=WAIT)
+        # the refusal is undone on the attacker's own document too
+        await eventually(
+            lambda: p.docs["wed-r"].get("core", type=Map).get("venue") is None, timeout=WAIT
+        )
+        assert not watch_r.saw(b"Leaked Write")
+        assert watch_w.client.core()["venue"] == "Allowed 1"
+    await never_stored(secured, "wed-r", b"Leaked Write")
+    blobs = b"".join(await stored(secured, "wed-w"))
+    assert b"Allowed 1" in blobs
+    assert b"Allowed 2" in blobs
+
+
+async def test_a_message_for_a_document_never_opened_is_dropped(secured: RunningGateway) -> None:
+    tok = token({"wed-a": Role.PLANNER, "wed-x": Role.PLANNER})
+    async with watching(secured, "wed-x") as (watch_x,), mux_peer(secured) as p:
+        await p.write("wed-x", venue="Unopened Hall")
+        await p.ws.send(mux.encode_message("wed-x", SyncStep1(b"\x00")))
+        await barrier(p, tok, "wed-a")
+        assert p.of("wed-x") == [], "nothing comes back for a document never opened"
+        assert not watch_x.saw(b"Unopened Hall")
+        assert p.close_code is None
+    await never_stored(secured, "wed-x", b"Unopened Hall")
+
+
+async def test_ten_thousand_document_names_on_one_socket(secured: RunningGateway) -> None:
+    covered = [f"n-{i}" for i in range(120)]
+    tok = token(dict.fromkeys(covered, Role.VIEWER))
+    names = [f"n-{i}" for i in range(10_000)]
+    async with mux_peer(secured) as p:
+        for name in names:
+            await p.ws.send(mux.encode_token(name, tok))
+        await eventually(lambda: len(p.received) >= 10_000, timeout=60, message="every answer")
+        granted = [n for n in names if p.scope(n) is not None]
+        denied = [n for n in names if p.denied(n) is not None]
+        assert granted == names[:100], "the first 100 open: GATEWAY_MUX_MAX_DOCUMENTS"
+        assert denied == names[100:]
+        assert "GATEWAY_MUX_MAX_DOCUMENTS" in (p.denied("n-100") or "")
+        assert len(secured.node.rooms.slots) <= 100
+        # closing one document makes room for another; the socket never closed
+        await p.ws.send(mux.encode_close("n-0"))
+        await p.ws.send(mux.encode_token("n-100", tok))
+        await eventually(lambda: p.scope("n-100") == "readonly", timeout=WAIT)
+        assert p.close_code is None
+
+
+async def test_closing_one_document_leaves_the_others_open(secured: RunningGateway) -> None:
+    tok = token({"wed-a": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await barrier(p, tok, "wed-a")
+        await barrier(p, tok, "wed-b")
+        await p.ws.send(mux.encode_close("wed-a"))
+        await eventually(
+            lambda: (
+                (room := secured.node.room(RoomId("wed-a"))) is not None and len(room.members) == 1
+            ),
+            timeout=WAIT,
+            message="the socket's session left wed-a",
+        )
+        await p.write("wed-a", venue="Closed Hall")
+        await watch_a.client.wait_synced()
+        watch_a.client.set_core(notes="planner edit")
+        await p.write("wed-b", venue="Open Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Open Hall", timeout=WAIT)
+        assert not any(b"planner edit" in bytes(str(body), "utf-8") for _, body in p.of("wed-a"))
+        assert not watch_a.saw(b"Closed Hall")
+    await never_stored(secured, "wed-a", b"Closed Hall")
+
+
+async def test_a_sustained_flood_is_closed_with_4429(tmp_path: Path) -> None:
+    running = await start_in_process(
+        tmp_path / "data",
+        mux_messages_per_second=50,
+        mux_message_burst=50,
+        rate_pacing_seconds=0.5,
+        rate_window_seconds=60,
+    )
+    try:
+        async with mux_peer(running) as p:
+            with contextlib.suppress(ConnectionClosed):
+                for i in range(2_000):
+                    await p.ws.send(mux.encode_close(f"x-{i}"))
+            await eventually(lambda: p.close_code is not None, timeout=WAIT)
+            assert p.close_code == 4429
+    finally:
+        await stop_in_process(running)
+
+
+async def test_a_socket_that_does_not_read_is_closed_with_4001_and_others_go_on(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(
+        tmp_path / "data",
+        max_message_bytes=65536,
+        mux_outbox_bytes=131072,  # 128 KiB may wait for one socket, transport included
+        socket_send_buffer_bytes=65536,
+        ws_ping_interval=0.0,
+        messages_per_second=1e6,
+    )
+    stalled = RawClient(f"ws://127.0.0.1:{running.port}/mux")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with (
+                GatewayClient(running.ws_url, "stalled") as writer,
+                mux_peer(running) as reader,
+            ):
+                await writer.wait_synced()
+                writer.create_wedding(partner_a="Ana", partner_b="Bea")
+                await stalled.open()  # a small receive buffer, and it never reads
+                assert stalled.protocol is not None
+                assert stalled.sock is not None
+                stalled.protocol.send_binary(mux.encode_token("stalled", ""))
+                stalled.protocol.send_binary(mux.encode_message("stalled", SyncStep1(b"\x00")))
+                data = b"".join(stalled.protocol.data_to_send())
+                await asyncio.get_running_loop().sock_sendall(stalled.sock, data)
+                await barrier(reader, "", "stalled")
+                await eventually(lambda: running.node.fanout.connections == 3, timeout=WAIT)
+                timeline = reader.docs["stalled"].get("timeline", type=Array)
+                for n in range(400):  # ~600 KB to every member: more than the socket holds
+                    writer.add_timeline_entry(
+                        id=f"e{n}", title="t", start="14:00", notes="x" * 1500
+                    )
+                    if n % 20 == 19:  # at the pace of the reading socket (its outbox is small)
+                        await eventually(lambda n=n: len(timeline) == n + 1, timeout=WAIT)
+                await eventually(lambda: running.node.fanout.connections == 2, timeout=30)
+                assert reader.close_code is None
+        closed = [e for e in logs if e["event"] == "mux_closed"]
+        codes = [(e["code"], e["by"]) for e in closed]
+        assert codes.count((4001, "gateway")) == 1, "the stalled socket, and it alone"
+        assert set(codes) == {(4001, "gateway"), (1000, "client")}, codes
+    finally:
+        stalled.close()
+        await stop_in_process(running)
+
+
+async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway) -> None:
+    doomed = token({"wed-a": Role.PLANNER})
+    kept = token({"wed-b": Role.PLANNER})
+    claims = jwt.decode(doomed, options={"verify_signature": False})
+    async with watching(secured, "wed-a", "wed-b") as (watch_a, watch_b), mux_peer(secured) as p:
+        await barrier(p, doomed, "wed-a")
+        await barrier(p, kept, "wed-b")
+        async with httpx.AsyncClient(base_url=secured.http_url) as http:
+            admin = token({}, subject="ops", admin=True)
+            answer = await http.post(
+                "/v1/revocations",
+                json={"jti": claims["jti"], "expires_at": claims["exp"]},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
+            assert answer.status_code == 200, answer.text
+        await eventually(lambda: p.denied("wed-a") == "token revoked", timeout=WAIT)
+        assert (MuxType.CLOSE, "token revoked") in p.of("wed-a")
+        await p.write("wed-a", venue="Revoked Hall")
+        await p.write("wed-b", venue="Kept Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Kept Hall", timeout=WAIT)
+        assert not watch_a.saw(b"Revoked Hall")
+        assert p.close_code is None
+        # the revoked token opens nothing again on this socket
+        await p.ws.send(mux.encode_token("wed-a", doomed))
+        await eventually(lambda: len(p.auth("wed-a")) == 3, timeout=WAIT)
+        assert p.denied("wed-a") == "token revoked"
+    await never_stored(secured, "wed-a", b"Revoked Hall")
