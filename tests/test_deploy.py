@@ -7,6 +7,7 @@ No Docker engine or cluster here: the files are parsed and checked, never run.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import tomllib
 from pathlib import Path
@@ -231,3 +232,13 @@ def test_prometheus_scrapes_every_node_on_its_metrics_path(target: str) -> None:
     targets = {t for group in job["static_configs"] for t in group["targets"]}
     assert target in targets
     assert targets == {f"{name}:{exposed_port()}" for name in gateways()}
+
+
+def test_prometheus_loads_the_alert_rules_kept_next_to_it() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    mounted = {"/etc/prometheus/" + p.name for p in (DEPLOY / "prometheus").glob("*.yml")}
+    (pattern,) = config["rule_files"]
+    rules = {path for path in mounted if fnmatch.fnmatch(path, pattern)}
+    assert rules == {"/etc/prometheus/alerts.yml"}
+    (volume,) = compose()["services"]["prometheus"]["volumes"]
+    assert volume == "./prometheus:/etc/prometheus:ro"
