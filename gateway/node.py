@@ -234,6 +234,7 @@ class Node:
                 settings=warm,
             )
             self.rooms.on_loaded = self.calendar.noted
+            self.rooms.on_closed = self.calendar.forget
             self.durability.date_changed = self.calendar.noted
         self.loop_lag = LoopLag()
         self.overload: Overload | None = None
