@@ -5,7 +5,8 @@ seven days — today's above all — and a thin tail on weddings months away. Se
 (a vendor opens a wedding, edits, closes the tab), so what decides the cost is whether the room
 is already in memory when a session arrives.
 
-1. An embedded gateway (``gateway serve``, a fresh data directory) is seeded: ``--weddings``
+1. An embedded gateway (``gateway serve``, a fresh data directory; ``--nodes N`` on ``--redis``
+   and ``--postgres``: N nodes, sessions routed by ``--routing``) is seeded: ``--weddings``
    weddings, each created with a ``wedding_date`` (``--near-share`` of them within the next
    7 days, weighted towards today; the rest 8-365 days away).
 2. The gateway is restarted (SIGTERM, drain, start): the Saturday-morning deploy. Warming, if on,
@@ -28,11 +29,13 @@ import json
 import os
 import random
 import re
+import secrets
 import signal
 import sys
 import tempfile
 import time
 import urllib.request
+import zlib
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -55,6 +58,10 @@ class SaturdayConfig:
     room_idle_seconds: float = 30.0
     target: float = 0.95
     seed: int = 6
+    nodes: int = 1  # above 1: on --redis and --postgres (a schema and prefix of the run's own)
+    routing: str = "wedding"  # wedding (hash of the path, as deploy/nginx.conf) | round-robin
+    redis: str = ""
+    postgres: str = ""
 
 
 @dataclass
@@ -126,19 +133,45 @@ async def seed(url: str, names: list[str], days: list[date], concurrency: int) -
     await asyncio.gather(*(one(n, d) for n, d in zip(names, days, strict=True)))
 
 
-async def warm_settled(port: int, expected: int) -> int:
-    """Wait (a condition) until the warm gauge stops moving at ``expected`` or for 20 s."""
+async def warm_settled(ports: list[int], expected: int) -> int:
+    """Wait (a condition) until the nodes' warm gauges add up to ``expected``, at most 20 s."""
     deadline = time.monotonic() + 20
     warm = 0
     while time.monotonic() < deadline:
-        warm = int(scrape(port)["warm"])
+        warm = sum(int(scrape(port)["warm"]) for port in ports)
         if warm >= expected:
             break
         await asyncio.sleep(0.2)  # polling an outside process
     return warm
 
 
+def node_of(config: SaturdayConfig, wedding: str, session_index: int) -> int:
+    """Which node a session reaches: by wedding (a proxy hashing the path, deploy/nginx.conf)
+    or round-robin (a proxy balancing connections)."""
+    if config.routing == "wedding":
+        return zlib.crc32(wedding.encode()) % config.nodes
+    return session_index % config.nodes
+
+
+async def migrate(env: dict[str, str]) -> None:
+    done = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "migrate", env=env)
+    if await done.wait() != 0:
+        raise RuntimeError("gateway migrate failed")
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 async def run(config: SaturdayConfig, env_overrides: dict[str, str]) -> Result:
+    if config.nodes > 1 and not (config.redis and config.postgres):
+        raise SystemExit("--nodes above 1 needs --redis and --postgres")
     rng = random.Random(config.seed)
     today = datetime.now(UTC).date()
     days = wedding_dates(config, today, rng)
@@ -147,44 +180,68 @@ async def run(config: SaturdayConfig, env_overrides: dict[str, str]) -> Result:
     far = [n for n in names if n not in set(near)]
     weights = [config.today_weight if d == today else 1.0 for n, d in zip(names, days, strict=True)]
     near_weights = [w for n, w in zip(names, weights, strict=True) if n in set(near)]
+    run_id = f"sat_{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="saturday-") as tmp:
         workdir = Path(tmp)
         env = {
             **os.environ,
-            "GATEWAY_DATA_DIR": str(workdir / "data"),
             "GATEWAY_LOG_LEVEL": "warning",
             "GATEWAY_ROOM_IDLE_SECONDS": str(config.room_idle_seconds),
             "GATEWAY_DRAIN_SPREAD_SECONDS": "0",
-            **env_overrides,
         }
-        port = free_port()
-        url = f"ws://127.0.0.1:{port}/ws"
-        process = await start(env, workdir, port, "seed")
-        await seed(url, names, days, config.concurrency)
-        await stop(process)
-        process = await start(env, workdir, port, "saturday")
+        if config.postgres:
+            env |= {"GATEWAY_DATABASE_URL": config.postgres, "GATEWAY_DATABASE_SCHEMA": run_id}
+        if config.redis:
+            env |= {"GATEWAY_REDIS_URL": config.redis, "GATEWAY_REDIS_PREFIX": run_id}
+        env |= env_overrides
+        if config.postgres:
+            await migrate(env)
+        ports = [free_port() for _ in range(config.nodes)]
+        envs = [
+            env | {"GATEWAY_DATA_DIR": str(workdir / f"data-{n}"), "GATEWAY_NODE_ID": f"sat-{n}"}
+            for n in range(config.nodes)
+        ]
+        urls = [f"ws://127.0.0.1:{port}/ws" for port in ports]
         try:
-            warm_on = env_overrides.get("GATEWAY_WARM_MAX_ROOMS", "1") != "0"
-            warm = await warm_settled(port, len(near)) if warm_on else 0
-            before = scrape(port)
-            gate = asyncio.Semaphore(config.concurrency)
+            processes = [
+                await start(e, workdir, p, f"seed-{n}")
+                for n, (e, p) in enumerate(zip(envs, ports, strict=True))
+            ]
+            await seed(urls[0], names, days, config.concurrency)
+            for process in processes:
+                await stop(process)
+            processes = [
+                await start(e, workdir, p, f"saturday-{n}")
+                for n, (e, p) in enumerate(zip(envs, ports, strict=True))
+            ]
+            try:
+                warm_on = env_overrides.get("GATEWAY_WARM_MAX_ROOMS", "1") != "0"
+                warm = await warm_settled(ports, len(near)) if warm_on else 0
+                before = [scrape(port) for port in ports]
+                gate = asyncio.Semaphore(config.concurrency)
 
-            async def one(i: int) -> bool:
-                if near and rng.random() < config.near_activity:
-                    wedding = rng.choices(near, near_weights)[0]
-                else:
-                    wedding = rng.choice(far)
-                async with gate:
-                    return await session(url, wedding, f"session {i}")
+                async def one(i: int) -> bool:
+                    if near and rng.random() < config.near_activity:
+                        wedding = rng.choices(near, near_weights)[0]
+                    else:
+                        wedding = rng.choice(far)
+                    url = urls[node_of(config, wedding, i)]
+                    async with gate:
+                        return await session(url, wedding, f"session {i}")
 
-            started = time.monotonic()
-            outcomes = await asyncio.gather(*(one(i) for i in range(config.sessions)))
-            elapsed = time.monotonic() - started
-            after = scrape(port)
+                started = time.monotonic()
+                outcomes = await asyncio.gather(*(one(i) for i in range(config.sessions)))
+                elapsed = time.monotonic() - started
+                after = [scrape(port) for port in ports]
+            finally:
+                for process in processes:
+                    await stop(process)
         finally:
-            await stop(process)
-    memory = int(after.get("memory", 0) - before.get("memory", 0))
-    store = int(after.get("store", 0) - before.get("store", 0))
+            if config.postgres:
+                await drop_schema(config.postgres, run_id)
+    pairs = list(zip(after, before, strict=True))
+    memory = int(sum(a.get("memory", 0) - b.get("memory", 0) for a, b in pairs))
+    store = int(sum(a.get("store", 0) - b.get("store", 0) for a, b in pairs))
     return Result(
         hit_ratio=memory / max(1, memory + store),
         joins_from_memory=memory,
