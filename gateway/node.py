@@ -42,7 +42,7 @@ from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
 from gateway.errors import BackendUnavailable, GatewayError, Overloaded, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.memory import Trimmer
-from gateway.overload import LoopLag, Overload, ShedSettings
+from gateway.overload import Overload, ShedSettings
 from gateway.ownership import Ownership
 from gateway.peers import Peers
 from gateway.ports import Bus, Lease, Leases, Retention, Store, WeddingDates
@@ -236,11 +236,12 @@ class Node:
             self.rooms.on_loaded = self.calendar.noted
             self.rooms.on_closed = self.calendar.forget
             self.durability.date_changed = self.calendar.noted
-        self.loop_lag = LoopLag()
         self.overload: Overload | None = None
-        if shed is not None:
+        if shed is not None:  # the lag is the telemetry's probe (gateway/telemetry.py)
             self.overload = Overload(
-                shed, lambda: self.committer.statistics().pending, self.loop_lag
+                shed,
+                lambda: self.committer.statistics().pending,
+                lambda: self.telemetry.loop_lag_last,
             )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -261,10 +262,6 @@ class Node:
         if self.warmer is not None:
             self._warm_tasks.append(
                 self._tasks.create_task(keep("warmer", self.warmer.run, essential=False))
-            )
-        if self.overload is not None:
-            self._warm_tasks.append(
-                self._tasks.create_task(keep("loop_lag", self.loop_lag.run, essential=False))
             )
         self._trimmer_task: asyncio.Task[None] | None = None
         if self.trimmer is not None:
