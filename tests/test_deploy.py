@@ -194,6 +194,12 @@ def test_the_hpa_scales_on_a_metric_the_gateway_exports_and_on_cpu() -> None:
     assert pods == ["gateway_connections"]
     assert set(pods) <= metrics_named
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa)
+    adapter = yaml.safe_load(manifests()["ConfigMap"]["data"]["config.yaml"])
+    served = {rule["name"]["as"] for rule in adapter["rules"]}
+    assert set(pods) <= served  # the adapter serves what the HPA asks for
+    for rule in adapter["rules"]:
+        (series,) = re.findall(r"^(gateway_[a-z_]+)\{", rule["seriesQuery"])
+        assert series in metrics_named
     requests = gateway_container()["resources"]["requests"]
     assert {"cpu", "memory"} <= set(requests)
 
