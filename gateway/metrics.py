@@ -263,11 +263,6 @@ def warm_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFamily
     for reason, count in sorted((node.overload.shed if node.overload else {}).items()):
         shed.add_metric([reason], count)
     yield shed
-    yield GaugeMetricFamily(
-        "gateway_event_loop_lag_probe_seconds",
-        "Lateness of the last event-loop probe timer (the overload signal; 0 when not measured).",
-        value=node.loop_lag.seconds,
-    )
     yield CounterMetricFamily(
         "gateway_drained_clients",
         "Clients told to reconnect (DRAIN, 1012) by this node's drain, over its spread.",

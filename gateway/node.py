@@ -234,12 +234,15 @@ class Node:
                 settings=warm,
             )
             self.rooms.on_loaded = self.calendar.noted
+            self.rooms.on_closed = self.calendar.forget
             self.durability.date_changed = self.calendar.noted
         self.loop_lag = LoopLag(self.telemetry.loop_lag.observe)
         self.overload: Overload | None = None
-        if shed is not None:
+        if shed is not None:  # the node's one loop-lag probe (it feeds the telemetry too)
             self.overload = Overload(
-                shed, lambda: self.committer.statistics().pending, self.loop_lag
+                shed,
+                lambda: self.committer.statistics().pending,
+                lambda: self.loop_lag.seconds,
             )
 
     # -- lifecycle ------------------------------------------------------------------------------

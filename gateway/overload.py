@@ -2,10 +2,10 @@
 
 Two signals say the node is behind: appends waiting for the store (``shed_pending_appends``,
 below ``max_pending_appends``, where writers of every wedding start being refused with 4002) and
-event-loop lag (``shed_loop_lag_seconds``: how late a timer fires, measured every
-``LAG_PROBE_SECONDS``). While either is above its threshold, a new connection to a wedding outside
-the priority window (gateway/warm.py: the next 48 h by default) is closed with 1013 (try again
-later, proto/spec.md §6) before it costs a room load and a sync. Members already connected, and
+event-loop lag (``shed_loop_lag_seconds``: how late the last probe timer of gateway/telemetry.py
+fired). While either is above its threshold, a new connection to a wedding outside the priority
+window (gateway/warm.py: the next 48 h by default) is closed with 1013 (try again later,
+proto/spec.md §6) before it costs a room load and a sync. Members already connected, and
 every connection to a priority wedding, are untouched: the thresholds sit below the limits at
 which the node starts refusing anybody, so a wedding-day member is affected only after the
 shedding could not help.
@@ -50,10 +50,13 @@ class ShedSettings:
 class Overload:
     """Says whether (and why) the node sheds new connections to non-priority weddings."""
 
-    def __init__(self, settings: ShedSettings, pending: Callable[[], int], lag: LoopLag) -> None:
+    def __init__(
+        self, settings: ShedSettings, pending: Callable[[], int], lag: Callable[[], float]
+    ) -> None:
+        """``pending``: appends waiting for the store; ``lag``: the loop's last lag (s)."""
         self.settings = settings
         self._pending = pending
-        self.lag = lag
+        self._lag = lag
         self.shed: dict[str, int] = {"pending_appends": 0, "loop_lag": 0}
         """Connections refused, by the signal that was over its threshold."""
 
@@ -61,6 +64,6 @@ class Overload:
         """``pending_appends`` or ``loop_lag`` while overloaded, else None."""
         if self._pending() >= self.settings.pending_appends:
             return "pending_appends"
-        if self.lag.seconds >= self.settings.loop_lag_seconds:
+        if self._lag() >= self.settings.loop_lag_seconds:
             return "loop_lag"
         return None

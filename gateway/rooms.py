@@ -86,6 +86,8 @@ class Rooms:
         """Joins served by a room already loaded (or loading) here, and joins that loaded it."""
         self.on_loaded: Callable[[RoomSlot], None] = lambda slot: None
         """Called once a room is built from the store (the wedding-date index, gateway/warm.py)."""
+        self.on_closed: Callable[[RoomId], None] = lambda room_id: None
+        """Called once a room is unloaded (the calendar forgets what it knew of it)."""
 
     # -- joining and leaving --------------------------------------------------------------------
 
@@ -350,4 +352,6 @@ class Rooms:
                 slot.closed.set()
                 if self._unloading.get(slot.id) is slot:
                     del self._unloading[slot.id]
+                if slot.id not in self.slots:
+                    self.on_closed(slot.id)
                 self.on_unloaded()

@@ -95,7 +95,8 @@ class Calendar:
         self.priority: frozenset[RoomId] = frozenset()
         """Weddings within ``priority_hours`` (any owner), from the index's last refresh."""
         self._known: dict[RoomId, date | None] = {}
-        """The date each loaded room had when last written (so unchanged dates are not)."""
+        """The date each loaded room had when last written (so unchanged dates are not);
+        forgotten when the room unloads."""
 
     def window(self, days: int) -> tuple[date, date]:
         today = self.today()

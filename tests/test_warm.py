@@ -20,7 +20,7 @@ from gateway.core.limits import Limits
 from gateway.core.session import Session
 from gateway.errors import Overloaded
 from gateway.node import Node
-from gateway.overload import ShedSettings
+from gateway.overload import LoopLag, ShedSettings
 from gateway.ports import Append
 from gateway.types import NodeId, RoomId
 from gateway.warm import WarmSettings
@@ -142,6 +142,25 @@ async def test_the_warm_set_is_bounded_and_follows_the_calendar(store: PostgresS
         await eventually(lambda: set(node.rooms.slots) == {"w3", "w4", "w5"})  # unpinned: gone
 
 
+async def test_a_wedding_with_members_stays_loaded_when_it_leaves_the_warm_set(
+    store: PostgresStore,
+) -> None:
+    await add_wedding(store, "saturday", TODAY)
+    await add_wedding(store, "sunday", TODAY + timedelta(days=1))
+    calendar = {"today": TODAY}
+    async with node_of(store, today=lambda: calendar["today"]) as node:
+        assert node.warmer is not None
+        await eventually(lambda: node.warmer is not None and node.warmer.refreshes >= 1)
+        slot, session = await member(node, RoomId("saturday"))  # the wedding day, in use
+        calendar["today"] = TODAY + timedelta(days=9)  # both leave the window: unpinned
+        await node.warmer.refresh()
+        assert node.warmer.warm == []
+        await eventually(lambda: "sunday" not in node.rooms.slots)  # empty: unloaded
+        assert node.rooms.slots["saturday"] is slot  # a member is in: it stays
+        node.leave(slot, session)
+        await eventually(lambda: "saturday" not in node.rooms.slots)
+
+
 async def test_an_edit_of_the_date_moves_the_wedding_in_the_index(store: PostgresStore) -> None:
     room = await add_wedding(store, "moved", TODAY + timedelta(days=40))
     async with node_of(store) as node:
@@ -185,7 +204,8 @@ async def test_under_overload_far_weddings_are_refused_first_and_the_wedding_day
     async with node_of(store, shed=shed, warm=warm) as node:
         await eventually(lambda: node.warmer is not None and node.warmer.refreshes >= 1)
         far_member = await member(node, far)  # before the overload: it stays
-        node.loop_lag.seconds = 0.5  # the loop is behind (the probe is overwritten by hand)
+        node.loop_lag = LoopLag()  # a probe that does not run: the overload reads this one
+        node.loop_lag.seconds = 0.5  # the loop is behind
         for room in (far, undated):
             with pytest.raises(Overloaded) as refused:
                 await member(node, room)
