@@ -49,6 +49,7 @@ from gateway.relay import RelaySettings
 from gateway.settings import Settings
 from gateway.supervision import Supervisor
 from gateway.types import NodeId
+from gateway.vendor_view import vendor_weddings
 from gateway.warm import WarmSettings
 from gateway.webhooks import (
     WebhookDispatcher,
@@ -262,6 +263,7 @@ def create_app(
                 "feed": feed_config,
                 "webhooks": webhooks,
                 "changes": changes,
+                "mux": mux,
             }
 
     history_config = HistoryConfig(
@@ -283,6 +285,7 @@ def create_app(
         client_drain_timeout=settings.client_drain_timeout,
         handshake_timeout_seconds=settings.handshake_timeout_seconds,
     )
+    mux = mux_endpoint(settings)
     routes = [
         WebSocketRoute("/ws/{wedding_id}", websocket),
         Route("/livez", livez),
@@ -297,6 +300,7 @@ def create_app(
         Route("/v1/weddings/{wedding_id}/undo", undo, methods=["POST"]),
         Route("/v1/weddings/{wedding_id}/core", patch_core, methods=["PATCH"]),
         Route("/v1/changes/stream", change_stream, methods=["GET"]),
+        Route("/v1/vendor/weddings", vendor_weddings, methods=["GET"]),
         Route("/v1/webhooks", list_webhooks, methods=["GET"]),
         Route("/v1/webhooks/{webhook_id}", put_webhook, methods=["PUT"]),
         Route("/v1/webhooks/{webhook_id}", delete_webhook, methods=["DELETE"]),
@@ -305,7 +309,7 @@ def create_app(
         *ops_routes(),  # the ops page (admin token; open in development mode)
         *demo_routes(settings),  # development mode only
     ]
-    return GatewayApp(routes, serving, websocket, supervisor, mux_endpoint(settings))
+    return GatewayApp(routes, serving, websocket, supervisor, mux)
 
 
 def mux_endpoint(settings: Settings) -> MuxEndpoint:
@@ -409,4 +413,5 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(metrics.render(request.state.node), media_type=CONTENT_TYPE_LATEST)
+    body = metrics.render(request.state.node, request.state.mux)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -90,10 +90,10 @@ class Durability:
         self.updates_persisted = 0
         self.compactions = 0
         self.lease_lost: Callable[[RoomSlot], None] = lambda slot: None
+        """Called when the store refused one of the room's appends (another node owns it)."""
         self.ack_latency: Histogram | None = None
         """Frame received → durable ACK queued, for this node's own clients (the node's
         telemetry; a proxy's ACK is timed where its client is, gateway/relay.py)."""
-        """Called when the store refused one of the room's appends (another node owns it)."""
 
     def persist(self, slot: RoomSlot, effect: Persist) -> None:
         """Submit one append (a Persist effect); its durability answers with ``Room.durable``."""

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from gateway.mux import MuxEndpoint
 from gateway.node import Node
 from gateway.slot import RoomState
 from gateway.telemetry import Histogram, Telemetry
@@ -269,8 +270,39 @@ def warm_metrics(node: Node) -> Iterator[GaugeMetricFamily | CounterMetricFamily
     )
 
 
-def render(node: Node) -> bytes:
-    """The Prometheus text exposition of ``node``."""
+def render(node: Node, mux: MuxEndpoint | None = None) -> bytes:
+    """The Prometheus text exposition of ``node`` (and of its ``/mux`` sockets)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node))
+    if mux is not None:
+        registry.register(MuxCollector(mux))
     return generate_latest(registry)
+
+
+class MuxCollector(Collector):
+    """``/mux`` sockets (gateway/mux.py). Each open document also counts as one of
+    ``gateway_connections``: it is one member of its room."""
+
+    def __init__(self, mux: MuxEndpoint) -> None:
+        self.mux = mux
+
+    def collect(self) -> Iterator[Family]:
+        stats = self.mux.statistics()
+        yield GaugeMetricFamily(
+            "gateway_mux_sockets", "/mux sockets open on this node.", value=stats.sockets
+        )
+        yield GaugeMetricFamily(
+            "gateway_mux_documents",
+            "Documents open on this node's /mux sockets.",
+            value=stats.documents,
+        )
+        yield CounterMetricFamily(
+            "gateway_mux_documents_refused",
+            "Documents refused on /mux (permission-denied: token, name, limit), since start.",
+            value=stats.documents_refused,
+        )
+        yield CounterMetricFamily(
+            "gateway_mux_messages_ignored",
+            "/mux messages for a document not open (dropped), since start.",
+            value=stats.messages_ignored,
+        )

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.uvicorn_ws import forget_handshake
 from gateway.adapters.websocket import writer_for
-from gateway.connection import NORMAL_CLOSURE, ConnectionDriver
+from gateway.connection import NORMAL_CLOSURE, ConnectionDriver, declared_platform
 from gateway.core.limits import TokenBucket
 from gateway.core.session import Session
 from gateway.errors import (
@@ -40,6 +40,7 @@ from gateway.errors import (
     HandshakeTimeout,
     InvalidState,
     MessageTooBig,
+    Overloaded,
     ProtocolError,
     RateLimited,
     Unauthorized,
@@ -62,6 +63,10 @@ from wedsync_protocol.messages import (
 
 log = structlog.get_logger(__name__)
 
+YIELD_SECONDS = 0.002
+"""A socket's reader gives the event loop a turn at least this often while frames keep coming:
+one socket's burst (50 weddings opened at once) holds the loop up for about this long, not for
+the whole burst."""
 SERVER_FEATURES = Feature.ACKS | Feature.REJECTS
 """What every document's session asks the room for, whatever the client said: ACKs become the
 provider's sync-status messages and REJECTs their ``applied: false`` (§10.4)."""
@@ -156,10 +161,11 @@ class MuxDocument:
         self.session = session
         self.slot: RoomSlot | None = None
         self.watch: Watch | None = None
-        self.queue: deque[mux.MuxMessage] = deque()
-        """Messages waiting while the document joins or reads the store (``task`` runs)."""
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.queue: deque[mux.MuxMessage] | None = None
+        """Messages waiting while the document joins or reads the store (``task`` runs); made
+        when first needed, as ``idle`` and ``refused`` (a few hundred bytes each, per document)."""
+        self.idle: asyncio.Event | None = None
+        """Set when the queue has room again (the reader waits on it when it was full)."""
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.hello = False
@@ -168,7 +174,7 @@ class MuxDocument:
         self.client_features = Feature(0)
         self.acked = 0
         """The sync messages answered with a sync-status so far."""
-        self.refused: set[int] = set()
+        self.refused: set[int] | None = None
         """Sequence numbers with a REJECT: their sync-status says ``applied: false``."""
 
     # -- Outlet ------------------------------------------------------------------------------
@@ -189,9 +195,12 @@ class MuxDocument:
         message = codec.decode_server_message(data)
         if kind == MessageType.ACK:
             seq = getattr(message, "seq", 0)
+            refused = self.refused
             for n in range(self.acked + 1, seq + 1):
-                applied = n not in self.refused
-                self.refused.discard(n)
+                applied = not refused or n not in refused
+                if not applied:
+                    assert refused is not None
+                    refused.discard(n)
                 driver.send_nowait(mux.encode_sync_status(self.name, applied))
             self.acked = max(self.acked, seq)
             if Feature.ACKS in self.client_features:
@@ -199,6 +208,8 @@ class MuxDocument:
         elif kind == MessageType.REJECT:
             assert isinstance(message, Reject)
             if message.seq > self.acked:
+                if self.refused is None:
+                    self.refused = set()
                 self.refused.add(message.seq)
             if Feature.REJECTS in self.client_features:
                 self._send_extension(data)
@@ -227,8 +238,9 @@ class MuxDocument:
 
 
 def per_document(error: GatewayError) -> bool:
-    """Whether ``error`` closes one document, not the socket: a token's verdict."""
-    return isinstance(error, Unauthorized | Forbidden)
+    """Whether ``error`` closes one document, not the socket: a token's verdict, or a node too
+    busy to open another wedding (1013: the documents already open stay, as on ``/ws``)."""
+    return isinstance(error, Unauthorized | Forbidden | Overloaded)
 
 
 class MuxSocket:
@@ -322,14 +334,19 @@ class MuxSocket:
         document.closed = True
         if self.documents.get(document.name) is document:
             del self.documents[document.name]
-        document.queue.clear()
+        if document.queue:
+            document.queue.clear()
+        if document.idle is not None:
+            document.idle.set()  # a reader waiting for room in its queue reads on
         if document.watch is not None:
             document.watch.cancel()
             document.watch = None
         if error is not None and tell:
             reason = str(error)[:500]
             self.driver.send_nowait(mux.encode_permission_denied(document.name, reason))
-            self.driver.send_nowait(mux.encode_close(document.name, reason))
+            # the close's reason starts with the §6 code: an SDK reconnects the document by it
+            closing = f"{error.close_code} {reason}"
+            self.driver.send_nowait(mux.encode_close(document.name, closing))
         if document.task is None and document.slot is not None:
             # not from inside the fan-out's loop over the room's effects: at the next tick
             slot = document.slot
@@ -364,11 +381,20 @@ class MuxSocket:
         if document.task is None:
             self._handle_now(document, message)
             return
-        while len(document.queue) >= self.limits.document_queue and not document.closed:
+        queue = document.queue
+        if queue is None:
+            queue = document.queue = deque()
+        while len(queue) >= self.limits.document_queue and not document.closed:
+            if document.idle is None:
+                document.idle = asyncio.Event()
             document.idle.clear()
             await document.idle.wait()
-        if not document.closed:
-            document.queue.append(message)
+        if document.closed:
+            return
+        if document.task is None:  # the queue ran dry while we waited: nothing is before it
+            self._handle_now(document, message)
+        else:
+            queue.append(message)
 
     def _handle_now(self, document: MuxDocument, message: mux.MuxMessage) -> None:
         try:
@@ -421,7 +447,8 @@ class MuxSocket:
             await first
             while document.queue and not document.closed:
                 message = document.queue.popleft()
-                document.idle.set()
+                if document.idle is not None:
+                    document.idle.set()
                 pending = self._handle(document, message)
                 if pending is not None:
                     await pending
@@ -436,7 +463,8 @@ class MuxSocket:
             self.driver.close_nowait(InvalidState(f"internal error: {type(exc).__name__}"))
         finally:
             document.task = None
-            document.idle.set()
+            if document.idle is not None:
+                document.idle.set()
             if document.closed and document.slot is not None:
                 self.node.leave(document.slot, document.session)
                 document.slot = None
@@ -446,6 +474,16 @@ class MuxSocket:
             self.close_document(document, error)
         else:
             self.driver.close_nowait(error)
+
+
+@dataclass(frozen=True, slots=True)
+class MuxStatistics:
+    """What ``/metrics`` shows of ``/mux`` (gateway/metrics.py)."""
+
+    sockets: int
+    documents: int
+    documents_refused: int
+    messages_ignored: int
 
 
 class MuxEndpoint:
@@ -463,6 +501,17 @@ class MuxEndpoint:
         self.limits = limits
         self.client_drain_timeout = client_drain_timeout
         self.handshake_timeout_seconds = handshake_timeout_seconds
+        self.sockets: set[MuxSocket] = set()
+        self.refused = self.ignored = 0
+        """Totals of the sockets that closed (``statistics`` adds the open ones')."""
+
+    def statistics(self) -> MuxStatistics:
+        return MuxStatistics(
+            sockets=len(self.sockets),
+            documents=sum(len(s.documents) for s in self.sockets),
+            documents_refused=self.refused + sum(s.refused for s in self.sockets),
+            messages_ignored=self.ignored + sum(s.ignored for s in self.sockets),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         node: Node = scope["state"]["node"]
@@ -480,16 +529,26 @@ class MuxEndpoint:
         log.info("mux_opened", node=node.node_id)
         counts: dict[str, Any] = {"received": 0, "by": "client", "code": NORMAL_CLOSURE}
         socket: MuxSocket | None = None
-        async with asyncio.TaskGroup() as tg:
-            driver.start(tg)
-            socket = MuxSocket(self, node, gatekeeper, driver, tg)
-            pinger = tg.create_task(self._ping(driver))
-            try:
-                counts["code"] = await self._read_loop(socket, receive, send, scope, counts)
-            finally:
-                pinger.cancel()
-                socket.close_all()
+        platform = declared_platform(scope)  # one socket counts once (gateway/telemetry.py)
+        node.telemetry.joined(platform)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                driver.start(tg)
+                socket = MuxSocket(self, node, gatekeeper, driver, tg)
+                self.sockets.add(socket)
+                pinger = tg.create_task(self._ping(driver))
+                try:
+                    counts["code"] = await self._read_loop(socket, receive, send, scope, counts)
+                finally:
+                    pinger.cancel()
+                    socket.close_all()
+                    self.sockets.discard(socket)
+                    self.refused += socket.refused
+                    self.ignored += socket.ignored
+        finally:
+            node.telemetry.left(platform)
         error = driver.error
+        node.telemetry.closed(error.close_code if error else counts["code"])
         log.info(
             "mux_closed",
             code=error.close_code if error else counts["code"],
@@ -521,6 +580,7 @@ class MuxEndpoint:
         driver = socket.driver
         deadline = asyncio.get_running_loop().time() + self.handshake_timeout_seconds
         admitted = False
+        last_yield = time.monotonic()
         try:
             while True:
                 if admitted:
@@ -554,9 +614,17 @@ class MuxEndpoint:
                         forget_handshake(send, scope)
                 if driver.error is not None:
                     return driver.error.close_code
-                pause = socket.budget.pause(time.monotonic())
+                now = time.monotonic()
+                pause = socket.budget.pause(now)
                 if pause:
                     await asyncio.sleep(pause)
+                    last_yield = time.monotonic()
+                elif now - last_yield > YIELD_SECONDS:
+                    # A provider that reconnects sends its token, step 1 and awareness for every
+                    # wedding in one burst, which uvicorn hands over without suspending: let the
+                    # loop run the other clients' work (and its lag probe, gateway/overload.py)
+                    await asyncio.sleep(0)
+                    last_yield = time.monotonic()
         except GatewayError as exc:
             driver.close_nowait(exc)
             return exc.close_code

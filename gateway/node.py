@@ -42,7 +42,7 @@ from gateway.durability import RESUME_LOG_MAX_UPDATES, ApplyGate, Durability
 from gateway.errors import BackendUnavailable, GatewayError, Overloaded, RoomReset, ShuttingDown
 from gateway.fanout import Fanout, Handlers, Outlet
 from gateway.memory import Trimmer
-from gateway.overload import Overload, ShedSettings
+from gateway.overload import LoopLag, Overload, ShedSettings
 from gateway.ownership import Ownership
 from gateway.peers import Peers
 from gateway.ports import Bus, Lease, Leases, Retention, Store, WeddingDates
@@ -236,12 +236,13 @@ class Node:
             self.rooms.on_loaded = self.calendar.noted
             self.rooms.on_closed = self.calendar.forget
             self.durability.date_changed = self.calendar.noted
+        self.loop_lag = LoopLag(self.telemetry.loop_lag.observe)
         self.overload: Overload | None = None
-        if shed is not None:  # the lag is the telemetry's probe (gateway/telemetry.py)
+        if shed is not None:  # the node's one loop-lag probe (it feeds the telemetry too)
             self.overload = Overload(
                 shed,
                 lambda: self.committer.statistics().pending,
-                lambda: self.telemetry.loop_lag_last,
+                lambda: self.loop_lag.seconds,
             )
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -255,8 +256,8 @@ class Node:
         self._ownership_task = self._tasks.create_task(
             keep("ownership", self.ownership.run, essential=True)
         )
-        self._loop_lag_task = self._tasks.create_task(
-            keep("loop_lag", self.telemetry.probe_loop_lag, essential=False)
+        self._loop_lag_task = self._tasks.create_task(  # metrics, and the overload signal
+            keep("loop_lag", self.loop_lag.run, essential=False)
         )
         self._warm_tasks: list[asyncio.Task[None]] = []
         if self.warmer is not None:

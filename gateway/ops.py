@@ -82,7 +82,7 @@ def node_status(node: Node, now: dt.datetime) -> dict[str, Any]:
             "relay": _histogram(telemetry.relay_ack),
             "store_commit": _histogram(telemetry.store_commit),
             "bus": _histogram(telemetry.bus_lag),
-            "loop_lag": {**_histogram(telemetry.loop_lag), "last": telemetry.loop_lag_last},
+            "loop_lag": {**_histogram(telemetry.loop_lag), "last": node.loop_lag.seconds},
         },
         "messages_received": stats.messages_received,
         "appends_pending": stats.committer.pending,

@@ -13,8 +13,32 @@ shedding could not help.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+LAG_PROBE_SECONDS = 0.1
+"""How often the loop-lag probe wakes (not a limit: the resolution of the measurement)."""
+
+
+class LoopLag:
+    """How late the event loop runs timers: the lag of the last probe, in seconds. The node's
+    one probe: ``observe`` (the telemetry's histogram, gateway_event_loop_lag_seconds) gets
+    every measurement."""
+
+    def __init__(self, observe: Callable[[float], None] | None = None) -> None:
+        self.seconds = 0.0
+        self.observe = observe
+
+    async def run(self, interval: float = LAG_PROBE_SECONDS) -> None:
+        clock = time.perf_counter  # uvloop's loop.time() counts whole milliseconds
+        while True:
+            started = clock()
+            await asyncio.sleep(interval)
+            self.seconds = max(0.0, clock() - started - interval)
+            if self.observe is not None:
+                self.observe(self.seconds)
 
 
 @dataclass(frozen=True, slots=True)

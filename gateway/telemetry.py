@@ -16,7 +16,6 @@ refusal class, a platform from a fixed set. Never a wedding, a client or a token
 
 from __future__ import annotations
 
-import asyncio
 import time
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -41,8 +40,6 @@ PHASE_SAMPLE_EVERY = 16
 """Each room times the guard, apply and enforcement of one judged update in this many
 (gateway_update_phase_seconds counts the sampled ones): measured on loadtest/bench_hotpath,
 timing every update cost more instructions per edit than all the other metrics together."""
-LOOP_LAG_PROBE_SECONDS = 0.25
-"""How often the event-loop lag is probed: a sleep of this long that wakes late by the lag."""
 
 PLATFORMS = ("web", "pwa", "ios", "android", "integration")
 """What a client may declare with ``?platform=`` (proto/spec.md §1); anything else: unknown."""
@@ -113,7 +110,7 @@ class Telemetry:
     relay_ack: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     """A relayed update: forwarded to the owner → the owner's ACK back here."""
     loop_lag: Histogram = field(default_factory=lambda: Histogram(LOOP_LAG_BUCKETS))
-    loop_lag_last: float = 0.0
+    """How late the node's probe timer fires (gateway/overload.py LoopLag, every 100 ms)."""
     phase_guard: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
     phase_apply: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
     phase_enforce: Histogram = field(default_factory=lambda: Histogram(PHASE_BUCKETS))
@@ -167,19 +164,6 @@ class Telemetry:
         for refusal in refusals:
             key = refusal_class(refusal)
             self.refusals[key] = self.refusals.get(key, 0) + 1
-
-    # -- the event loop ---------------------------------------------------------------------------
-
-    async def probe_loop_lag(self, interval: float = LOOP_LAG_PROBE_SECONDS) -> None:
-        """Sleep ``interval`` again and again; how late each wake-up is, is the loop's lag: how
-        long a ready callback (a client's frame) waits behind the others. Runs until cancelled."""
-        clock = time.perf_counter
-        while True:
-            start = clock()
-            await asyncio.sleep(interval)
-            lag = max(0.0, clock() - start - interval)
-            self.loop_lag_last = lag
-            self.loop_lag.observe(lag)
 
 
 def platform_of(declared: str | None) -> str:

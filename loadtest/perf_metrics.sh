@@ -31,7 +31,8 @@ for round in $(seq "$ROUNDS"); do
     port=$((20000 + RANDOM % 20000))
     pythonpath=""
     [ "$build" = before ] && pythonpath=$BASE
-    PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$(mktemp -d -p /dev/shm) GATEWAY_PORT=$port taskset -c 0 \
+    data=$(mktemp -d -p /dev/shm)
+    PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$data GATEWAY_PORT=$port taskset -c 0 \
       .venv/bin/gateway serve >"$OUT/$build-$round-server.log" 2>&1 &
     pid=$!
     wait_port "$port"
@@ -41,6 +42,7 @@ for round in $(seq "$ROUNDS"); do
       --duration "$DURATION" --workers 1 --server-pid "$pid" \
       --report "$OUT/steady-1000-$build-$round.json" --quiet || echo "run exited with $?"
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    rm -rf "$data"
   done
 done
 rm -rf "$BASE"

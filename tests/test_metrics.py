@@ -89,3 +89,15 @@ async def test_rooms_are_exported_by_state(gateway: RunningGateway) -> None:
     assert value(samples, "gateway_rooms_by_state", state="serving") == 1
     assert value(samples, "gateway_rooms_by_state", state="loading") == 0
     assert value(samples, "gateway_repairs_total") == 0
+
+
+async def test_a_mux_socket_counts_once_by_its_platform_and_its_close(
+    gateway: RunningGateway,
+) -> None:
+    telemetry = gateway.node.telemetry
+    async with connect(f"ws://127.0.0.1:{gateway.port}/mux?platform=android"):
+        await eventually(lambda: telemetry.platforms["android"] == 1, message="counted")
+        samples = await scrape(gateway)
+        assert value(samples, "gateway_connections_by_platform", platform="android") == 1
+    await eventually(lambda: telemetry.platforms["android"] == 0, message="uncounted")
+    await eventually(lambda: telemetry.closes["1000"] == 1, message="its close counted")

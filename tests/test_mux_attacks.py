@@ -33,8 +33,8 @@ from loadtest.faults.rawclients import RawClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 from tests.test_attacks import AUDIENCE, ISSUER, SECRET
-from wedsync_protocol import mux
-from wedsync_protocol.messages import SyncStep1, SyncStep2, SyncUpdate
+from wedsync_protocol import codec, mux
+from wedsync_protocol.messages import Feature, Hello, SyncStep1, SyncStep2, SyncUpdate
 from wedsync_protocol.mux import MuxAuthType, MuxType
 
 WAIT = 10.0
@@ -259,7 +259,7 @@ async def test_switching_a_documents_token_mid_session(secured: RunningGateway) 
         # a token for wed-b only, sent for wed-a: wed-a closes, wed-b carries on
         await p.ws.send(mux.encode_token("wed-a", token({"wed-b": Role.PLANNER})))
         await eventually(lambda: p.denied("wed-a") is not None, timeout=WAIT)
-        assert (MuxType.CLOSE, p.denied("wed-a")) in p.of("wed-a")
+        assert (MuxType.CLOSE, f"4503 {p.denied('wed-a')}") in p.of("wed-a")
         await p.write("wed-a", venue="After Switch")
         await p.write("wed-b", venue="Hall B")
         await eventually(lambda: watch_b.client.core().get("venue") == "Hall B", timeout=WAIT)
@@ -456,7 +456,7 @@ async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway)
             )
             assert answer.status_code == 200, answer.text
         await eventually(lambda: p.denied("wed-a") == "token revoked", timeout=WAIT)
-        assert (MuxType.CLOSE, "token revoked") in p.of("wed-a")
+        assert (MuxType.CLOSE, "4401 token revoked") in p.of("wed-a")
         await p.write("wed-a", venue="Revoked Hall")
         await p.write("wed-b", venue="Kept Hall")
         await eventually(lambda: watch_b.client.core().get("venue") == "Kept Hall", timeout=WAIT)
@@ -467,3 +467,155 @@ async def test_a_revoked_token_closes_its_document_only(secured: RunningGateway)
         await eventually(lambda: len(p.auth("wed-a")) == 3, timeout=WAIT)
         assert p.denied("wed-a") == "token revoked"
     await never_stored(secured, "wed-a", b"Revoked Hall")
+
+
+async def test_the_provider_ping_and_the_handshake_deadline(tmp_path: Path) -> None:
+    running = await start_in_process(
+        tmp_path / "data", mux_ping_seconds=0.05, handshake_timeout_seconds=1.0
+    )
+    try:
+        async with mux_peer(running) as p:
+            await p.open("wed-a", "")
+            await p.synced("wed-a")
+            await eventually(
+                lambda: sum(kind == MuxType.PING for _, kind, _ in p.received) >= 3, timeout=WAIT
+            )
+            await p.ws.send(mux.PONG)  # the provider's answer: accepted, ignored
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a")[-1:] == [True], timeout=WAIT)
+            assert p.close_code is None
+        async with mux_peer(running) as idle:  # opens no document: closed at the deadline
+            await eventually(lambda: idle.close_code is not None, timeout=WAIT)
+            assert idle.close_code == 4408
+    finally:
+        await stop_in_process(running)
+
+
+async def test_a_document_that_loads_slowly_holds_up_neither_the_others_nor_its_own_edits(
+    secured: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = secured.node.store
+    load, release = store.load, asyncio.Event()
+
+    async def slow_load(room: RoomId) -> Any:
+        if room == "wed-slow":
+            await release.wait()  # this wedding's history takes its time to come
+        return await load(room)
+
+    monkeypatch.setattr(store, "load", slow_load)
+    tok = token({"wed-slow": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with watching(secured, "wed-b") as (watch_b,), mux_peer(secured) as p:
+        await p.open("wed-slow", tok)
+        await p.write("wed-slow", partner_a="Slow", partner_b="Poke", status="planning")
+        await barrier(p, tok, "wed-b")  # answered while wed-slow still loads
+        await p.write("wed-b", venue="Fast Hall")
+        await eventually(lambda: watch_b.client.core().get("venue") == "Fast Hall", timeout=WAIT)
+        assert p.scope("wed-slow") == "read-write"
+        assert not any(kind == MuxType.SYNC for kind, _ in p.of("wed-slow")), "still loading"
+        release.set()
+        await p.synced("wed-slow")
+        await eventually(lambda: p.statuses("wed-slow")[-1:] == [True], timeout=WAIT)
+    assert any(b"Slow" in blob for blob in await stored(secured, "wed-slow"))
+
+
+async def test_a_drain_tells_documents_that_asked_then_closes_the_socket_with_1012(
+    tmp_path: Path,
+) -> None:
+    running = await start_in_process(tmp_path / "data")
+    try:
+        async with mux_peer(running) as p:
+            hello = codec.encode(Hello(1, Feature.ACKS))
+            p.docs["wed-a"] = Doc()  # it answers the server's step 1
+            await p.ws.send(mux.encode_token("wed-a", ""))
+            await p.ws.send(mux.encode_stateless("wed-a", mux.wrap_extension(hello)))
+            await p.ws.send(mux.encode_message("wed-a", SyncStep1(b"\x00")))
+            await barrier(p, "", "wed-b")  # a stock document: no HELLO
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a") == [True, True], timeout=WAIT)
+            await running.app.drain()
+            await eventually(lambda: p.close_code is not None, timeout=WAIT)
+            assert p.close_code == 1012
+            wrapped = [
+                codec.decode_server_message(mux.unwrap_extension(str(body)) or b"")
+                for kind, body in p.of("wed-a")
+                if kind == MuxType.STATELESS
+            ]
+            names = [type(m).__name__ for m in wrapped]
+            assert names[0] == "Hello"
+            assert names[-1] == "Drain", "the DRAIN before the close"
+            assert set(names[1:-1]) == {"Ack"}
+            assert getattr(wrapped[-2], "seq", None) == 2, "its step 2 and its update, durable"
+            assert not any(kind == MuxType.STATELESS for kind, _ in p.of("wed-b"))
+    finally:
+        await stop_in_process(running)
+
+
+async def test_a_full_document_queue_stops_reading_the_socket_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_in_process(tmp_path / "data", mux_document_queue=2)
+    store = running.node.store
+    load, release = store.load, asyncio.Event()
+
+    async def slow_load(room: RoomId) -> Any:
+        if room == "wed-slow":
+            await release.wait()
+        return await load(room)
+
+    monkeypatch.setattr(store, "load", slow_load)
+    try:
+        async with mux_peer(running) as p:
+            await p.open("wed-slow", "")  # its step 1 waits in the queue: 1 of 2
+            await p.write("wed-slow", partner_a="A", partner_b="B", status="planning")  # 2 of 2
+            await p.write("wed-slow", venue="V1")  # the queue is full: reading stops here
+            await p.write("wed-slow", venue="V2")
+            await p.ws.send(mux.encode_token("wed-b", ""))
+            await eventually(lambda: p.scope("wed-slow") is not None, timeout=WAIT)
+            with pytest.raises(AssertionError):  # not read yet: backpressure
+                await eventually(lambda: p.scope("wed-b") is not None, timeout=0.5)
+            release.set()
+            await eventually(lambda: p.scope("wed-b") is not None, timeout=WAIT)
+            await eventually(lambda: p.statuses("wed-slow")[-3:] == [True] * 3, timeout=WAIT)
+            assert p.close_code is None
+        blobs = b"".join((await load(RoomId("wed-slow"))).blobs())
+        assert b"V2" in blobs
+    finally:
+        await stop_in_process(running)
+
+
+async def test_an_overloaded_node_refuses_a_new_document_and_keeps_the_open_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running = await start_in_process(tmp_path / "data")
+    try:
+        async with mux_peer(running) as p:
+            await barrier(p, "", "wed-a")
+            overload = running.node.overload
+            assert overload is not None
+            monkeypatch.setattr(overload, "reason", lambda: "loop_lag")  # the node is behind
+            await p.open("wed-b", "")
+            await eventually(lambda: p.denied("wed-b") is not None, timeout=WAIT)
+            closes = [body for kind, body in p.of("wed-b") if kind == MuxType.CLOSE]
+            assert len(closes) == 1
+            assert str(closes[0]).startswith("1013 ")
+            await p.write("wed-a", partner_a="Ana", partner_b="Bea", status="planning")
+            await eventually(lambda: p.statuses("wed-a")[-1:] == [True], timeout=WAIT)
+            assert p.close_code is None
+    finally:
+        await stop_in_process(running)
+
+
+async def test_metrics_count_sockets_documents_and_refusals(secured: RunningGateway) -> None:
+    tok = token({"wed-a": Role.PLANNER, "wed-b": Role.PLANNER})
+    async with mux_peer(secured) as p:
+        await barrier(p, tok, "wed-a")
+        await barrier(p, tok, "wed-b")
+        await p.open("wed-c", tok)  # not in the token
+        await p.ws.send(mux.encode_close("never-opened"))
+        await eventually(lambda: p.denied("wed-c") is not None, timeout=WAIT)
+        async with httpx.AsyncClient(base_url=secured.http_url) as http:
+            text = (await http.get("/metrics")).text
+        assert "gateway_mux_sockets 1.0" in text
+        assert "gateway_mux_documents 2.0" in text
+        assert "gateway_mux_documents_refused_total 1.0" in text
+        assert "gateway_mux_messages_ignored_total 2.0" in text  # wed-c's step 1, the close

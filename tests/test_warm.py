@@ -20,7 +20,7 @@ from gateway.core.limits import Limits
 from gateway.core.session import Session
 from gateway.errors import Overloaded
 from gateway.node import Node
-from gateway.overload import ShedSettings
+from gateway.overload import LoopLag, ShedSettings
 from gateway.ports import Append
 from gateway.types import NodeId, RoomId
 from gateway.warm import WarmSettings
@@ -204,7 +204,8 @@ async def test_under_overload_far_weddings_are_refused_first_and_the_wedding_day
     async with node_of(store, shed=shed, warm=warm) as node:
         await eventually(lambda: node.warmer is not None and node.warmer.refreshes >= 1)
         far_member = await member(node, far)  # before the overload: it stays
-        node.telemetry.loop_lag_last = 0.5  # the loop is behind (the probe's value, by hand)
+        node.loop_lag = LoopLag()  # a probe that does not run: the overload reads this one
+        node.loop_lag.seconds = 0.5  # the loop is behind
         for room in (far, undated):
             with pytest.raises(Overloaded) as refused:
                 await member(node, room)
@@ -217,7 +218,7 @@ async def test_under_overload_far_weddings_are_refused_first_and_the_wedding_day
         assert 'gateway_connections_shed_total{reason="loop_lag"} 2.0' in exported
         assert "gateway_priority_weddings 2.0" in exported
         assert far_member[1] in node.fanout.outlets  # a member already in is not closed
-        node.telemetry.loop_lag_last = 0.0
+        node.loop_lag.seconds = 0.0
         await member(node, undated)  # the overload is over: everyone is served again
 
 

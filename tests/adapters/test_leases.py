@@ -268,10 +268,9 @@ async def test_a_schema_at_version_two_gets_leases_and_keeps_its_rooms(
     finally:
         await conn.close()
     monkeypatch.undo()
-    assert await migrate(postgres_dsn, schema=schema) == [
-        "0003_room_leases",
-        "0004_history_webhooks",
-    ]
+    applied = await migrate(postgres_dsn, schema=schema)  # the leases, and every later one
+    assert applied == [m.name for m in MIGRATIONS[2:]]
+    assert applied[0] == "0003_room_leases"
     async with PostgresStore.connect(postgres_dsn, schema=schema) as store:
         assert await store.holder(ROOM) == Lease(ROOM, None, 0)
         assert await store.acquire(ROOM, A, TTL) == Lease(ROOM, A, 1, acquired=True)

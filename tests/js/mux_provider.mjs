@@ -41,10 +41,14 @@ function wsClient (room) {
 }
 
 const socketCloses = []
+let socketOpens = 0
 const socket = new HocuspocusProviderWebsocket({
   url: `${base}/mux`,
   WebSocketPolyfill: WebSocket,
-  onDisconnect: ({ event }) => socketCloses.push(event.code)
+  delay: 20, // reconnect quickly after the blip below (default 1 s)
+  minDelay: 10,
+  onOpen: () => { socketOpens++ },
+  onDisconnect: ({ event }) => { if (event.code !== 1005 && event.code !== 1000) socketCloses.push(event.code) }
 })
 const denied = []
 
@@ -107,8 +111,29 @@ try {
   late.doc.getMap('core').set('venue', 'Late venue')
   await waitFor(() => lateWs.doc.getMap('core').get('venue') === 'Late venue', 'the late edit on /ws')
 
+  // per-document refusals, as a stock provider sees them: the socket and the others carry on
+  const outside = muxClient(config.outside)
+  const readonly = muxClient(config.readonly)
+  await waitFor(() => outside.denied !== null && readonly.scope !== null && readonly.provider.synced,
+    'the refused and the read-only documents')
+  await waitFor(() => readonly.doc.getMap('core').get('partner_a') === 'RO', 'the read-only wedding')
+  readonly.doc.getMap('core').set('venue', 'Viewer Hall')
+  await waitFor(() => readonly.doc.getMap('core').get('venue') === undefined, 'the read-only edit undone')
+  mux[0].doc.getMap('core').set('guest_count', 99) // the socket still serves the others
+  await waitFor(() => ws[0].doc.getMap('core').get('guest_count') === 99, 'an edit after the refusals')
+
   const all = [...mux, late]
   await waitFor(() => all.every((c) => c.provider.unsyncedChanges === 0), 'every change acknowledged')
+
+  // a network blip: the socket drops; edits made meanwhile arrive once every document resynced
+  const opened = socketOpens
+  socket.webSocket.close()
+  await waitFor(() => all.every((c) => !c.provider.synced), 'every provider saw the loss')
+  mux.forEach((c, i) => c.doc.getMap('core').set('ceremony_time', `1${i % 10}:30`))
+  await waitFor(() => socketOpens > opened && all.every((c) => c.provider.synced), 'every provider back')
+  await waitFor(() => ws.every((c, i) => c.doc.getMap('core').get('ceremony_time') === `1${i % 10}:30`),
+    'the offline edits on /ws')
+  await waitFor(() => all.every((c) => c.provider.unsyncedChanges === 0), 'the offline edits acknowledged')
   result = {
     ok: true,
     documents: all.length,
@@ -116,11 +141,13 @@ try {
     states: Object.fromEntries(all.map((c) => [c.room, JSON.parse(json(c.doc))])),
     leaks,
     denied,
+    outside: { scope: outside.scope, denied: outside.denied },
+    readonlyScope: readonly.scope,
     socketCloses,
     wsCloses: [...ws, lateWs].flatMap((c) => c.closes)
   }
   for (const c of [...ws, lateWs]) c.provider.destroy()
-  for (const c of all) c.provider.destroy()
+  for (const c of [...all, outside, readonly]) c.provider.destroy()
   socket.destroy()
 } catch (error) {
   result = { ok: false, error: String(error), denied, socketCloses, first: debug.mux && [json(debug.mux[0].doc), json(debug.ws[0].doc), debug.mux[0].provider.unsyncedChanges] }

@@ -2,9 +2,7 @@
 
 export {
   WedsyncProvider,
-  defaultPlatform,
   type CloseEvent,
-  type Platform,
   type ConnectionStatus,
   type RejectEvent,
   type SavedEvent,
@@ -18,3 +16,4 @@ export {
   CloseCode, backoff, needsNewToken, reconnects,
   type BackoffOptions, type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
+export { defaultPlatform, type Platform } from './platform.js'

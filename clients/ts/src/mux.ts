@@ -4,9 +4,9 @@
  * and unacknowledged edits exactly as over `/ws`: the socket gives each one a *channel*, an
  * object with the WebSocket API (`WebSocketLike`) that frames the provider's messages with its
  * wedding's name and unwraps what the server sends for it. The extension messages travel as
- * `wedsync:` stateless messages (§10.5); a permission-denied for a wedding closes that channel
- * only, with 4503 (or 4401 when the server closed an open wedding), so the provider's close-code
- * rules (§6) apply per wedding. When the socket itself closes, every channel closes with its
+ * `wedsync:` stateless messages (§10.5); a permission-denied at opening closes that channel
+ * only, with 4503, and a server's close of an open wedding with the code its reason starts with
+ * (4401 revoked, 1013 overloaded, ...), so the provider's close-code rules (§6) apply per wedding. When the socket itself closes, every channel closes with its
  * code and each provider reconnects on its own backoff; the socket reconnects on their demand.
  *
  *     const socket = new WedsyncSocket('ws://HOST/mux', { token, WebSocketPolyfill: WebSocket })
@@ -14,6 +14,7 @@
  *     const b = new WedsyncProvider('', 'wed-2', new Y.Doc(), { socket })
  */
 
+import { defaultPlatform, withPlatform, type Platform } from './platform.js'
 import { Reader, Writer } from './protocol.js'
 import { CloseCode, type WebSocketConstructor, type WebSocketLike } from './socket.js'
 import { TokenKeeper, type TokenSource } from './token.js'
@@ -39,6 +40,8 @@ const FIRST_EXTENSION = 100
 export interface WedsyncSocketOptions {
   /** The default token of every wedding whose provider has none of its own. */
   token?: TokenSource
+  /** Declared as `?platform=` (spec §1), as `WedsyncProviderOptions.platform`. */
+  platform?: Platform
   WebSocketPolyfill?: WebSocketConstructor | (new (url: string, ...rest: any[]) => unknown)
 }
 
@@ -137,6 +140,8 @@ export class MuxChannel implements WebSocketLike {
 /** One `/mux` WebSocket shared by many providers (pass it as their `socket` option). */
 export class WedsyncSocket {
   readonly url: string
+  /** Declared on each connection as `?platform=` (spec §1). */
+  readonly platform: Platform
   /** WebSocket connections opened so far. */
   connections = 0
   /** The last close of the shared socket. */
@@ -150,6 +155,7 @@ export class WedsyncSocket {
 
   constructor (url: string, options: WedsyncSocketOptions = {}) {
     this.url = url
+    this.platform = options.platform ?? defaultPlatform()
     const WS = (options.WebSocketPolyfill ?? globalThis.WebSocket) as WebSocketConstructor | undefined
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
@@ -203,7 +209,7 @@ export class WedsyncSocket {
 
   private connect (): void {
     if (this.ws !== null) return
-    const ws = new this.WebSocketClass(this.url)
+    const ws = new this.WebSocketClass(withPlatform(this.url, this.platform))
     ws.binaryType = 'arraybuffer'
     this.ws = ws
     ws.onopen = () => {
@@ -256,18 +262,21 @@ export class WedsyncSocket {
       case MuxType.AUTH: {
         const authType = reader.readVarUint()
         const text = reader.readVarString()
-        if (authType === MuxAuthType.PERMISSION_DENIED) {
-          // the wedding refused (4503, terminal) or closed (4401: a new token may open it)
-          const wasOpen = channel.authenticated
-          channel.closed(wasOpen ? CloseCode.UNAUTHORIZED : CloseCode.FORBIDDEN, text)
+        if (authType === MuxAuthType.PERMISSION_DENIED && !channel.authenticated) {
+          channel.closed(CloseCode.FORBIDDEN, text) // refused at opening: terminal (§6)
         } else if (authType === MuxAuthType.AUTHENTICATED) {
           channel.authenticated = true
         }
         break
       }
-      case MuxType.CLOSE:
-        channel.closed(CloseCode.UNAUTHORIZED, reader.remaining > 0 ? reader.readVarString() : '')
+      case MuxType.CLOSE: {
+        // an open wedding closed: the reason starts with its §6 close code (spec §10.3)
+        const reason = reader.remaining > 0 ? reader.readVarString() : ''
+        const match = /^(\d{4}) (.*)$/s.exec(reason)
+        if (match !== null) channel.closed(Number(match[1]), match[2])
+        else channel.closed(CloseCode.UNAUTHORIZED, reason)
         break
+      }
       default:
         break // SYNC_STATUS: the provider counts its ACKs instead
     }

@@ -29,6 +29,7 @@ import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
 import { OfflineStore } from './offline.js'
 import { TokenKeeper, type TokenSource } from './token.js'
 import type { WedsyncSocket } from './mux.js'
+import { defaultPlatform, withPlatform, type Platform } from './platform.js'
 
 export type { TokenSource } from './token.js'
 
@@ -66,13 +67,6 @@ export interface WedsyncProviderOptions {
   socket?: WedsyncSocket
 }
 
-export type Platform = 'web' | 'pwa' | 'ios' | 'android' | 'integration'
-
-/** `pwa` when the page runs as an installed app, else `web`. */
-export function defaultPlatform (): Platform {
-  const matchMedia = (globalThis as { matchMedia?: (query: string) => { matches: boolean } }).matchMedia
-  return typeof matchMedia === 'function' && matchMedia('(display-mode: standalone)').matches ? 'pwa' : 'web'
-}
 
 export interface RejectEvent { seq: number, field: string, reason: string }
 export interface SavedEvent { pending: number, acksPaused: boolean }
@@ -299,7 +293,7 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
     }
     this.url = this.urls[this.attempts % this.urls.length]
     this.attempts++
-    const ws = new this.WebSocketClass(`${this.url}?platform=${encodeURIComponent(this.platform)}`)
+    const ws = new this.WebSocketClass(withPlatform(this.url, this.platform))
     ws.binaryType = 'arraybuffer'
     this.ws = ws
     ws.onopen = () => {

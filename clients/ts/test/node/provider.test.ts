@@ -266,17 +266,19 @@ describe('a gateway that checks tokens', () => {
     const a = client(gateway.wsUrl, wedding, {
       token: async () => {
         calls++
-        return await genToken('--subject', 'pat', '--wedding', wedding, '--role', 'planner', '--ttl', '4')
+        // 10 s: refreshed half-way, so a token command slowed down by a busy machine (a Python
+        // process start) still returns long before the old token expires
+        return await genToken('--subject', 'pat', '--wedding', wedding, '--role', 'planner', '--ttl', '10')
       }
     })
     await synced(a)
     createWedding(a)
     await durable(a)
-    await waitFor(() => calls >= 4, 'the token refreshed past the first expiry', 20_000)
+    await waitFor(() => calls >= 3, 'the token refreshed past the first expiry', 25_000)
     a.doc.getMap('core').set('venue', 'Still connected')
     await durable(a)
-    expect(a.connections).toBe(1)
     expect(a.lastClose).toBe(null)
+    expect(a.connections).toBe(1)
   })
 
   test('4503 (no grant in this wedding) stops the client; it does not reconnect', async () => {
