@@ -2,13 +2,13 @@
 
 Two signals say the node is behind: appends waiting for the store (``shed_pending_appends``,
 below ``max_pending_appends``, where writers of every wedding start being refused with 4002) and
-event-loop lag (``shed_loop_lag_seconds``: how late the last probe timer of gateway/telemetry.py
-fired). While either is above its threshold, a new connection to a wedding outside the priority
-window (gateway/warm.py: the next 48 h by default) is closed with 1013 (try again later,
-proto/spec.md §6) before it costs a room load and a sync. Members already connected, and
-every connection to a priority wedding, are untouched: the thresholds sit below the limits at
-which the node starts refusing anybody, so a wedding-day member is affected only after the
-shedding could not help.
+event-loop lag (``shed_loop_lag_seconds``: how late the last timer of ``LoopLag`` below fired,
+every ``LAG_PROBE_SECONDS``). While either is above its threshold, a new connection to a
+wedding outside the priority window (gateway/warm.py: the next 48 h by default) is closed with
+1013 (try again later, proto/spec.md §6) before it costs a room load and a sync. Members already
+connected, and every connection to a priority wedding, are untouched: the thresholds sit below
+the limits at which the node starts refusing anybody, so a wedding-day member is affected only
+after the shedding could not help.
 """
 
 from __future__ import annotations

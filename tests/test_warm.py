@@ -229,3 +229,20 @@ async def test_the_sqlite_store_keeps_the_index_too(tmp_path: Any) -> None:
         await store.set_wedding_date(RoomId("a"), TODAY + timedelta(days=1))
         found = await store.weddings_between(TODAY, TODAY + timedelta(days=7), limit=5)
         assert found == [(RoomId("a"), TODAY + timedelta(days=1))]
+
+
+def test_either_signal_is_an_overload_and_shedding_must_start_below_the_refusals() -> None:
+    from gateway.errors import ConfigError
+    from gateway.overload import Overload
+    from gateway.settings import Settings
+
+    settings = ShedSettings(pending_appends=5, loop_lag_seconds=0.25)
+    state = {"pending": 0, "lag": 0.0}
+    overload = Overload(settings, lambda: state["pending"], lambda: state["lag"])
+    assert overload.reason() is None
+    state["pending"] = 5
+    assert overload.reason() == "pending_appends"
+    state.update(pending=4, lag=0.25)
+    assert overload.reason() == "loop_lag"
+    with pytest.raises(ConfigError, match="GATEWAY_SHED_PENDING_APPENDS must be below"):
+        Settings.from_env({"GATEWAY_SHED_PENDING_APPENDS": "10000"})
