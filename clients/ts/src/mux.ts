@@ -14,6 +14,7 @@
  *     const b = new WedsyncProvider('', 'wed-2', new Y.Doc(), { socket })
  */
 
+import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
 import { defaultPlatform, withPlatform, type Platform } from './platform.js'
 import { Reader, Writer } from './protocol.js'
 import { CloseCode, type WebSocketConstructor, type WebSocketLike } from './socket.js'
@@ -43,6 +44,10 @@ export interface WedsyncSocketOptions {
   /** Declared as `?platform=` (spec §1), as `WedsyncProviderOptions.platform`. */
   platform?: Platform
   WebSocketPolyfill?: WebSocketConstructor | (new (url: string, ...rest: any[]) => unknown)
+  /** A socket silent for `idleMs` (default 25 s; the server pings every 10 s) is probed; if
+   * nothing arrives within `answerMs` (10 s) it is dropped: every channel closes with 1006 and
+   * its provider reconnects over a new socket. `idleMs: 0`: off. */
+  liveness?: Partial<LivenessOptions>
 }
 
 function prefixed (name: string, body: Uint8Array): Uint8Array {
@@ -152,6 +157,7 @@ export class WedsyncSocket {
   private token: string | null = null
   private ready = false
   private readonly channels = new Map<string, MuxChannel>()
+  private readonly liveness: Liveness
 
   constructor (url: string, options: WedsyncSocketOptions = {}) {
     this.url = url
@@ -160,6 +166,11 @@ export class WedsyncSocket {
     if (WS === undefined) throw new TypeError('no WebSocket: pass WebSocketPolyfill (Node: ws)')
     this.WebSocketClass = WS
     this.tokens = new TokenKeeper(options.token, 60_000)
+    this.liveness = new Liveness(
+      { ...DEFAULT_LIVENESS, ...options.liveness },
+      () => { this.probe() },
+      (silentMs) => { this.dead(silentMs) }
+    )
   }
 
   /** The WebSocket class a provider uses for `weddingId`: it opens a channel of this socket. */
@@ -187,6 +198,7 @@ export class WedsyncSocket {
 
   /** Close the shared socket; every channel closes with 1000 (providers reconnect). */
   close (): void {
+    this.liveness.stop()
     this.ws?.close(CloseCode.NORMAL, 'the client closed the socket')
   }
 
@@ -215,6 +227,7 @@ export class WedsyncSocket {
     ws.onopen = () => {
       if (this.ws !== ws) return
       this.connections++
+      this.liveness.start()
       void this.tokens.current().then((token) => {
         if (this.ws !== ws) return
         this.token = token
@@ -224,16 +237,39 @@ export class WedsyncSocket {
     }
     ws.onmessage = (event) => {
       if (this.ws !== ws || !(event.data instanceof ArrayBuffer)) return
+      this.liveness.heard()
       this.receive(new Uint8Array(event.data))
     }
     ws.onclose = (event) => {
-      if (this.ws !== ws) return
-      this.ws = null
-      this.ready = false
-      this.lastClose = { code: event.code, reason: event.reason }
-      for (const channel of [...this.channels.values()]) channel.closed(event.code, event.reason)
+      if (this.ws === ws) this.lost(event.code, event.reason)
     }
     ws.onerror = () => {} // a close event follows
+  }
+
+  private lost (code: number, reason: string): void {
+    this.ws = null
+    this.ready = false
+    this.liveness.stop()
+    this.lastClose = { code, reason }
+    for (const channel of [...this.channels.values()]) channel.closed(code, reason)
+  }
+
+  /** Ask for a sign of life now (the server's next ping would do too): a query-awareness of
+   * one open wedding, which the server always answers (spec §2.5). */
+  private probe (): void {
+    const name = this.channels.keys().next().value
+    if (name !== undefined) this.sendRaw(prefixed(name, Uint8Array.of(MuxType.QUERY_AWARENESS)))
+  }
+
+  /** Nothing answered the probe: the socket is half-open. Let go of it now (its close
+   * handshake could take minutes); the providers reconnect, over a new socket. */
+  private dead (silentMs: number): void {
+    const ws = this.ws
+    if (ws === null) return
+    this.lost(CloseCode.ABNORMAL, `no message from the server for ${Math.round(silentMs / 1000)} s`)
+    try {
+      ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
+    } catch {} // closing a dead socket may throw in some WebSocket implementations
   }
 
   private receive (data: Uint8Array): void {

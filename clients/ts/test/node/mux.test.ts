@@ -115,3 +115,31 @@ describe('a shared socket with tokens', () => {
     expect(socket.connections).toBe(1)
   })
 })
+
+describe('a shared socket whose gateway goes silent (half-open)', () => {
+  test('the socket is probed, dropped, and every wedding comes back over a new one', async () => {
+    const gateway = await startGateway()
+    const socket = new WedsyncSocket(gateway.wsUrl.replace(/\/ws$/, '/mux'), {
+      WebSocketPolyfill: WebSocket, liveness: { idleMs: 400, answerMs: 400 }
+    })
+    sockets.push(socket)
+    const fast = function * (): Generator<number> { while (true) yield 50 }
+    // the providers' own probes off: the socket's alone finds the silence
+    const all = [newWedding(), newWedding()].map((w) => client(socket, w, { liveness: { idleMs: 0 }, delays: fast }))
+    const closes: number[][] = all.map(() => [])
+    all.forEach((p, i) => p.on('close', ({ code }) => closes[i].push(code)))
+    await waitFor(() => all.every((p) => p.synced), 'every provider synced')
+    all.forEach((p) => createWedding(p))
+    for (const p of all) await durable(p)
+    gateway.process.kill('SIGSTOP') // its kernel keeps the TCP connection: no close ever comes
+    all.forEach((p, i) => p.doc.getMap('core').set('notes', `while silent ${i}`))
+    await waitFor(() => closes.every((c) => c.includes(1006)), 'every wedding saw the socket dropped')
+    expect(socket.lastClose?.reason).toMatch(/^no message from the server for \d+ s$/)
+    gateway.process.kill('SIGCONT')
+    await waitFor(() => socket.connections >= 2 && all.every((p) => p.synced), 'every wedding back over a new socket')
+    for (const p of all) await durable(p)
+    for (const [i, p] of all.entries()) {
+      expect((await weddingJson(gateway, p.weddingId)).core.notes).toBe(`while silent ${i}`)
+    }
+  })
+})
