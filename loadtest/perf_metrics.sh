@@ -6,6 +6,9 @@
 # commit's gateway/ first on PYTHONPATH, and this tree's compiled guard (its source is the same).
 # The data directory is on /dev/shm: the CPU cost is measured, not the disk of a shared machine.
 # Usage: bash loadtest/perf_metrics.sh [BEFORE_COMMIT] [OUT_DIR]   (after `make install`)
+# AFTER=COMMIT runs that commit's gateway/ as "after" too (default: this tree's); COMPILED=DIR
+# takes the compiled guard of both from DIR/gateway/core (tools/compile_guard.py --root DIR) when
+# the commits' guard source differs from this tree's.
 set -euo pipefail
 BEFORE=${1:-284c60c}
 OUT=${2:-/tmp/wedsync-perf-metrics}
@@ -16,7 +19,14 @@ LOAD="--scenario steady --weddings 200 --clients 5 --rate 2"
 mkdir -p "$OUT"
 BASE=$(mktemp -d)
 git archive "$BEFORE" gateway | tar -x -C "$BASE"
-cp gateway/core/*.so "$BASE/gateway/core/" 2>/dev/null || true
+GUARD=${COMPILED:-.}/gateway/core
+cp "$GUARD"/*.so "$BASE/gateway/core/" 2>/dev/null || true
+AFTER_TREE=""
+if [ -n "${AFTER:-}" ]; then
+  AFTER_TREE=$(mktemp -d)
+  git archive "$AFTER" gateway | tar -x -C "$AFTER_TREE"
+  cp "$GUARD"/*.so "$AFTER_TREE/gateway/core/" 2>/dev/null || true
+fi
 
 wait_port() {
   for _ in $(seq 200); do
@@ -29,7 +39,7 @@ wait_port() {
 for round in $(seq "$ROUNDS"); do
   for build in before after; do
     port=$((20000 + RANDOM % 20000))
-    pythonpath=""
+    pythonpath=$AFTER_TREE
     [ "$build" = before ] && pythonpath=$BASE
     data=$(mktemp -d -p /dev/shm)
     PYTHONPATH=$pythonpath GATEWAY_DATA_DIR=$data GATEWAY_PORT=$port taskset -c 0 \
@@ -45,5 +55,5 @@ for round in $(seq "$ROUNDS"); do
     rm -rf "$data"
   done
 done
-rm -rf "$BASE"
+rm -rf "$BASE" "$AFTER_TREE"
 "$PY" -m loadtest compare "$OUT"/*.json | tee "$OUT/summary.md"
