@@ -6,9 +6,9 @@
 # commit's gateway/ first on PYTHONPATH, and this tree's compiled guard (its source is the same).
 # The data directory is on /dev/shm: the CPU cost is measured, not the disk of a shared machine.
 # Usage: bash loadtest/perf_metrics.sh [BEFORE_COMMIT] [OUT_DIR]   (after `make install`)
-# AFTER=COMMIT runs that commit's gateway/ as "after" too (default: this tree's); COMPILED=DIR
-# takes the compiled guard of both from DIR/gateway/core (tools/compile_guard.py --root DIR) when
-# the commits' guard source differs from this tree's.
+# AFTER=COMMIT runs that commit's gateway/ as "after" too (default: this tree's). Each commit's
+# update guard is compiled from its own source (tools/compile_guard.py --root), as `make
+# install` compiles this tree's; COMPILED=DIR takes both from DIR/gateway/core instead.
 set -euo pipefail
 BEFORE=${1:-284c60c}
 OUT=${2:-/tmp/wedsync-perf-metrics}
@@ -18,14 +18,20 @@ PY=.venv/bin/python
 LOAD="--scenario steady --weddings 200 --clients 5 --rate 2"
 mkdir -p "$OUT"
 BASE=$(mktemp -d)
+compiled() {  # the update guard of the tree in $1, compiled (or taken from COMPILED)
+  if [ -n "${COMPILED:-}" ]; then
+    cp "$COMPILED"/gateway/core/*.so "$1/gateway/core/"
+  else
+    "$PY" tools/compile_guard.py --root "$1" >/dev/null
+  fi
+}
 git archive "$BEFORE" gateway | tar -x -C "$BASE"
-GUARD=${COMPILED:-.}/gateway/core
-cp "$GUARD"/*.so "$BASE/gateway/core/" 2>/dev/null || true
+compiled "$BASE"
 AFTER_TREE=""
 if [ -n "${AFTER:-}" ]; then
   AFTER_TREE=$(mktemp -d)
   git archive "$AFTER" gateway | tar -x -C "$AFTER_TREE"
-  cp "$GUARD"/*.so "$AFTER_TREE/gateway/core/" 2>/dev/null || true
+  compiled "$AFTER_TREE"
 fi
 
 wait_port() {
