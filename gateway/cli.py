@@ -41,9 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":  # reports every problem itself, one per line
         from gateway import check_config  # only this command needs it
 
-        return check_config.run(
-            gateway_environment(), as_json=args.json, out=sys.stdout, err=sys.stderr
-        )
+        try:
+            return check_config.run(
+                gateway_environment(), as_json=args.json, out=sys.stdout, err=sys.stderr
+            )
+        except BrokenPipeError:  # piped into head: the reader has what it wanted
+            sys.stdout = None  # nothing left to flush at exit
+            return 0
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
