@@ -14,6 +14,7 @@ import pytest
 from starlette.datastructures import Secret
 
 from gateway.adapters.postgres_store import migrate
+from gateway.change_feed import decode_position
 from gateway.core.policy import Role
 from gateway.history import iso_time
 from gateway.types import RoomId
@@ -21,6 +22,8 @@ from gateway_client import GatewayClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
 from tests.test_attacks import SECRET, token
+from tests.test_change_feed import WEDDINGS as FEED
+from tests.test_change_feed import edit, read_events, vendor_token
 
 pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
@@ -157,3 +160,38 @@ async def test_a_state_from_before_compactions_is_restorable_on_postgres(
             assert [e["id"] for e in client.timeline()] == ["ceremony"]
     finally:
         await stop_in_process(running)
+
+
+async def test_a_change_stream_resumed_on_the_other_node_misses_nothing_and_repeats_nothing(
+    nodes: tuple[RunningGateway, RunningGateway],
+) -> None:
+    """A dashboard's stream from node one breaks; it resumes with Last-Event-ID on node two (a
+    load balancer may send it anywhere): the position is the store's, not a node's."""
+    one, two = nodes
+    headers = {"Authorization": f"Bearer {vendor_token()}"}
+    async with (
+        httpx.AsyncClient(base_url=one.http_url, timeout=30) as http_one,
+        httpx.AsyncClient(base_url=two.http_url, timeout=30) as http_two,
+    ):
+        async with http_one.stream("GET", "/v1/changes/stream", headers=headers) as stream:
+            assert stream.status_code == 200
+            await edit(one, "feed-a", "One")
+            await edit(two, "feed-b", "Two")  # judged on whichever node owns feed-b
+            first = await read_events(stream, 2)
+        last_id = first[-1][0]
+        await edit(two, "feed-a", "Three")  # while nobody listens, through the other node
+        await edit(one, "feed-b", "Four")
+        cursor = decode_position(last_id)
+        every = {w: [e.offset for e in await one.node.store.audit(RoomId(w))] for w in FEED}
+        missing = {w: [o for o in every[w] if o > cursor.get(RoomId(w), 0)] for w in FEED}
+        resumed = {**headers, "Last-Event-ID": last_id}
+        async with http_two.stream("GET", "/v1/changes/stream", headers=resumed) as stream:
+            assert stream.status_code == 200
+            rest = await read_events(stream, sum(map(len, missing.values())))
+    for wedding in FEED:
+        again = [d["offset"] for _, d in rest if d["wedding_id"] == wedding]
+        assert again == missing[wedding], "complete, in offset order, nothing twice"
+        seen = [d["offset"] for _, d in first if d["wedding_id"] == wedding]
+        assert not set(seen) & set(again)
+    venues = {d["wedding_id"]: c["new"] for _, d in rest for c in d["changes"]}
+    assert venues == {"feed-a": "Three", "feed-b": "Four"}
