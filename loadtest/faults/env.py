@@ -8,6 +8,7 @@ and the run's schema on the shared Postgres.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -249,6 +250,25 @@ class World:
             if before is None and any(c != contents[0] for c in contents):
                 return False
         return True
+
+    def divergence(self) -> str:
+        """What keeps the replicas apart, in a few words: per replica that lacks acknowledged
+        entries, how many and an example; and how many distinct contents each wedding has."""
+        parts: list[str] = []
+        for room, writers in self.rooms().items():
+            contents = [doc_json(w.client.doc) for w in writers]
+            acked = {e.entry for w in writers for e in w.edits if e.acked and e.entry}
+            for writer, content in zip(writers, contents, strict=True):
+                missing = sorted(acked - {e.get("id") for e in content["timeline"]})
+                if missing:
+                    parts.append(
+                        f"{writer.name} (on {writer.client.url}) lacks {len(missing)}"
+                        f" acknowledged entries (e.g. {missing[0]})"
+                    )
+            distinct = len({json.dumps(c, sort_keys=True) for c in contents})
+            if distinct > 1:
+                parts.append(f"{room}: {distinct} distinct replicas of {len(contents)}")
+        return "; ".join(parts[:8]) + (f"; {len(parts) - 8} more" if len(parts) > 8 else "")
 
     async def ready(self) -> dict[str, int]:
         return {node.name: await readyz(self.http, node) for node in self.nodes}

@@ -83,7 +83,7 @@ async def _check(
     if converge_s is None or not settled:
         unacked = sum(len(w.edits) - len(w.acked()) for w in world.writers)
         failures.append(f"not converged {world.tier.converge_timeout:g} s after the heal"
-                        f" ({unacked} edits unacknowledged)")  # fmt: skip
+                        f" ({unacked} edits unacknowledged; {world.divergence()})")  # fmt: skip
     ready = await until(_async_ready(world), world.tier.converge_timeout)
     statuses = await world.ready()
     if not ready:
