@@ -418,21 +418,26 @@ class WebSocketEndpoint:
                     # while a message waits for us, so the client's sends block (backpressure).
                     counts["paced"] += pause
                     await asyncio.sleep(pause)
-        except GatewayError as exc:
-            driver.close_nowait(exc)
-            return exc.close_code
-        except WireProtocolError as exc:
-            refused = as_gateway_error(exc)
-            driver.close_nowait(refused)
-            return refused.close_code
         except Exception as exc:
-            log.exception("client_failed")
-            error = InvalidState(f"internal error: {type(exc).__name__}")
-            driver.close_nowait(error)
-            return error.close_code
+            return close_for(driver, exc, "client_failed")
         finally:
             node.leave(slot, session)
             node.telemetry.left(platform)
+
+
+def close_for(driver: ConnectionDriver, exc: Exception, event: str) -> int:
+    """Close a connection for what its read loop raised; return the close code. A gateway
+    error and a protocol violation are the client's; anything else is a gateway bug, logged as
+    ``event`` with its traceback (call this from the ``except`` block) and closed with 1011."""
+    if isinstance(exc, GatewayError):
+        error: GatewayError = exc
+    elif isinstance(exc, WireProtocolError):
+        error = as_gateway_error(exc)
+    else:
+        log.exception(event)
+        error = InvalidState(f"internal error: {type(exc).__name__}")
+    driver.close_nowait(error)
+    return error.close_code
 
 
 def declared_platform(scope: Scope) -> str:

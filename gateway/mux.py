@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.adapters.uvicorn_ws import forget_handshake
 from gateway.adapters.websocket import writer_for
-from gateway.connection import NORMAL_CLOSURE, ConnectionDriver, declared_platform
+from gateway.connection import NORMAL_CLOSURE, ConnectionDriver, close_for, declared_platform
 from gateway.core.limits import TokenBucket
 from gateway.core.session import Session
 from gateway.errors import (
@@ -625,15 +625,5 @@ class MuxEndpoint:
                     # loop run the other clients' work (and its lag probe, gateway/overload.py)
                     await asyncio.sleep(0)
                     last_yield = time.monotonic()
-        except GatewayError as exc:
-            driver.close_nowait(exc)
-            return exc.close_code
-        except WireProtocolError as exc:
-            refused = as_gateway_error(exc)
-            driver.close_nowait(refused)
-            return refused.close_code
         except Exception as exc:
-            log.exception("mux_failed")
-            error = InvalidState(f"internal error: {type(exc).__name__}")
-            driver.close_nowait(error)
-            return error.close_code
+            return close_for(driver, exc, "mux_failed")

@@ -21,13 +21,8 @@ declare -A LOADS=(
   [big-wedding-200]="--scenario big-wedding --clients 200 --rate 0.25"
 )
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/wait_port.sh"
 
 start_server() {  # $1 = gateway | reference, $2 = port; prints the pid
   if [ "$1" = gateway ]; then

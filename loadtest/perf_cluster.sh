@@ -29,13 +29,8 @@ PYEOF
 }
 trap cleanup EXIT
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/wait_port.sh"
 
 declare -A LOADS=(
   [cluster-200]="--scenario steady --weddings 50 --clients 4 --rate 1"

@@ -26,13 +26,8 @@ declare -A CONFIGS=(
   [both]="GATEWAY_WS_PER_MESSAGE_DEFLATE=true GATEWAY_BROADCAST_BATCH_MS=$BATCH_MS"
 )
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/wait_port.sh"
 
 for round in $(seq "$REPEAT"); do
   for name in steady-200 typing-100; do

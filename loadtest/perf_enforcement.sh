@@ -18,13 +18,8 @@ declare -A LOADS=(
   [steady-1000]="--scenario steady --weddings 200 --clients 5 --rate 2"
 )
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/wait_port.sh"
 
 for round in $(seq "$ROUNDS"); do
   for name in steady-200 steady-1000; do

@@ -34,13 +34,8 @@ if [ -n "${AFTER:-}" ]; then
   compiled "$AFTER_TREE"
 fi
 
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/wait_port.sh"
 
 for round in $(seq "$ROUNDS"); do
   for build in before after; do

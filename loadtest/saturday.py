@@ -41,6 +41,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from gateway_client import GatewayClient
+from loadtest.faults.services import drop_schema
 from loadtest.soak import _listening, free_port, spawn
 
 START_TIMEOUT = 30.0
@@ -157,16 +158,6 @@ async def migrate(env: dict[str, str]) -> None:
     done = await asyncio.create_subprocess_exec(sys.executable, "-m", "gateway", "migrate", env=env)
     if await done.wait() != 0:
         raise RuntimeError("gateway migrate failed")
-
-
-async def drop_schema(dsn: str, schema: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def run(config: SaturdayConfig, env_overrides: dict[str, str]) -> Result:

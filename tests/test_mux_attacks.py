@@ -32,7 +32,7 @@ from gateway_client import GatewayClient
 from loadtest.faults.rawclients import RawClient
 from tests.conftest import RunningGateway, start_in_process, stop_in_process
 from tests.helpers import eventually
-from tests.test_attacks import AUDIENCE, ISSUER, SECRET
+from tests.test_attacks import AUDIENCE, ISSUER, SECRET, Watcher
 from wedsync_protocol import codec, mux
 from wedsync_protocol.messages import Feature, Hello, SyncStep1, SyncStep2, SyncUpdate
 from wedsync_protocol.mux import MuxAuthType, MuxType
@@ -132,15 +132,6 @@ async def mux_peer(running: RunningGateway) -> AsyncIterator[MuxPeer]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-@dataclass
-class Watcher:
-    client: GatewayClient
-    received: list[bytes] = field(default_factory=list)
-
-    def saw(self, needle: bytes) -> bool:
-        return any(needle in update for update in self.received)
 
 
 @contextlib.asynccontextmanager

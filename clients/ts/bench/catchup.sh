@@ -8,13 +8,8 @@
 set -euo pipefail
 REFERENCE=node_modules/@y/websocket-server/src/server.js
 [ -f "$REFERENCE" ] || { echo "missing $REFERENCE: run make install" >&2; exit 2; }
-wait_port() {
-  for _ in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=/dev/null
+source "$(dirname "${BASH_SOURCE[0]}")/../../../loadtest/wait_port.sh"
 gateway_port=$((20000 + RANDOM % 10000))
 reference_port=$((30000 + RANDOM % 10000))
 data=$(mktemp -d)

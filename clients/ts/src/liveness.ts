@@ -9,6 +9,8 @@
  * A message resets the clock. Timers only: no sleeping, one timer at a time.
  */
 
+import { CloseCode, type WebSocketLike } from './socket.js'
+
 export interface LivenessOptions {
   /** Silence (ms) after which the connection is probed; 0 turns the check off. */
   idleMs: number
@@ -74,4 +76,17 @@ export class Liveness {
       this.arm(this.options.idleMs - silent)
     }
   }
+}
+
+/** The close reason reported for a connection given up after `silentMs` without a message. */
+export function silenceReason (silentMs: number): string {
+  return `no message from the server for ${Math.round(silentMs / 1000)} s`
+}
+
+/** Close a socket given up as half-open. Its owner has let go of it first (its close handshake
+ * could take minutes); closing a dead socket may throw in some WebSocket implementations. */
+export function abandon (ws: WebSocketLike): void {
+  try {
+    ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
+  } catch {}
 }

@@ -14,7 +14,7 @@
  *     const b = new WedsyncProvider('', 'wed-2', new Y.Doc(), { socket })
  */
 
-import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
+import { DEFAULT_LIVENESS, Liveness, abandon, silenceReason, type LivenessOptions } from './liveness.js'
 import { defaultPlatform, withPlatform, type Platform } from './platform.js'
 import { Reader, Writer } from './protocol.js'
 import { CloseCode, type WebSocketConstructor, type WebSocketLike } from './socket.js'
@@ -266,10 +266,8 @@ export class WedsyncSocket {
   private dead (silentMs: number): void {
     const ws = this.ws
     if (ws === null) return
-    this.lost(CloseCode.ABNORMAL, `no message from the server for ${Math.round(silentMs / 1000)} s`)
-    try {
-      ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
-    } catch {} // closing a dead socket may throw in some WebSocket implementations
+    this.lost(CloseCode.ABNORMAL, silenceReason(silentMs))
+    abandon(ws)
   }
 
   private receive (data: Uint8Array): void {

@@ -25,7 +25,7 @@ import {
   type WebSocketConstructor, type WebSocketLike
 } from './socket.js'
 import { Edits } from './edits.js'
-import { DEFAULT_LIVENESS, Liveness, type LivenessOptions } from './liveness.js'
+import { DEFAULT_LIVENESS, Liveness, abandon, silenceReason, type LivenessOptions } from './liveness.js'
 import { OfflineStore } from './offline.js'
 import { TokenKeeper, type TokenSource } from './token.js'
 import type { WedsyncSocket } from './mux.js'
@@ -336,11 +336,8 @@ export class WedsyncProvider extends ObservableV2<WedsyncProviderEvents> {
   private connectionDead (silentMs: number): void {
     const ws = this.ws
     if (ws === null) return
-    const reason = `no message from the server for ${Math.round(silentMs / 1000)} s`
-    this.connectionLost(CloseCode.ABNORMAL, reason)
-    try {
-      ws.close(CloseCode.NORMAL, 'no answer to a liveness probe')
-    } catch {} // closing a dead socket may throw in some WebSocket implementations
+    this.connectionLost(CloseCode.ABNORMAL, silenceReason(silentMs))
+    abandon(ws)
   }
 
   private connectionLost (code: number, reason: string): void {

@@ -8,6 +8,9 @@ import { tmpdir, userInfo } from 'node:os'
 import { join, resolve } from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
+import { afterAll, beforeAll } from 'vitest'
+
+import type { WedsyncProvider } from '../src/index.js'
 
 const run = promisify(execFile)
 
@@ -172,4 +175,32 @@ export async function weddingJson (gateway: RunningGateway, wedding: string, tok
 
 export function newWedding (prefix = 'ts'): string {
   return `${prefix}-${Math.random().toString(16).slice(2, 14)}`
+}
+
+/** A wedding's first edit: the required core fields (proto/schema.md), and `fields`. */
+export function createWedding (provider: WedsyncProvider, fields: Record<string, string | number> = {}): void {
+  provider.doc.transact(() => {
+    const core = provider.doc.getMap('core')
+    for (const [key, value] of Object.entries({ partner_a: 'Ana', partner_b: 'Bea', status: 'planning', ...fields })) {
+      core.set(key, value)
+    }
+  })
+}
+
+/** Two gateways (`one`, `two`) on one Postgres schema and Redis prefix of their own, started
+ * before the enclosing describe block's tests and stopped (SIGKILL, a stopped one too) after. */
+export function twoGatewaysOnOneStore (): { one: RunningGateway, two: RunningGateway } {
+  const gateways: { one: RunningGateway, two: RunningGateway } = {} as any
+  let drop: () => Promise<void> = async () => {}
+  beforeAll(async () => {
+    const store = await sharedStore()
+    drop = store.drop
+    gateways.one = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'one' })
+    gateways.two = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'two' })
+  })
+  afterAll(async () => {
+    await stopGateways()
+    await drop()
+  })
+  return gateways
 }

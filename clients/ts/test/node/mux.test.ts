@@ -7,7 +7,7 @@ import * as Y from 'yjs'
 
 import { WedsyncProvider, WedsyncSocket, type WedsyncProviderOptions } from '../../src/index.js'
 import {
-  JWT_SECRET, genToken, newWedding, startGateway, stopGateways, waitFor, weddingJson,
+  JWT_SECRET, createWedding, genToken, newWedding, startGateway, stopGateways, waitFor, weddingJson,
   type RunningGateway
 } from '../gateway.js'
 
@@ -24,15 +24,6 @@ function client (socket: WedsyncSocket, wedding: string, options: WedsyncProvide
   const provider = new WedsyncProvider('', wedding, new Y.Doc(), { socket, ...options })
   providers.push(provider)
   return provider
-}
-
-function createWedding (provider: WedsyncProvider, fields: Record<string, string | number> = {}): void {
-  provider.doc.transact(() => {
-    const core = provider.doc.getMap('core')
-    for (const [key, value] of Object.entries({ partner_a: 'Ana', partner_b: 'Bea', status: 'planning', ...fields })) {
-      core.set(key, value)
-    }
-  })
 }
 
 const durable = async (p: WedsyncProvider): Promise<void> => {

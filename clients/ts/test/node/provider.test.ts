@@ -11,8 +11,8 @@ import * as Y from 'yjs'
 
 import { WedsyncProvider, type WedsyncProviderOptions } from '../../src/index.js'
 import {
-  JWT_SECRET, ROOT, genToken, newWedding, sharedStore, startGateway, stopGateways, waitFor, weddingJson,
-  type RunningGateway
+  JWT_SECRET, ROOT, createWedding, genToken, newWedding, startGateway, stopGateways, twoGatewaysOnOneStore,
+  waitFor, weddingJson, type RunningGateway
 } from '../gateway.js'
 
 const providers: WedsyncProvider[] = []
@@ -24,15 +24,6 @@ function client (url: string, wedding: string, options: WedsyncProviderOptions =
   })
   providers.push(provider)
   return provider
-}
-
-function createWedding (provider: WedsyncProvider, fields: Record<string, string | number> = {}): void {
-  provider.doc.transact(() => {
-    const core = provider.doc.getMap('core')
-    for (const [key, value] of Object.entries({ partner_a: 'Ana', partner_b: 'Bea', status: 'planning', ...fields })) {
-      core.set(key, value)
-    }
-  })
 }
 
 function addEntries (provider: WedsyncProvider, count: number, prefix: string): void {
@@ -317,21 +308,10 @@ describe('a gateway that checks tokens', () => {
 })
 
 describe('two gateways on one store', () => {
-  let one: RunningGateway
-  let two: RunningGateway
-  let drop: () => Promise<void>
-  beforeAll(async () => {
-    const store = await sharedStore()
-    drop = store.drop
-    one = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'one' })
-    two = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'two' })
-  })
-  afterAll(async () => {
-    await stopGateways()
-    await drop()
-  })
+  const gateways = twoGatewaysOnOneStore()
 
   test('a drain (DRAIN, 1012) moves the client to the second URL; nothing is lost', async () => {
+    const { one, two } = gateways
     const wedding = newWedding()
     const closes: number[] = []
     const a = client(one.wsUrl, wedding, { urls: [one.wsUrl, two.wsUrl] })
@@ -356,21 +336,10 @@ describe('two gateways on one store', () => {
 })
 
 describe('a gateway that goes silent without closing (half-open)', () => {
-  let one: RunningGateway
-  let two: RunningGateway
-  let drop: () => Promise<void>
-  beforeAll(async () => {
-    const store = await sharedStore()
-    drop = store.drop
-    one = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'one' })
-    two = await startGateway({ ...store.env, GATEWAY_NODE_ID: 'two' })
-  })
-  afterAll(async () => {
-    await stopGateways() // SIGKILL: a stopped process gets it too
-    await drop()
-  })
+  const gateways = twoGatewaysOnOneStore()
 
   test('liveness: a silent connection is probed, dropped, and the edit made meanwhile is saved elsewhere', async () => {
+    const { one, two } = gateways
     const wedding = newWedding()
     const closes: Array<{ code: number, reason: string }> = []
     const a = client(one.wsUrl, wedding, {
